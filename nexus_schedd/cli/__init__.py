@@ -1,0 +1,1 @@
+"""``nexus-schedctl``: the command-line client."""

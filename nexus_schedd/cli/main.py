@@ -1,0 +1,66 @@
+"""``nexus-schedctl``: argument parsing and dispatch.
+
+Each command lives in its own module under :mod:`nexus_schedd.cli`, which
+exposes ``register(subparsers)``; the parser it adds sets ``func`` to a callable
+taking the parsed arguments and returning the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from nexus_schedd import __version__
+from nexus_schedd.cli import preview
+from nexus_schedd.errors import EXIT_USAGE, SchedulerError
+
+COMMAND_MODULES = (preview,)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with the usage code of SPEC section 7 (2) on bad usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``nexus-schedctl`` parser."""
+    parser = _Parser(
+        prog="nexus-schedctl",
+        description="Control a running nexus-schedd daemon (preview works without one).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="control socket (default: $NEXUS_SCHEDD_SOCKET, else the user or system socket)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the protocol's JSON")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the daemon"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``nexus-schedctl``."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except SchedulerError as exc:
+        print(f"nexus-schedctl: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

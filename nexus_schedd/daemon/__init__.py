@@ -1,0 +1,1 @@
+"""The daemon process: configuration, signals, logging and systemd integration."""

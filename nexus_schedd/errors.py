@@ -1,0 +1,159 @@
+"""The one exception hierarchy of nexus-schedd.
+
+Every error a user can see is a :class:`SchedulerError`. Each class names, in one
+place, the Varlink error it becomes on the control socket and the exit code
+``nexus-schedctl`` uses for it, so the server, the client and the CLI never
+disagree about what a failure means.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+INTERFACE = "io.nexus.Scheduler"
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 69
+EXIT_PERMISSION = 77
+
+
+class SchedulerError(Exception):
+    """Base class of every error nexus-schedd reports to a user."""
+
+    varlink_error: ClassVar[str] = f"{INTERFACE}.InternalError"
+    exit_code: ClassVar[int] = EXIT_REFUSED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def parameters(self) -> dict[str, Any]:
+        """The Varlink error parameters for this error."""
+        return {"message": self.message}
+
+
+class JobNotFound(SchedulerError):
+    """No job has the given id or name."""
+
+    varlink_error = f"{INTERFACE}.JobNotFound"
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no job with id or name {ref!r}")
+        self.ref = ref
+
+    def parameters(self) -> dict[str, Any]:
+        return {"id": self.ref, "message": self.message}
+
+
+class InvalidJobState(SchedulerError):
+    """The job's status does not allow the requested operation or transition."""
+
+    varlink_error = f"{INTERFACE}.InvalidJobState"
+
+    def __init__(self, message: str, *, status: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def parameters(self) -> dict[str, Any]:
+        return {"status": self.status, "message": self.message}
+
+
+class InvalidSpec(SchedulerError):
+    """A job definition, time, zone, recurrence or payload is not valid."""
+
+    varlink_error = f"{INTERFACE}.InvalidSpec"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def parameters(self) -> dict[str, Any]:
+        return {"field": self.field, "reason": self.reason}
+
+
+class UnknownJobType(SchedulerError):
+    """No loaded handler supports the job type."""
+
+    varlink_error = f"{INTERFACE}.UnknownJobType"
+
+    def __init__(self, job_type: str) -> None:
+        super().__init__(f"no handler supports job type {job_type!r}")
+        self.job_type = job_type
+
+    def parameters(self) -> dict[str, Any]:
+        return {"job_type": self.job_type, "message": self.message}
+
+
+class JobExists(SchedulerError):
+    """A job that is not final already has this name with a different definition."""
+
+    varlink_error = f"{INTERFACE}.JobExists"
+
+    def __init__(self, name: str, job_id: str) -> None:
+        super().__init__(f"a different job named {name!r} exists ({job_id})")
+        self.name = name
+        self.job_id = job_id
+
+    def parameters(self) -> dict[str, Any]:
+        return {"name": self.name, "id": self.job_id, "message": self.message}
+
+
+class PermissionDenied(SchedulerError):
+    """The caller may not perform this operation."""
+
+    varlink_error = f"{INTERFACE}.PermissionDenied"
+    exit_code = EXIT_PERMISSION
+
+
+class StoreError(SchedulerError):
+    """The store refused or failed a write (disk full, read-only, corrupt)."""
+
+    varlink_error = f"{INTERFACE}.StoreError"
+
+
+class ConfigError(SchedulerError):
+    """A configuration file is unreadable or has a bad key or value."""
+
+    varlink_error = f"{INTERFACE}.ConfigError"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, file: str, key: str, reason: str) -> None:
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {reason}")
+        self.file = file
+        self.key = key
+        self.reason = reason
+
+    def parameters(self) -> dict[str, Any]:
+        return {"file": self.file, "key": self.key, "reason": self.reason}
+
+
+class DaemonUnreachable(SchedulerError):
+    """The control socket could not be reached (client side only)."""
+
+    varlink_error = f"{INTERFACE}.DaemonUnreachable"
+    exit_code = EXIT_UNREACHABLE
+
+
+class ProtocolError(SchedulerError):
+    """A peer broke the control protocol (client side only)."""
+
+    varlink_error = "org.varlink.service.InvalidParameter"
+
+
+ERRORS_BY_VARLINK_NAME: dict[str, type[SchedulerError]] = {
+    cls.varlink_error: cls
+    for cls in (
+        JobNotFound,
+        InvalidJobState,
+        InvalidSpec,
+        UnknownJobType,
+        JobExists,
+        PermissionDenied,
+        StoreError,
+        ConfigError,
+    )
+}

@@ -1,0 +1,1 @@
+"""Handler plugins: the Protocol, the registry and loading, and the built-in handlers."""

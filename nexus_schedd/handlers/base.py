@@ -1,0 +1,62 @@
+"""The handler plugin interface (SPEC section 6).
+
+A handler decides *what* runs for a job type. Plugins provide a factory through
+the entry-point group ``nexus_schedd.handlers`` (or a ``module:attr`` path in the
+config); the factory receives the ``[handlers.NAME]`` table and returns a
+:class:`Handler`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from nexus_schedd.model import Job, JobResult
+
+ENTRY_POINT_GROUP = "nexus_schedd.handlers"
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerContext:
+    """What a handler knows about the attempt it is running."""
+
+    attempt: int
+    """1 for the first attempt of an occurrence, 2 for its first retry, ..."""
+    idempotency_key: str
+    """``"{job_id}:{occurrence_count}"``: the same across retries and crash re-runs."""
+    deadline: datetime | None
+    """When the attempt times out (None: no timeout)."""
+    scheduled_for: datetime
+    """The instant of the occurrence being run."""
+    log: Any
+    """A structlog logger bound with job_id, job_type and attempt."""
+
+
+@runtime_checkable
+class Handler(Protocol):
+    """Runs jobs of the types it supports.
+
+    ``handle`` returns ``JobResult.success(output)`` or
+    ``JobResult.failure(error, should_retry, retry_delay_s)``. Raising, timing
+    out, or returning anything else counts as a retriable failure. Handlers run
+    concurrently on the daemon's event loop: they must not block it (use
+    ``anyio.to_thread.run_sync`` for blocking work).
+    """
+
+    def supports(self, job_type: str) -> bool:
+        """True if this handler runs jobs of ``job_type``."""
+        ...
+
+    async def handle(self, job: Job, ctx: HandlerContext) -> JobResult:
+        """Run one attempt of ``job``."""
+        ...
+
+
+class HandlerFactory(Protocol):
+    """What an entry point or ``factory = "module:attr"`` names."""
+
+    def __call__(self, config: Mapping[str, Any]) -> Handler:
+        """Build a handler from its ``[handlers.NAME]`` table (empty when absent)."""
+        ...

@@ -1,0 +1,40 @@
+"""The job model: jobs, recurrences, results, statuses and time parsing.
+
+The model imports nothing from the rest of the package; everything else imports it.
+"""
+
+from __future__ import annotations
+
+from nexus_schedd.model.job import (
+    MAX_PAYLOAD_BYTES,
+    Job,
+    JobDefaults,
+    JobResult,
+    JobSpec,
+    LastResult,
+    Run,
+    encode_json,
+    new_id,
+    truncate_output,
+)
+from nexus_schedd.model.recurrence import Recurrence, RecurrenceKind
+from nexus_schedd.model.status import JobStatus, MisfirePolicy, OverlapPolicy, RunOutcome
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "Job",
+    "JobDefaults",
+    "JobResult",
+    "JobSpec",
+    "JobStatus",
+    "LastResult",
+    "MisfirePolicy",
+    "OverlapPolicy",
+    "Recurrence",
+    "RecurrenceKind",
+    "Run",
+    "RunOutcome",
+    "encode_json",
+    "new_id",
+    "truncate_output",
+]

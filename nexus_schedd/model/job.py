@@ -1,0 +1,556 @@
+"""The job model of SPEC section 2: what a client asks for (:class:`JobSpec`), what
+the daemon keeps (:class:`Job`), what a handler returns (:class:`JobResult`), and
+what the history records (:class:`Run`).
+
+All values are frozen; the engine derives new ones with :func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ulid import ULID
+
+from nexus_schedd.errors import InvalidSpec
+from nexus_schedd.model.recurrence import Recurrence, RecurrenceKind
+from nexus_schedd.model.status import JobStatus, MisfirePolicy, OverlapPolicy, RunOutcome
+from nexus_schedd.model.times import format_instant, parse_instant, resolve_zone
+
+if TYPE_CHECKING:
+    from nexus_schedd.clock import Clock
+
+_E = TypeVar("_E", MisfirePolicy, OverlapPolicy)
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_OUTPUT_BYTES = 64 * 1024
+MAX_NAME_LENGTH = 200
+MAX_JOB_TYPE_LENGTH = 200
+
+_SPEC_FIELDS = frozenset(
+    {
+        "name",
+        "job_type",
+        "target_id",
+        "payload",
+        "run_at",
+        "recurrence",
+        "priority",
+        "max_retries",
+        "timeout_s",
+        "misfire",
+        "misfire_grace_s",
+        "overlap",
+        "jitter_s",
+    }
+)
+
+
+def new_id() -> str:
+    """A new ULID string: sortable by creation time, unique across nodes."""
+    return str(ULID())
+
+
+def encode_json(value: Any) -> str:
+    """Compact, deterministic JSON used for payloads and outputs."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def truncate_output(output: Any) -> Any:
+    """Keep a run's output within 64 KiB encoded; a larger one becomes a marked excerpt."""
+    try:
+        encoded = encode_json(output)
+    except (TypeError, ValueError):
+        output = repr(output)
+        encoded = encode_json(output)
+    if len(encoded.encode()) <= MAX_OUTPUT_BYTES:
+        return output
+    excerpt = encoded.encode()[: MAX_OUTPUT_BYTES - 256].decode(errors="ignore")
+    return {"truncated": True, "bytes": len(encoded.encode()), "excerpt": excerpt}
+
+
+@dataclass(frozen=True, slots=True)
+class JobDefaults:
+    """Values a job takes when its spec leaves them out (config ``[defaults]``)."""
+
+    timezone: str = "UTC"
+    max_retries: int = 3
+    timeout_s: float = 300.0
+    backoff_base_s: float = 60.0
+    backoff_factor: float = 2.0
+    backoff_max_s: float = 3600.0
+    backoff_jitter: float = 0.1
+    misfire: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    misfire_grace_s: float = 60.0
+    overlap: OverlapPolicy = OverlapPolicy.FORBID
+    overdue_after_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A validated request to schedule a job. ``None`` fields take the defaults at add time."""
+
+    job_type: str
+    target_id: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    run_at: datetime | None = None
+    recurrence: Recurrence | None = None
+    name: str | None = None
+    priority: int = 0
+    max_retries: int | None = None
+    timeout_s: float | None = None
+    misfire: MisfirePolicy | None = None
+    misfire_grace_s: float | None = None
+    overlap: OverlapPolicy | None = None
+    jitter_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_text("job_type", self.job_type, MAX_JOB_TYPE_LENGTH, required=True)
+        _check_text("target_id", self.target_id, MAX_NAME_LENGTH)
+        _check_text("name", self.name, MAX_NAME_LENGTH)
+        if not isinstance(self.payload, dict):
+            raise InvalidSpec("payload", "must be a JSON object")
+        try:
+            size = len(encode_json(self.payload).encode())
+        except (TypeError, ValueError) as exc:
+            raise InvalidSpec("payload", f"not JSON-serialisable: {exc}") from None
+        if size > MAX_PAYLOAD_BYTES:
+            raise InvalidSpec(
+                "payload", f"is {size} bytes encoded; the limit is {MAX_PAYLOAD_BYTES}"
+            )
+        if self.run_at is not None and self.run_at.tzinfo is None:
+            raise InvalidSpec("run_at", "must carry a UTC offset")
+        _check_int("priority", self.priority, minimum=-(2**31), maximum=2**31 - 1)
+        if self.max_retries is not None:
+            _check_int("max_retries", self.max_retries, minimum=0, maximum=1000)
+        _check_seconds("timeout_s", self.timeout_s, allow_zero=False)
+        _check_seconds("misfire_grace_s", self.misfire_grace_s, allow_zero=True)
+        _check_seconds("jitter_s", self.jitter_s, allow_zero=True)
+
+    @property
+    def recurring(self) -> bool:
+        """True when the spec has a recurrence that repeats."""
+        return self.recurrence is not None and self.recurrence.repeats
+
+    @classmethod
+    def from_json(cls, data: Any, default_timezone: str = "UTC") -> JobSpec:
+        """Build from the protocol's JSON, naming the field and reason of any problem."""
+        if not isinstance(data, dict):
+            raise InvalidSpec("job", "must be a JSON object")
+        unknown = set(data) - _SPEC_FIELDS
+        if unknown:
+            raise InvalidSpec("job", f"unknown field(s): {', '.join(sorted(unknown))}")
+        recurrence_raw = data.get("recurrence")
+        recurrence = (
+            None
+            if recurrence_raw is None
+            else Recurrence.from_json(recurrence_raw, default_timezone)
+        )
+        zone = resolve_zone(recurrence.timezone if recurrence else default_timezone)
+        run_at_raw = data.get("run_at")
+        if run_at_raw is not None and not isinstance(run_at_raw, str):
+            raise InvalidSpec("run_at", "must be an RFC 3339 string or null")
+        return cls(
+            job_type=data.get("job_type"),  # type: ignore[arg-type]  # checked in __post_init__
+            target_id=data.get("target_id"),
+            payload=data["payload"] if data.get("payload") is not None else {},
+            run_at=None if run_at_raw is None else parse_instant(run_at_raw, zone, "run_at"),
+            recurrence=recurrence,
+            name=data.get("name"),
+            priority=data.get("priority", 0) if data.get("priority") is not None else 0,
+            max_retries=data.get("max_retries"),
+            timeout_s=_optional_float("timeout_s", data.get("timeout_s")),
+            misfire=_optional_enum(MisfirePolicy, "misfire", data.get("misfire")),
+            misfire_grace_s=_optional_float("misfire_grace_s", data.get("misfire_grace_s")),
+            overlap=_optional_enum(OverlapPolicy, "overlap", data.get("overlap")),
+            jitter_s=_optional_float("jitter_s", data.get("jitter_s")) or 0.0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LastResult:
+    """The outcome of a job's most recent finished attempt."""
+
+    success: bool
+    output: Any
+    error: str | None
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "output": self.output,
+            "error": self.error,
+            "started_at": format_instant(self.started_at),
+            "finished_at": format_instant(self.finished_at),
+            "duration_ms": self.duration_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LastResult:
+        return cls(
+            success=bool(data["success"]),
+            output=data.get("output"),
+            error=data.get("error"),
+            started_at=parse_instant(data["started_at"]),
+            finished_at=parse_instant(data["finished_at"]),
+            duration_ms=float(data["duration_ms"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A scheduled job as the daemon keeps it (SPEC section 2).
+
+    ``scheduled_for`` is the instant of the current occurrence (what the
+    recurrence produced); ``run_at`` is when its next attempt is due, which is
+    later for a retry or with jitter. ``anchor_at`` is the first occurrence, from
+    which calendar recurrences keep their wall-clock time and anchor day.
+    """
+
+    id: str
+    job_type: str
+    status: JobStatus
+    run_at: datetime | None
+    scheduled_for: datetime | None
+    anchor_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    name: str | None = None
+    target_id: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    recurrence: Recurrence | None = None
+    priority: int = 0
+    max_retries: int = 3
+    retry_count: int = 0
+    occurrence_count: int = 0
+    timeout_s: float | None = None
+    misfire: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    misfire_grace_s: float = 60.0
+    overlap: OverlapPolicy = OverlapPolicy.FORBID
+    jitter_s: float = 0.0
+    last_result: LastResult | None = None
+
+    @classmethod
+    def create(
+        cls, spec: JobSpec, now: datetime, defaults: JobDefaults, job_id: str | None = None
+    ) -> Job:
+        """A new pending job for ``spec``; its first occurrence is ``spec.run_at`` or now."""
+        first = spec.run_at or now
+        return cls(
+            id=job_id or new_id(),
+            job_type=spec.job_type,
+            status=JobStatus.PENDING,
+            run_at=first,
+            scheduled_for=first,
+            anchor_at=first,
+            created_at=now,
+            updated_at=now,
+            name=spec.name,
+            target_id=spec.target_id,
+            payload=spec.payload,
+            recurrence=spec.recurrence,
+            priority=spec.priority,
+            max_retries=defaults.max_retries if spec.max_retries is None else spec.max_retries,
+            timeout_s=spec.timeout_s,
+            misfire=spec.misfire or defaults.misfire,
+            misfire_grace_s=(
+                defaults.misfire_grace_s if spec.misfire_grace_s is None else spec.misfire_grace_s
+            ),
+            overlap=spec.overlap or defaults.overlap,
+            jitter_s=spec.jitter_s,
+        )
+
+    @property
+    def recurring(self) -> bool:
+        """True when the job has a recurrence that repeats."""
+        return self.recurrence is not None and self.recurrence.repeats
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across retries and crash re-runs of one occurrence."""
+        return f"{self.id}:{self.occurrence_count}"
+
+    def definition(self) -> tuple[Any, ...]:
+        """What makes two adds of the same name "the same job" (run_at excluded:
+        a retried add with a relative time must still be recognised)."""
+        return (
+            self.job_type,
+            self.target_id,
+            encode_json(self.payload),
+            self.recurrence,
+            self.priority,
+            self.max_retries,
+            self.timeout_s,
+            self.misfire,
+            self.misfire_grace_s,
+            self.overlap,
+            self.jitter_s,
+        )
+
+    def transition(self, status: JobStatus, now: datetime, **changes: Any) -> Job:
+        """A copy in ``status`` (checked against the transition table) with ``changes``."""
+        self.status.ensure_transition(status)
+        return replace(self, status=status, updated_at=now, **changes)
+
+    # Seed helpers, with an injected clock.
+    def is_due(self, clock: Clock) -> bool:
+        """Pending and its run_at has come."""
+        return (
+            self.status is JobStatus.PENDING
+            and self.run_at is not None
+            and clock.now() >= self.run_at
+        )
+
+    def is_overdue(self, clock: Clock, overdue_after_s: float = 300.0) -> bool:
+        """Pending and at least ``overdue_after_s`` past its run_at."""
+        return (
+            self.status is JobStatus.PENDING
+            and self.run_at is not None
+            and clock.now() >= self.run_at + timedelta(seconds=overdue_after_s)
+        )
+
+    @property
+    def can_execute(self) -> bool:
+        """Pending (seed parity)."""
+        return self.status.can_execute
+
+    def next_run_time(self) -> datetime | None:
+        """The recurrence's next occurrence after the current one, or None."""
+        from nexus_schedd.model.schedule import next_occurrence
+
+        if not self.recurring or self.scheduled_for is None or self.recurrence is None:
+            return None
+        if (
+            self.recurrence.max_occurrences is not None
+            and self.occurrence_count + 1 >= self.recurrence.max_occurrences
+        ):
+            return None
+        return next_occurrence(self.recurrence, self.anchor_at, self.scheduled_for)
+
+    def display_zone(self) -> str:
+        """The zone times of this job are shown in."""
+        return self.recurrence.timezone if self.recurrence else "UTC"
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form of SPEC section 2 (plus ``scheduled_for`` and ``anchor_at``)."""
+        zone = resolve_zone(self.display_zone())
+        return {
+            "id": self.id,
+            "name": self.name,
+            "job_type": self.job_type,
+            "target_id": self.target_id,
+            "payload": self.payload,
+            "status": self.status.value,
+            "run_at": (
+                None
+                if self.run_at is None or self.status.is_final
+                else format_instant(self.run_at, zone)
+            ),
+            "recurrence": None if self.recurrence is None else self.recurrence.to_json(),
+            "priority": self.priority,
+            "max_retries": self.max_retries,
+            "retry_count": self.retry_count,
+            "occurrence_count": self.occurrence_count,
+            "timeout_s": self.timeout_s,
+            "misfire": self.misfire.value,
+            "misfire_grace_s": self.misfire_grace_s,
+            "overlap": self.overlap.value,
+            "jitter_s": self.jitter_s,
+            "last_result": None if self.last_result is None else self.last_result.to_json(),
+            "created_at": format_instant(self.created_at),
+            "updated_at": format_instant(self.updated_at),
+            "scheduled_for": (
+                None if self.scheduled_for is None else format_instant(self.scheduled_for, zone)
+            ),
+            "anchor_at": format_instant(self.anchor_at, zone),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Job:
+        """Inverse of :meth:`to_json` (used by the client library)."""
+        recurrence = (
+            None if data.get("recurrence") is None else Recurrence.from_json(data["recurrence"])
+        )
+        last = data.get("last_result")
+
+        def instant(key: str) -> datetime | None:
+            raw = data.get(key)
+            return None if raw is None else parse_instant(raw, field=key)
+
+        created = instant("created_at")
+        anchor = instant("anchor_at") or instant("run_at") or created
+        assert created is not None and anchor is not None
+        return cls(
+            id=data["id"],
+            job_type=data["job_type"],
+            status=JobStatus(data["status"]),
+            run_at=instant("run_at"),
+            scheduled_for=instant("scheduled_for"),
+            anchor_at=anchor,
+            created_at=created,
+            updated_at=instant("updated_at") or created,
+            name=data.get("name"),
+            target_id=data.get("target_id"),
+            payload=data.get("payload") or {},
+            recurrence=recurrence,
+            priority=int(data.get("priority", 0)),
+            max_retries=int(data.get("max_retries", 3)),
+            retry_count=int(data.get("retry_count", 0)),
+            occurrence_count=int(data.get("occurrence_count", 0)),
+            timeout_s=data.get("timeout_s"),
+            misfire=MisfirePolicy(data.get("misfire", "run_once")),
+            misfire_grace_s=float(data.get("misfire_grace_s", 60.0)),
+            overlap=OverlapPolicy(data.get("overlap", "forbid")),
+            jitter_s=float(data.get("jitter_s", 0.0)),
+            last_result=None if last is None else LastResult.from_json(last),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What a handler returns: success with an output, or a failure with retry intent."""
+
+    ok: bool
+    output: Any = None
+    error: str | None = None
+    should_retry: bool = True
+    retry_delay_s: float | None = None
+
+    @classmethod
+    def success(cls, output: Any = None) -> JobResult:
+        """The attempt succeeded; ``output`` (JSON-serialisable) is kept in the run."""
+        return cls(ok=True, output=output)
+
+    @classmethod
+    def failure(
+        cls, error: str, should_retry: bool = True, retry_delay_s: float | None = None
+    ) -> JobResult:
+        """The attempt failed. ``should_retry`` False ends the occurrence now;
+        ``retry_delay_s`` overrides the backoff for the next attempt."""
+        if retry_delay_s is not None and (not math.isfinite(retry_delay_s) or retry_delay_s < 0):
+            raise ValueError("retry_delay_s must be a finite number >= 0")
+        return cls(ok=False, error=error, should_retry=should_retry, retry_delay_s=retry_delay_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One attempt in the history. ``finished_at`` and ``outcome`` are None while it runs."""
+
+    id: str
+    job_id: str
+    scheduled_for: datetime
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: RunOutcome | None = None
+    error: str | None = None
+    output: Any = None
+    node: str = ""
+    job_type: str = ""
+
+    @property
+    def duration_ms(self) -> float | None:
+        """Milliseconds from start to finish, once finished."""
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds() * 1000.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "job_id": self.job_id,
+            "job_type": self.job_type,
+            "scheduled_for": format_instant(self.scheduled_for),
+            "attempt": self.attempt,
+            "started_at": format_instant(self.started_at),
+            "finished_at": None if self.finished_at is None else format_instant(self.finished_at),
+            "outcome": None if self.outcome is None else self.outcome.value,
+            "error": self.error,
+            "output": self.output,
+            "duration_ms": self.duration_ms,
+            "node": self.node,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Run:
+        finished = data.get("finished_at")
+        outcome = data.get("outcome")
+        return cls(
+            id=data["id"],
+            job_id=data["job_id"],
+            job_type=data.get("job_type", ""),
+            scheduled_for=parse_instant(data["scheduled_for"]),
+            attempt=int(data["attempt"]),
+            started_at=parse_instant(data["started_at"]),
+            finished_at=None if finished is None else parse_instant(finished),
+            outcome=None if outcome is None else RunOutcome(outcome),
+            error=data.get("error"),
+            output=data.get("output"),
+            node=data.get("node", ""),
+        )
+
+
+def _check_text(name: str, value: object, max_length: int, *, required: bool = False) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidSpec(name, "must be a non-empty string")
+    if len(value) > max_length:
+        raise InvalidSpec(name, f"is longer than {max_length} characters")
+
+
+def _check_int(name: str, value: object, *, minimum: int, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSpec(name, "must be a whole number")
+    if not minimum <= value <= maximum:
+        raise InvalidSpec(name, f"must be between {minimum} and {maximum}, got {value}")
+
+
+def _check_seconds(name: str, value: float | None, *, allow_zero: bool) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidSpec(name, "must be a finite number of seconds")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InvalidSpec(name, "must be " + ("non-negative" if allow_zero else "positive"))
+    if value > 10 * 365 * 86400:
+        raise InvalidSpec(name, "is more than ten years")
+
+
+def _optional_float(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidSpec(name, "must be a number of seconds")
+    return float(value)
+
+
+def _optional_enum(kind: type[_E], name: str, value: Any) -> _E | None:
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise InvalidSpec(name, f"unknown value {value!r} (use one of {choices})") from None
+
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "Job",
+    "JobDefaults",
+    "JobResult",
+    "JobSpec",
+    "LastResult",
+    "RecurrenceKind",
+    "Run",
+    "encode_json",
+    "new_id",
+    "truncate_output",
+]

@@ -1,0 +1,121 @@
+"""The store interface: durable jobs and run history behind one ABC.
+
+Every backend (SQLite embedded, PostgreSQL multi-node) implements :class:`Store`
+and passes the one behavioural suite in ``tests/store/``. Stores import only the
+model. Every write method is durable before it returns (fsync'd when the store
+was opened with ``durability="full"``); concurrent writes may share one
+transaction and one commit (group commit), but each call succeeds or fails as a
+whole.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from nexus_schedd.model import Job, JobStatus, Run, RunOutcome
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a listing returns. Empty fields do not filter."""
+
+    statuses: frozenset[JobStatus] = frozenset()
+    job_type: str | None = None
+    target_id: str | None = None
+    due_before: datetime | None = None
+    """Only pending jobs whose run_at is at or before this instant (``--overdue``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs a listing returns. Empty fields do not filter."""
+
+    job_id: str | None = None
+    outcomes: frozenset[RunOutcome] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing; pass ``next_cursor`` back to get the next one."""
+
+    items: list[T] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class Store(ABC):
+    """Durable storage of jobs and their run history."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Open (creating or migrating the schema as needed).
+
+        Raises :class:`~nexus_schedd.errors.StoreError` for a database that is
+        corrupt, unreadable, or from a newer schema version; it is never replaced.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush pending writes and close. Safe to call twice."""
+
+    # -- writes -----------------------------------------------------------------
+
+    @abstractmethod
+    async def insert_jobs(self, jobs: Sequence[Job]) -> None:
+        """Insert new jobs atomically: all or none.
+
+        Raises :class:`~nexus_schedd.errors.JobExists` when a job's name is already
+        held by a job that is not final (names are unique among non-final jobs).
+        """
+
+    @abstractmethod
+    async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
+        """Upsert whole job rows (by id) and run rows (by run id) in one transaction."""
+
+    @abstractmethod
+    async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
+        """Delete finished runs that finished before ``older_than`` or fall beyond the
+        newest ``keep_per_job`` of their job. Returns how many were deleted."""
+
+    # -- reads ------------------------------------------------------------------
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+
+    @abstractmethod
+    async def get_job_by_name(self, name: str) -> Job | None:
+        """The non-final job holding this name, or None."""
+
+    @abstractmethod
+    async def list_jobs(self, where: JobFilter, limit: int, cursor: str | None = None) -> Page[Job]:
+        """Jobs matching ``where``, ordered by id (creation order), one page at a time."""
+
+    @abstractmethod
+    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+        """Pending jobs ordered by (run_at, id), strictly after the ``after`` key.
+
+        The engine loads its in-memory heap window by window with this, so a
+        store of millions of jobs never has to fit in memory.
+        """
+
+    @abstractmethod
+    async def jobs_in_status(self, status: JobStatus) -> list[Job]:
+        """Every job in ``status`` (the engine uses it for running jobs at recovery)."""
+
+    @abstractmethod
+    async def open_runs(self) -> list[Run]:
+        """Runs that started and have no outcome yet (crash recovery)."""
+
+    @abstractmethod
+    async def list_runs(self, where: RunFilter, limit: int, cursor: str | None = None) -> Page[Run]:
+        """Runs matching ``where``, newest first, one page at a time."""
+
+    @abstractmethod
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        """How many jobs are in each status (statuses with none may be absent)."""
