@@ -235,6 +235,8 @@ class Job:
     overlap: OverlapPolicy = OverlapPolicy.FORBID
     jitter_s: float = 0.0
     last_result: LastResult | None = None
+    static: bool = False
+    """True for jobs declared in the config's ``[[schedules]]`` (reconciled on reload)."""
 
     @classmethod
     def create(
@@ -369,6 +371,7 @@ class Job:
                 None if self.scheduled_for is None else format_instant(self.scheduled_for, zone)
             ),
             "anchor_at": format_instant(self.anchor_at, zone),
+            "static": self.static,
         }
 
     @classmethod
@@ -409,6 +412,7 @@ class Job:
             overlap=OverlapPolicy(data.get("overlap", "forbid")),
             jitter_s=float(data.get("jitter_s", 0.0)),
             last_result=None if last is None else LastResult.from_json(last),
+            static=bool(data.get("static", False)),
         )
 
 
