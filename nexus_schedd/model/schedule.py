@@ -1,0 +1,475 @@
+"""The recurrence engine: when does a :class:`Recurrence` fire (SPEC section 3).
+
+Interval kinds step from the job's *anchor* (its first occurrence):
+``minutely``/``hourly`` in elapsed time, ``daily``/``weekly``/``monthly``/``yearly``
+on the calendar of the recurrence's zone, keeping the anchor's wall-clock time
+and day (clamped to the month's last day). Cron expressions are matched against
+*naive local wall-clock times* by croniter; this module then maps each match to
+real instants by the DST rules of SPEC section 3:
+
+* fixed hour (calendar kinds, and cron whose hour field has no ``*``): a wall
+  time inside a gap runs once at the first instant after the gap; a wall time
+  that occurs twice runs once, at its first instant;
+* wildcard hour cron: every real instant whose local time matches, so none in
+  a gap and both instants of a repeated hour, in real-time order.
+
+Every returned datetime is aware and expressed in the recurrence's zone. Inside
+a repeated hour two such values share a ``tzinfo`` and differ only in ``fold``,
+and Python then compares them by wall-clock time: compare occurrences through
+``.timestamp()`` or after ``.astimezone(UTC)``, as this module does internally.
+"""
+
+from __future__ import annotations
+
+import calendar
+import copy
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
+from itertools import islice
+
+from croniter import CroniterBadDateError, CroniterError, croniter
+
+from nexus_schedd.errors import InvalidSpec
+from nexus_schedd.model.recurrence import Recurrence, RecurrenceKind
+from nexus_schedd.model.times import format_instant, localize, resolve_zone
+
+CRON_FIELD = "recurrence.cron"
+ENDS_AT_FIELD = "recurrence.ends_at"
+
+CRON_ALIASES: dict[str, str] = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+"""The ``@`` shorthands accepted, with the five fields they stand for."""
+
+_HOUR = 1
+_ONE_SECOND = timedelta(seconds=1)
+# croniter's own search gives up after this many years without a match; every
+# valid 5/6-field expression matches at least once in any 28-year span (Feb 29
+# on a given weekday repeats within that), so 50 leaves room and stays fast.
+_MAX_YEARS_BETWEEN_MATCHES = 50
+# Upper bound on consecutive croniter matches that yield nothing (filtered, in
+# a gap, duplicates): real schedules need a few thousand at most (a seconds
+# expression across a repeated hour), so hitting it means the search is stuck.
+_MAX_BARREN_MATCHES = 100_000
+# A field made only of croniter's hashed (H) or random (R) forms: they depend on
+# a hash id or on chance, which a durable schedule must not.
+_HASHED_OR_RANDOM = re.compile(r"(^|[,\s])[hr](\(|/|$|[,\s])", re.IGNORECASE)
+
+_ELAPSED_STEP = {
+    RecurrenceKind.MINUTELY: timedelta(minutes=1),
+    RecurrenceKind.HOURLY: timedelta(hours=1),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CronExpression:
+    """A parsed cron expression.
+
+    ``template`` is a croniter positioned nowhere in particular; it is never
+    advanced itself: every search works on a shallow copy (croniter copies its
+    expanded fields before each step, so copies share them safely).
+    """
+
+    text: str
+    fields: tuple[str, ...]
+    fixed_hour: bool
+    template: croniter
+
+    @property
+    def has_seconds(self) -> bool:
+        """True for six-field expressions (seconds last)."""
+        return len(self.fields) == 6
+
+    def matches(self, wall_time: datetime) -> bool:
+        """Whether a naive local wall-clock time matches the expression."""
+        step = _ONE_SECOND if self.has_seconds else timedelta(minutes=1)
+        resolution = wall_time.replace(microsecond=0)
+        if not self.has_seconds:
+            resolution = resolution.replace(second=0)
+        if resolution != wall_time:
+            return False
+        search = copy.copy(self.template)
+        search.set_current(wall_time - step)
+        try:
+            found: datetime = search.get_next(datetime)
+        except CroniterBadDateError:
+            return False
+        return found == wall_time
+
+
+@lru_cache(maxsize=1024)
+def parse_cron(text: str) -> CronExpression:
+    """Parse and check a cron expression, or raise ``InvalidSpec("recurrence.cron", ...)``.
+
+    Accepted: five fields (minute hour day-of-month month day-of-week), or six
+    with seconds as the last field; ``@hourly``, ``@daily``, ``@midnight``,
+    ``@weekly``, ``@monthly``, ``@yearly``, ``@annually``; names (``mon``,
+    ``jan``); ``L`` (last day of month, ``L5`` last Friday), ``#`` (``1#2``
+    second Monday) and ``W`` (nearest weekday).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidSpec(CRON_FIELD, "empty cron expression")
+    normalized = " ".join(text.split())
+    if normalized.startswith("@"):
+        expanded = CRON_ALIASES.get(normalized.lower())
+        if expanded is None:
+            raise InvalidSpec(
+                CRON_FIELD,
+                f"unknown shorthand {normalized!r} (use one of {', '.join(CRON_ALIASES)})",
+            )
+        normalized = expanded
+    fields = tuple(normalized.split(" "))
+    if len(fields) not in (5, 6):
+        raise InvalidSpec(
+            CRON_FIELD,
+            f"expected 5 fields (minute hour day month weekday) or 6 with seconds last, "
+            f"got {len(fields)} in {text!r}",
+        )
+    if _HASHED_OR_RANDOM.search(normalized):
+        raise InvalidSpec(
+            CRON_FIELD, f"hashed (H) and random (R) fields are not supported: {text!r}"
+        )
+    try:
+        template = croniter(
+            normalized,
+            datetime(2000, 1, 1),
+            day_or=True,
+            max_years_between_matches=_MAX_YEARS_BETWEEN_MATCHES,
+        )
+    except (CroniterError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise InvalidSpec(CRON_FIELD, f"bad cron expression {text!r}: {_reason(exc)}") from None
+    return CronExpression(
+        text=normalized,
+        fields=fields,
+        fixed_hour="*" not in fields[_HOUR],
+        template=template,
+    )
+
+
+def first_occurrence(recurrence: Recurrence, start: datetime) -> datetime | None:
+    """The job's first occurrence when it starts at ``start``.
+
+    Interval kinds: ``start`` itself. Cron: the first match at or after ``start``.
+    None when that lies after ``ends_at``.
+    """
+    _require_aware(start, "start")
+    if recurrence.kind is RecurrenceKind.CRON:
+        return next(_iterate(recurrence, start, start, inclusive=True), None)
+    first = start.astimezone(_zone(recurrence))
+    return None if _past_end(recurrence, first) else first
+
+
+def next_occurrence(recurrence: Recurrence, anchor: datetime, after: datetime) -> datetime | None:
+    """The first occurrence strictly after ``after``, or None past ``ends_at``.
+
+    ``anchor`` is the job's first occurrence (ignored by cron). For ``once`` the
+    only occurrence is the anchor, so once that has passed there is none.
+    """
+    return next(_iterate(recurrence, anchor, after, inclusive=False), None)
+
+
+def occurrences(
+    recurrence: Recurrence,
+    anchor: datetime,
+    after: datetime,
+    count: int,
+    *,
+    inclusive: bool = False,
+) -> list[datetime]:
+    """Up to ``count`` occurrences after ``after`` (or at it, with ``inclusive``)."""
+    if count <= 0:
+        return []
+    return list(islice(_iterate(recurrence, anchor, after, inclusive=inclusive), count))
+
+
+def validate_schedule(recurrence: Recurrence, first: datetime) -> None:
+    """Check that a recurrence starting at ``first`` can fire, or raise InvalidSpec.
+
+    ``recurrence.cron`` for an expression that is malformed or never matches
+    (``0 0 30 2 *``); ``recurrence.ends_at`` when no occurrence falls at or
+    before ``ends_at``. Bounded: answers in milliseconds whatever the input.
+    """
+    _require_aware(first, "start")
+    if recurrence.kind is RecurrenceKind.CRON:
+        earliest = first_occurrence(replace(recurrence, ends_at=None), first)
+        if earliest is None:  # pragma: no cover - _iterate raises instead
+            raise InvalidSpec(CRON_FIELD, "the expression never fires")
+    else:
+        earliest = first.astimezone(_zone(recurrence))
+    if _past_end(recurrence, earliest):
+        assert recurrence.ends_at is not None
+        raise InvalidSpec(
+            ENDS_AT_FIELD,
+            f"no occurrence at or before {format_instant(recurrence.ends_at)} "
+            f"(the first would be {earliest.isoformat()})",
+        )
+
+
+def is_fixed_hour(recurrence: Recurrence) -> bool:
+    """Whether DST gaps shift and repeated hours run once (SPEC section 3)."""
+    if recurrence.kind is RecurrenceKind.CRON:
+        assert recurrence.cron is not None
+        return parse_cron(recurrence.cron).fixed_hour
+    return recurrence.kind not in _ELAPSED_STEP
+
+
+# --- internals -----------------------------------------------------------------
+
+
+def _iterate(
+    recurrence: Recurrence, anchor: datetime, after: datetime, *, inclusive: bool
+) -> Iterator[datetime]:
+    """Occurrences after ``after`` in increasing real time, stopping at ``ends_at``."""
+    _require_aware(anchor, "anchor")
+    _require_aware(after, "after")
+    zone = _zone(recurrence)
+    after_utc = after.astimezone(UTC)
+    kind = recurrence.kind
+    if kind is RecurrenceKind.CRON:
+        assert recurrence.cron is not None
+        source = _cron_instants(parse_cron(recurrence.cron), zone, after_utc)
+    elif kind is RecurrenceKind.ONCE:
+        source = iter((anchor.astimezone(UTC),))
+    elif kind in _ELAPSED_STEP:
+        source = _elapsed_instants(anchor, _ELAPSED_STEP[kind] * recurrence.interval, after_utc)
+    else:
+        source = _calendar_instants(kind, recurrence.interval, anchor, zone, after_utc)
+    ends_at = None if recurrence.ends_at is None else recurrence.ends_at.astimezone(UTC)
+    for instant in source:
+        if instant < after_utc or (instant == after_utc and not inclusive):
+            continue
+        if ends_at is not None and instant > ends_at:
+            return
+        yield instant.astimezone(zone)
+
+
+def _elapsed_instants(anchor: datetime, step: timedelta, after: datetime) -> Iterator[datetime]:
+    """anchor + k * step for k from the first that can be at or after ``after``."""
+    start = anchor.astimezone(UTC)
+    k = max(0, (after - start) // step)
+    while True:
+        yield start + k * step
+        k += 1
+
+
+def _calendar_instants(
+    kind: RecurrenceKind, interval: int, anchor: datetime, zone: tzinfo, after: datetime
+) -> Iterator[datetime]:
+    """The anchor's wall-clock time on every interval-th day/week/month/year."""
+    local_anchor = anchor.astimezone(zone)
+    wall_anchor = local_anchor.replace(tzinfo=None, fold=0)
+    local_after = after.astimezone(zone).replace(tzinfo=None)
+
+    def at(k: int) -> datetime | None:
+        wall = _calendar_step(kind, wall_anchor, k * interval)
+        return None if wall is None else localize(wall, zone).astimezone(UTC)
+
+    # Estimate k from the calendar distance, then correct by a step or two: the
+    # estimate is off only by the fraction of a period and by DST offsets.
+    if kind is RecurrenceKind.DAILY or kind is RecurrenceKind.WEEKLY:
+        period_days = interval * (7 if kind is RecurrenceKind.WEEKLY else 1)
+        k = (local_after.date() - wall_anchor.date()).days // period_days
+    elif kind is RecurrenceKind.MONTHLY:
+        months = (local_after.year - wall_anchor.year) * 12 + local_after.month - wall_anchor.month
+        k = months // interval
+    else:
+        k = (local_after.year - wall_anchor.year) // interval
+    k = max(0, k - 1)
+    while k > 0:
+        earlier = at(k - 1)
+        if earlier is None or earlier < after:
+            break
+        k -= 1
+    previous: datetime | None = None
+    while True:
+        instant = at(k)
+        if instant is None:
+            return
+        # A wall time swallowed by a gap can land on the next period's instant
+        # only in pathological zones; never emit the same instant twice.
+        if previous is None or instant > previous:
+            yield instant
+            previous = instant
+        k += 1
+
+
+def _calendar_step(kind: RecurrenceKind, wall: datetime, steps: int) -> datetime | None:
+    """``wall`` moved by ``steps`` periods, the day clamped to the month; None past year 9999."""
+    try:
+        if kind is RecurrenceKind.DAILY:
+            return wall + timedelta(days=steps)
+        if kind is RecurrenceKind.WEEKLY:
+            return wall + timedelta(weeks=steps)
+        if kind is RecurrenceKind.MONTHLY:
+            month_index = wall.month - 1 + steps
+            year, month = wall.year + month_index // 12, month_index % 12 + 1
+        else:
+            year, month = wall.year + steps, wall.month
+        if year > 9999:
+            return None
+        day = min(wall.day, calendar.monthrange(year, month)[1])
+        return wall.replace(year=year, month=month, day=day)
+    except OverflowError:
+        return None
+
+
+def _cron_instants(cron: CronExpression, zone: tzinfo, after: datetime) -> Iterator[datetime]:
+    """Real instants (UTC) of a cron expression from about ``after`` on, increasing.
+
+    Candidates a little before ``after`` may come out; the caller filters them.
+    """
+    wall_after = after.astimezone(zone).replace(tzinfo=None, microsecond=0)
+    wall_start = wall_after - _ONE_SECOND
+    if not cron.fixed_hour:
+        # Inside a repeated hour the second pass over it is still to come even
+        # for wall times before ``after``'s: start from the top of that hour.
+        window = _fold_window(wall_after, zone)
+        if window is not None:
+            wall_start = window[0] - _ONE_SECOND
+    search = copy.copy(cron.template)
+    search.set_current(wall_start)
+    if cron.fixed_hour:
+        return _fixed_hour_instants(search, zone)
+    return _wildcard_hour_instants(search, zone)
+
+
+def _next_wall(search: croniter) -> datetime | None:
+    """The next naive wall-clock match; None once the calendar runs out (year 9999)."""
+    try:
+        found: datetime = search.get_next(datetime)
+    except CroniterBadDateError:
+        raise InvalidSpec(
+            CRON_FIELD,
+            f"the expression never fires (no match within {_MAX_YEARS_BETWEEN_MATCHES} years)",
+        ) from None
+    except (OverflowError, ValueError):
+        return None
+    return found
+
+
+def _fixed_hour_instants(search: croniter, zone: tzinfo) -> Iterator[datetime]:
+    """Each wall-time match at one instant: gap -> end of the gap, repeated -> first."""
+    previous: datetime | None = None
+    barren = 0
+    while True:
+        wall = _next_wall(search)
+        if wall is None:
+            return
+        local = localize(wall, zone)
+        instant = local.astimezone(UTC)
+        if local.replace(tzinfo=None) != wall:
+            # Swallowed by a gap: every later match inside the gap maps to the
+            # same instant, so resume the search at the end of the gap.
+            search.set_current(local.replace(tzinfo=None) - _ONE_SECOND)
+        if previous is None or instant > previous:
+            previous = instant
+            barren = 0
+            yield instant
+        else:
+            barren = _count_barren(barren)
+
+
+def _wildcard_hour_instants(search: croniter, zone: tzinfo) -> Iterator[datetime]:
+    """Every real instant whose local time matches, in real-time order."""
+    barren = 0
+    pending: datetime | None = None
+    while True:
+        wall, pending = (pending, None) if pending is not None else (_next_wall(search), None)
+        if wall is None:
+            return
+        first = wall.replace(tzinfo=zone, fold=0)
+        second = wall.replace(tzinfo=zone, fold=1)
+        if first.utcoffset() == second.utcoffset():
+            barren = 0
+            yield first.astimezone(UTC)
+            continue
+        window = _fold_window(wall, zone)
+        if window is None:
+            # Inside a gap: no real instant has this local time; jump past it.
+            gap_end = localize(wall, zone).replace(tzinfo=None)
+            search.set_current(gap_end - _ONE_SECOND)
+            barren = _count_barren(barren)
+            continue
+        # A repeated hour: all first instants of its matches, then all second
+        # ones; only that is increasing real time.
+        matches = [wall]
+        while True:
+            following = _next_wall(search)
+            if following is None:
+                break
+            if following >= window[1]:
+                pending = following
+                break
+            matches.append(following)
+        for fold in (0, 1):
+            for match in matches:
+                yield match.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+        barren = 0
+
+
+def _fold_window(wall: datetime, zone: tzinfo) -> tuple[datetime, datetime] | None:
+    """The naive span [start, end) of the repeated wall times around ``wall``, if any."""
+    first = wall.replace(tzinfo=zone, fold=0)
+    second = wall.replace(tzinfo=zone, fold=1)
+    early_offset, late_offset = first.utcoffset(), second.utcoffset()
+    if early_offset == late_offset or early_offset is None or late_offset is None:
+        return None
+    low, high = first.astimezone(UTC), second.astimezone(UTC)
+    if low >= high or low.astimezone(zone).replace(tzinfo=None) != wall:
+        return None  # a gap, not a repeat
+    # Bisect for the transition: the first instant already on the late offset.
+    while high - low > _ONE_SECOND:
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).utcoffset() == early_offset:
+            low = middle
+        else:
+            high = middle
+    transition = high.replace(microsecond=0)
+    naive_transition = transition.replace(tzinfo=None)
+    return naive_transition + late_offset, naive_transition + early_offset
+
+
+def _count_barren(barren: int) -> int:
+    barren += 1
+    if barren > _MAX_BARREN_MATCHES:
+        raise InvalidSpec(CRON_FIELD, "the expression finds no real instant to fire at")
+    return barren
+
+
+def _past_end(recurrence: Recurrence, instant: datetime) -> bool:
+    return recurrence.ends_at is not None and instant.astimezone(UTC) > recurrence.ends_at
+
+
+def _zone(recurrence: Recurrence) -> tzinfo:
+    return resolve_zone(recurrence.timezone, "recurrence.timezone")
+
+
+def _require_aware(value: datetime, name: str) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+__all__ = [
+    "CRON_ALIASES",
+    "CronExpression",
+    "first_occurrence",
+    "is_fixed_hour",
+    "next_occurrence",
+    "occurrences",
+    "parse_cron",
+    "validate_schedule",
+]
