@@ -17,6 +17,7 @@ from ulid import ULID
 
 from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.model.recurrence import Recurrence, RecurrenceKind
+from nexus_schedd.model.schedule import first_occurrence, next_occurrence, validate_schedule
 from nexus_schedd.model.status import JobStatus, MisfirePolicy, OverlapPolicy, RunOutcome
 from nexus_schedd.model.times import format_instant, parse_instant, resolve_zone
 
@@ -242,8 +243,20 @@ class Job:
     def create(
         cls, spec: JobSpec, now: datetime, defaults: JobDefaults, job_id: str | None = None
     ) -> Job:
-        """A new pending job for ``spec``; its first occurrence is ``spec.run_at`` or now."""
+        """A new pending job for ``spec``.
+
+        Its first occurrence is ``spec.run_at`` or now, moved for a recurrence to
+        the recurrence's first occurrence from then (a cron job added "now" first
+        runs at the next match). Raises InvalidSpec when the recurrence can never
+        fire or ends before its first occurrence.
+        """
         first = spec.run_at or now
+        if spec.recurrence is not None:
+            validate_schedule(spec.recurrence, first)
+            occurrence = first_occurrence(spec.recurrence, first)
+            if occurrence is None:  # pragma: no cover - validate_schedule raised already
+                raise InvalidSpec("recurrence.ends_at", "no occurrence at or before ends_at")
+            first = occurrence
         return cls(
             id=job_id or new_id(),
             job_type=spec.job_type,
@@ -323,9 +336,11 @@ class Job:
         return self.status.can_execute
 
     def next_run_time(self) -> datetime | None:
-        """The recurrence's next occurrence after the current one, or None."""
-        from nexus_schedd.model.schedule import next_occurrence
+        """The recurrence's next occurrence after the current one, or None.
 
+        ``occurrence_count`` is read as not yet counting the current occurrence
+        (``scheduled_for``), so with ``max_occurrences = N`` the N-th has no next.
+        """
         if not self.recurring or self.scheduled_for is None or self.recurrence is None:
             return None
         if (
