@@ -1,0 +1,199 @@
+"""The upcoming schedule as a calendar: RFC 5545 iCalendar and Google Calendar links.
+
+A job whose recurrence maps to an RRULE becomes one VEVENT with that rule,
+starting at its current occurrence; any other job (cron, one-shot) becomes one
+VEVENT per upcoming occurrence within the export window. Interval kinds map as
+follows: ``minutely``/``hourly`` step in elapsed time, so their events are
+written in UTC; ``daily`` and longer keep the wall-clock time in the job's zone
+(TZID); ``monthly`` and ``yearly`` anchored on a day that some months lack use
+``BYMONTHDAY=28,...;BYSETPOS=-1`` to clamp to the month's last day as the
+scheduler does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
+
+import icalendar
+
+from nexus_schedd import __version__
+from nexus_schedd.model import Job, RecurrenceKind
+from nexus_schedd.model.schedule import occurrences
+from nexus_schedd.model.times import resolve_zone
+
+PRODID = f"-//nexus-schedd//nexus-schedd {__version__}//EN"
+MAX_EVENTS_PER_JOB = 500
+"""Bound on the VEVENTs one job without an RRULE contributes to an export."""
+
+_FREQUENCIES = {
+    RecurrenceKind.MINUTELY: "MINUTELY",
+    RecurrenceKind.HOURLY: "HOURLY",
+    RecurrenceKind.DAILY: "DAILY",
+    RecurrenceKind.WEEKLY: "WEEKLY",
+    RecurrenceKind.MONTHLY: "MONTHLY",
+    RecurrenceKind.YEARLY: "YEARLY",
+}
+_ELAPSED_KINDS = frozenset({RecurrenceKind.MINUTELY, RecurrenceKind.HOURLY})
+_GCAL_BASE = "https://calendar.google.com/calendar/render"
+_OCCURRENCE_CHUNK = 50
+
+
+def current_occurrence(job: Job) -> datetime | None:
+    """The instant of the job's next (or running) occurrence, None when it is final."""
+    if job.status.is_final:
+        return None
+    return job.scheduled_for or job.run_at
+
+
+def rrule_for(job: Job) -> dict[str, Any] | None:
+    """The RRULE (as icalendar's dict form) starting at the job's current occurrence,
+    or None when its recurrence has no RRULE equivalent (cron, once, none)."""
+    recurrence = job.recurrence
+    start = current_occurrence(job)
+    if recurrence is None or start is None or recurrence.kind not in _FREQUENCIES:
+        return None
+    rule: dict[str, Any] = {"freq": _FREQUENCIES[recurrence.kind], "interval": recurrence.interval}
+    local_start = _event_start(job, start)
+    if (
+        recurrence.kind is RecurrenceKind.MONTHLY
+        and job.anchor_at.astimezone(resolve_zone(recurrence.timezone)).day > 28
+    ):
+        anchor_day = job.anchor_at.astimezone(resolve_zone(recurrence.timezone)).day
+        rule["bymonthday"] = list(range(28, anchor_day + 1))
+        rule["bysetpos"] = -1
+    elif recurrence.kind is RecurrenceKind.YEARLY and (local_start.month, local_start.day) in (
+        (2, 28),
+        (2, 29),
+    ):
+        anchor = job.anchor_at.astimezone(resolve_zone(recurrence.timezone))
+        if (anchor.month, anchor.day) == (2, 29):
+            rule["bymonth"] = [2]
+            rule["bymonthday"] = [28, 29]
+            rule["bysetpos"] = -1
+    if recurrence.max_occurrences is not None:
+        rule["count"] = max(1, recurrence.max_occurrences - job.occurrence_count)
+    if recurrence.ends_at is not None:
+        rule["until"] = recurrence.ends_at.astimezone(UTC)
+    return rule
+
+
+def upcoming_occurrences(
+    job: Job, until: datetime, limit: int = MAX_EVENTS_PER_JOB
+) -> list[datetime]:
+    """The job's occurrences from its current one up to ``until`` (at most ``limit``)."""
+    start = current_occurrence(job)
+    if start is None or start > until:
+        return []
+    found = [start]
+    recurrence = job.recurrence
+    if recurrence is None or not recurrence.repeats:
+        return found
+    remaining = limit - 1
+    if recurrence.max_occurrences is not None:
+        remaining = min(remaining, recurrence.max_occurrences - job.occurrence_count - 1)
+    after = start
+    while remaining > 0:
+        chunk = occurrences(recurrence, job.anchor_at, after, min(_OCCURRENCE_CHUNK, remaining))
+        for instant in chunk:
+            if instant > until or (recurrence.ends_at is not None and instant > recurrence.ends_at):
+                return found
+            found.append(instant)
+        if len(chunk) < min(_OCCURRENCE_CHUNK, remaining):
+            break
+        remaining -= len(chunk)
+        after = chunk[-1]
+    return found
+
+
+def build_calendar(jobs: Iterable[Job], now: datetime, days: int) -> bytes:
+    """RFC 5545 text for ``jobs`` over the ``days`` from ``now``."""
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("x-wr-calname", "nexus-schedd")
+    until = now + timedelta(days=days)
+    for job in jobs:
+        rule = rrule_for(job)
+        start = current_occurrence(job)
+        if rule is not None and start is not None:
+            event = _event(job, start, now, uid=f"{job.id}@nexus-schedd")
+            event.add("rrule", rule)
+            calendar.add_component(event)
+            continue
+        for index, instant in enumerate(upcoming_occurrences(job, until)):
+            uid = f"{job.id}-{job.occurrence_count + index}@nexus-schedd"
+            calendar.add_component(_event(job, instant, now, uid=uid))
+    calendar.add_missing_timezones()
+    result: bytes = calendar.to_ical()
+    return result
+
+
+def gcal_url(job: Job) -> str | None:
+    """A Google Calendar "add event" link for the job's next occurrence (with its
+    recurrence where one maps), or None when the job is final."""
+    start = current_occurrence(job)
+    if start is None:
+        return None
+    params = {
+        "action": "TEMPLATE",
+        "text": title(job),
+        "dates": f"{_gcal_time(start)}/{_gcal_time(start + timedelta(minutes=30))}",
+        "details": description(job),
+    }
+    rule = rrule_for(job)
+    if rule is not None:
+        params["recur"] = "RRULE:" + icalendar.vRecur(rule).to_ical().decode()  # type: ignore[no-untyped-call]
+        if job.recurrence is not None and job.recurrence.kind not in _ELAPSED_KINDS:
+            params["ctz"] = job.recurrence.timezone
+    return f"{_GCAL_BASE}?{urlencode(params, quote_via=quote)}"
+
+
+def title(job: Job) -> str:
+    """The event title: the job's name, else its type and target."""
+    if job.name:
+        return job.name
+    return f"{job.job_type} {job.target_id}" if job.target_id else job.job_type
+
+
+def description(job: Job) -> str:
+    """The event description: what the job is."""
+    lines = [f"nexus-schedd job {job.id}", f"type: {job.job_type}"]
+    if job.target_id:
+        lines.append(f"target: {job.target_id}")
+    if job.recurrence is not None:
+        recurrence = job.recurrence
+        what = (
+            recurrence.cron
+            if recurrence.cron
+            else f"every {recurrence.interval} {recurrence.kind.value}"
+        )
+        lines.append(f"recurrence: {what} ({recurrence.timezone})")
+    return "\n".join(lines)
+
+
+def _event(job: Job, start: datetime, now: datetime, *, uid: str) -> icalendar.Event:
+    event = icalendar.Event()
+    event.add("uid", uid)
+    event.add("dtstamp", now.astimezone(UTC))
+    event.add("dtstart", _event_start(job, start))
+    event.add("summary", title(job))
+    event.add("description", description(job))
+    event.add("categories", [job.job_type])
+    return event
+
+
+def _event_start(job: Job, start: datetime) -> datetime:
+    """In the job's IANA zone for calendar kinds (wall-clock rules), else UTC."""
+    recurrence = job.recurrence
+    if recurrence is None or recurrence.kind in _ELAPSED_KINDS:
+        return start.astimezone(UTC)
+    zone = resolve_zone(recurrence.timezone)
+    return start.astimezone(zone) if isinstance(zone, ZoneInfo) else start.astimezone(UTC)
+
+
+def _gcal_time(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")

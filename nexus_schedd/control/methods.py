@@ -1,0 +1,264 @@
+"""The methods of ``io.nexus.Scheduler``: protocol parameters in, engine calls, JSON out.
+
+Parameters arrive already checked against the IDL (types, required and unknown
+fields); this module checks what the IDL cannot express (ranges, times,
+zones, recurrences) and raises :mod:`nexus_schedd.errors` exceptions or
+:class:`~nexus_schedd.control.varlink.ParameterError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import anyio
+
+from nexus_schedd import __version__
+from nexus_schedd.clock import Clock
+from nexus_schedd.control.calendar import build_calendar
+from nexus_schedd.control.varlink import ParameterError
+from nexus_schedd.engine.service import UNSET, Event, SchedulerService
+from nexus_schedd.errors import InvalidSpec, UnknownJobType
+from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, RunOutcome
+from nexus_schedd.model.schedule import occurrences, validate_schedule
+from nexus_schedd.model.times import format_instant, parse_instant, resolve_zone
+from nexus_schedd.store.base import JobFilter, RunFilter
+
+ReloadCallback = Callable[[], Awaitable[Mapping[str, Any]]]
+Params = dict[str, Any]
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+DEFAULT_PREVIEW = 10
+MAX_PREVIEW = 1000
+DEFAULT_EXPORT_DAYS = 30
+MAX_EXPORT_DAYS = 366
+
+
+class NotImplementedByDaemon(Exception):
+    """The method exists in the IDL but this daemon cannot serve it (Reload without config)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MethodContext:
+    """What the methods need besides the engine."""
+
+    clock: Clock
+    default_timezone: str
+    overdue_after_s: float
+    reload: ReloadCallback | None
+
+
+class SchedulerMethods:
+    """One coroutine per method of ``io.nexus.Scheduler`` (Watch streams)."""
+
+    def __init__(self, service: SchedulerService, context: MethodContext) -> None:
+        self._service = service
+        self._context = context
+
+    def names(self) -> frozenset[str]:
+        """The methods implemented here, to be matched against the IDL."""
+        return frozenset(
+            name for name in dir(self) if name[:1].isupper() and callable(getattr(self, name))
+        )
+
+    async def call(self, method: str, params: Params) -> Params:
+        """Run one non-streaming method."""
+        handler: Callable[[Params], Awaitable[Params]] = getattr(self, method)
+        return await handler(params)
+
+    # -- reads --------------------------------------------------------------------
+
+    async def GetStatus(self, params: Params) -> Params:
+        status = self._service.status()
+        now = self._context.clock.now()
+        return {
+            "status": {
+                "version": __version__,
+                "node": status.node,
+                "started_at": format_instant(status.started_at),
+                "uptime_s": max(0.0, (now - status.started_at).total_seconds()),
+                "counts": {s.value: int(status.counts.get(s, 0)) for s in JobStatus},
+                "running": status.running,
+                "due_backlog": status.due_backlog,
+                "next_due": None if status.next_due is None else format_instant(status.next_due),
+                "lateness_p50_ms": status.lateness_p50_ms,
+                "lateness_p99_ms": status.lateness_p99_ms,
+                "loop_lag_ms": status.loop_lag_ms,
+                "extra": dict(status.extra),
+            }
+        }
+
+    async def GetJob(self, params: Params) -> Params:
+        return {"job": (await self._service.get_job(params["id"])).to_json()}
+
+    async def ListJobs(self, params: Params) -> Params:
+        due_before = None
+        if params.get("overdue"):
+            overdue_after = timedelta(seconds=self._context.overdue_after_s)
+            due_before = self._context.clock.now() - overdue_after
+        where = JobFilter(
+            statuses=frozenset(JobStatus(s) for s in params.get("status") or ()),
+            job_type=params.get("job_type"),
+            target_id=params.get("target_id"),
+            due_before=due_before,
+        )
+        page = await self._service.list_jobs(where, _limit(params), params.get("cursor"))
+        return {"jobs": [job.to_json() for job in page.items], "next_cursor": page.next_cursor}
+
+    async def ListRuns(self, params: Params) -> Params:
+        job_id = params.get("job_id")
+        if job_id is not None:
+            job_id = (await self._service.get_job(job_id)).id
+        where = RunFilter(
+            job_id=job_id, outcomes=frozenset(RunOutcome(o) for o in params.get("outcome") or ())
+        )
+        page = await self._service.list_runs(where, _limit(params), params.get("cursor"))
+        return {"runs": [run.to_json() for run in page.items], "next_cursor": page.next_cursor}
+
+    async def Preview(self, params: Params) -> Params:
+        recurrence = Recurrence.from_json(params["recurrence"], self._context.default_timezone)
+        zone = resolve_zone(recurrence.timezone)
+        start_raw = params.get("start")
+        start = (
+            self._context.clock.now()
+            if start_raw is None
+            else parse_instant(start_raw, zone, "start")
+        )
+        count = _bounded(params, "count", DEFAULT_PREVIEW, MAX_PREVIEW)
+        validate_schedule(recurrence, start)
+        found = occurrences(recurrence, start, start, count, inclusive=True)
+        return {"occurrences": [format_instant(instant, zone) for instant in found]}
+
+    async def ListHandlers(self, params: Params) -> Params:
+        return {"handlers": sorted(self._service.handler_names())}
+
+    async def ExportCalendar(self, params: Params) -> Params:
+        days = _bounded(params, "days", DEFAULT_EXPORT_DAYS, MAX_EXPORT_DAYS)
+        jobs: list[Job] = []
+        where = JobFilter(statuses=frozenset({JobStatus.PENDING, JobStatus.RUNNING}))
+        cursor: str | None = None
+        while True:
+            page = await self._service.list_jobs(where, MAX_PAGE, cursor)
+            jobs.extend(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        ical = build_calendar(jobs, self._context.clock.now(), days)
+        return {"ical": ical.decode("utf-8")}
+
+    async def Watch(self, params: Params) -> AsyncGenerator[Params, None]:
+        """Events matching the filters, until the caller stops iterating."""
+        job_type = params.get("job_type")
+        job_id = params.get("job_id")
+        async with aclosing(_events(self._service)) as events:
+            async for event in events:
+                if _matches(event, job_type, job_id):
+                    yield {"event": event.to_json()}
+
+    # -- writes -------------------------------------------------------------------
+
+    async def AddJob(self, params: Params) -> Params:
+        spec = self._spec(params["job"], "job")
+        return {"job": (await self._service.add_job(spec)).to_json()}
+
+    async def AddJobs(self, params: Params) -> Params:
+        specs = [self._spec(raw, f"jobs[{i}]") for i, raw in enumerate(params["jobs"])]
+        if not specs:
+            return {"jobs": []}
+        return {"jobs": [job.to_json() for job in await self._service.add_jobs(specs)]}
+
+    async def CancelJob(self, params: Params) -> Params:
+        return {"job": (await self._service.cancel_job(params["id"])).to_json()}
+
+    async def PauseJob(self, params: Params) -> Params:
+        return {"job": (await self._service.pause_job(params["id"])).to_json()}
+
+    async def ResumeJob(self, params: Params) -> Params:
+        return {"job": (await self._service.resume_job(params["id"])).to_json()}
+
+    async def TriggerJob(self, params: Params) -> Params:
+        return {"job": (await self._service.trigger_job(params["id"])).to_json()}
+
+    async def RescheduleJob(self, params: Params) -> Params:
+        ref = params["id"]
+        recurrence: Recurrence | None = UNSET
+        if params.get("clear_recurrence"):
+            if params.get("recurrence") is not None:
+                raise InvalidSpec("recurrence", "cannot be given with clear_recurrence")
+            recurrence = None
+        elif params.get("recurrence") is not None:
+            recurrence = Recurrence.from_json(params["recurrence"], self._context.default_timezone)
+        run_at = None
+        if params.get("run_at") is not None:
+            if recurrence is UNSET or recurrence is None:
+                zone_name = (await self._service.get_job(ref)).display_zone()
+            else:
+                zone_name = recurrence.timezone
+            run_at = parse_instant(params["run_at"], resolve_zone(zone_name), "run_at")
+        if run_at is None and recurrence is UNSET:
+            raise InvalidSpec("run_at", "give a new run_at and/or a recurrence")
+        job = await self._service.reschedule_job(ref, run_at=run_at, recurrence=recurrence)
+        return {"job": job.to_json()}
+
+    async def Reload(self, params: Params) -> Params:
+        if self._context.reload is None:
+            raise NotImplementedByDaemon("Reload")
+        return {"result": dict(await self._context.reload())}
+
+    def _spec(self, raw: Any, field: str) -> JobSpec:
+        try:
+            spec = JobSpec.from_json(raw, self._context.default_timezone)
+        except InvalidSpec as exc:
+            if exc.field == "job" and field != "job":
+                raise InvalidSpec(field, exc.reason) from None
+            raise
+        if not self._service.supported(spec.job_type):
+            raise UnknownJobType(spec.job_type)
+        return spec
+
+
+async def _events(service: SchedulerService) -> AsyncGenerator[Event, None]:
+    # Wrapping the service's iterator in a generator of our own lets aclosing()
+    # finalise it even when the service returns a plain async iterator.
+    iterator = service.watch()
+    try:
+        async for event in iterator:
+            yield event
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            # Shielded: this runs when the watcher was cancelled (client gone).
+            with anyio.CancelScope(shield=True):
+                await close()
+
+
+def _matches(event: Event, job_type: str | None, job_id: str | None) -> bool:
+    if job_type is not None:
+        types = {
+            event.job.job_type if event.job else None,
+            event.run.job_type if event.run else None,
+        }
+        if job_type not in types:
+            return False
+    if job_id is not None:
+        ids = {event.job.id if event.job else None, event.run.job_id if event.run else None}
+        if job_id not in ids:
+            return False
+    return True
+
+
+def _limit(params: Params) -> int:
+    return _bounded(params, "limit", DEFAULT_PAGE, MAX_PAGE)
+
+
+def _bounded(params: Params, name: str, default: int, maximum: int) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not 1 <= value <= maximum:
+        raise ParameterError(name, f"must be between 1 and {maximum}")
+    return int(value)
