@@ -1,0 +1,430 @@
+"""The TOML configuration: defaults, precedence, validation and static schedules."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from nexus_schedd.daemon.config import (
+    default_socket_path,
+    default_state_dir,
+    load_config,
+)
+from nexus_schedd.errors import ConfigError
+from nexus_schedd.model import JobDefaults, MisfirePolicy, OverlapPolicy, RecurrenceKind
+
+USER_ENV = {"HOME": "/home/ann", "XDG_RUNTIME_DIR": "/run/user/1000"}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str, name: str = "schedd.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def refused(path: Path, **kwargs: object) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env=USER_ENV, **kwargs)  # type: ignore[arg-type]
+    return caught.value
+
+
+def test_no_file_gives_every_default() -> None:
+    config = load_config(None, env=USER_ENV)
+    assert config.path is None
+    assert config.daemon.timezone == "UTC"
+    assert config.daemon.max_concurrency == 64
+    assert config.daemon.shutdown_grace_s == 30.0
+    assert config.daemon.event_loop == "uvloop"
+    assert config.daemon.log_format == "auto"
+    assert config.daemon.log_level == "info"
+    assert config.store.durability == "full"
+    assert config.store.commit_interval_ms == 5
+    assert config.defaults == JobDefaults()
+    assert config.control.socket_mode == 0o660
+    assert config.control.admin_group == "nexus-schedd"
+    assert config.control.read_group == ""
+    assert config.control.max_message_bytes == 1048576
+    assert config.control.max_connections == 128
+    assert config.control.idle_timeout_s == 300.0
+    assert config.history.keep_days == 30
+    assert config.history.keep_per_job == 100
+    assert config.limits == {}
+    assert config.handlers == {}
+    assert config.schedules == []
+
+
+def test_state_dir_and_socket_defaults_depend_on_root() -> None:
+    assert default_state_dir({}, euid=0) == Path("/var/lib/nexus-schedd")
+    assert default_socket_path({}, euid=0) == Path("/run/nexus-schedd/control.sock")
+    assert default_state_dir({"XDG_STATE_HOME": "/x/state"}, euid=1000) == Path(
+        "/x/state/nexus-schedd"
+    )
+    assert default_state_dir({"HOME": "/home/ann"}, euid=1000) == Path(
+        "/home/ann/.local/state/nexus-schedd"
+    )
+    assert default_socket_path({"XDG_RUNTIME_DIR": "/run/user/1000"}, euid=1000) == Path(
+        "/run/user/1000/nexus-schedd/control.sock"
+    )
+
+
+def test_client_socket_follows_the_environment_override() -> None:
+    env = {"NEXUS_SCHEDD_SOCKET": "/tmp/x.sock"}
+    assert default_socket_path(env, euid=0) == Path("/tmp/x.sock")
+
+
+def test_store_url_is_derived_from_the_state_dir(tmp_path: Path) -> None:
+    path = write(tmp_path, '[daemon]\nstate_dir = "/srv/schedd"\n')
+    config = load_config(path, env=USER_ENV)
+    assert config.store.url == "sqlite:///srv/schedd/schedd.db"
+    assert config.store.sqlite_path == Path("/srv/schedd/schedd.db")
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    text = '[daemon]\nstate_dir = "../var"\nsocket = "../var/control.sock"\n'
+    text += '[store]\nurl = "sqlite://../db/x.db"\n'
+    path = write(tmp_path / "config", text)
+    config = load_config(path, env=USER_ENV)
+    assert config.daemon.state_dir == tmp_path / "var"
+    assert config.daemon.socket == tmp_path / "var" / "control.sock"
+    assert config.store.url == f"sqlite://{tmp_path / 'db' / 'x.db'}"
+
+
+def test_command_line_beats_environment_beats_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[daemon]\nsocket = "/from/file.sock"\nstate_dir = "/from/file"\n')
+    env = {**USER_ENV, "NEXUS_SCHEDD_SOCKET": "/from/env.sock"}
+    assert load_config(path, env=env).daemon.socket == Path("/from/env.sock")
+    config = load_config(
+        path, env=env, overrides={"socket": Path("/from/cli.sock"), "state_dir": "/from/cli"}
+    )
+    assert config.daemon.socket == Path("/from/cli.sock")
+    assert config.daemon.state_dir == Path("/from/cli")
+    assert config.store.url == "sqlite:///from/cli/schedd.db"
+
+
+def test_example_file_sets_every_default_and_schedules_nothing() -> None:
+    config = load_config(REPO_ROOT / "config" / "nexus-schedd.toml", env=USER_ENV)
+    defaults = load_config(None, env={}, overrides={"state_dir": "/var/lib/nexus-schedd"})
+    assert config.daemon.state_dir == Path("/var/lib/nexus-schedd")
+    assert config.daemon.socket == Path("/run/nexus-schedd/control.sock")
+    assert config.store == defaults.store
+    assert config.defaults == defaults.defaults
+    assert config.control == defaults.control
+    assert config.history == defaults.history
+    assert (config.limits, config.handlers, config.schedules) == ({}, {}, [])
+
+
+def test_example_file_commented_out_examples_are_valid(tmp_path: Path) -> None:
+    text = (REPO_ROOT / "config" / "nexus-schedd.toml").read_text()
+    # Example settings are commented as "#key = value"; prose as "# text".
+    enabled = re.sub(r"(?m)^#(?=[^ #\n])", "", text)
+    config = load_config(write(tmp_path, enabled), env=USER_ENV)
+    assert config.limits == {"export_report": 4}
+    assert config.handlers["exec"] == {"allow": ["/usr/local/bin/*"], "kill_grace_s": 5}
+    assert config.handlers["http"] == {"allow_hosts": ["hooks.example.com"], "timeout_s": 30}
+    assert config.handlers["my_plugin"]["enabled"] is False
+    assert [spec.name for spec in config.schedules] == ["nightly-cleanup", "heartbeat"]
+
+
+def test_dev_config_keeps_state_under_the_repository_and_runs_a_demo_within_seconds() -> None:
+    config = load_config(REPO_ROOT / "config" / "dev.toml", env=USER_ENV)
+    assert config.daemon.state_dir == REPO_ROOT / "var"
+    assert config.daemon.socket.parent == REPO_ROOT / "var"
+    assert config.daemon.log_format == "console"
+    [demo] = [spec for spec in config.schedules if spec.job_type == "log"]
+    assert demo.recurrence is not None and demo.recurrence.cron == "* * * * * */5"
+
+
+def test_every_section_value_is_read(tmp_path: Path) -> None:
+    text = """
+[daemon]
+timezone = "Europe/Berlin"
+max_concurrency = 8
+shutdown_grace_s = 5
+event_loop = "asyncio"
+log_format = "json"
+log_level = "debug"
+[store]
+url = "postgresql://db.example/schedd"
+durability = "normal"
+commit_interval_ms = 20
+[defaults]
+max_retries = 0
+timeout_s = 10.5
+backoff_base_s = 1
+backoff_factor = 3
+backoff_max_s = 9
+backoff_jitter = 0
+misfire = "skip"
+misfire_grace_s = 0
+overlap = "allow"
+overdue_after_s = 60
+[control]
+socket_mode = "0600"
+admin_group = "root"
+read_group = "root"
+max_message_bytes = 4096
+max_connections = 2
+idle_timeout_s = 1.5
+[history]
+keep_days = 7
+keep_per_job = 10
+[limits]
+export_report = 4
+[handlers.mine]
+factory = "pkg.mod:make"
+greeting = "hi"
+"""
+    config = load_config(write(tmp_path, text), env=USER_ENV)
+    assert config.daemon.timezone == "Europe/Berlin"
+    assert config.daemon.event_loop == "asyncio"
+    assert config.store.url == "postgresql://db.example/schedd"
+    assert config.store.durability == "normal"
+    assert config.defaults == JobDefaults(
+        timezone="Europe/Berlin",
+        max_retries=0,
+        timeout_s=10.5,
+        backoff_base_s=1.0,
+        backoff_factor=3.0,
+        backoff_max_s=9.0,
+        backoff_jitter=0.0,
+        misfire=MisfirePolicy.SKIP,
+        misfire_grace_s=0.0,
+        overlap=OverlapPolicy.ALLOW,
+        overdue_after_s=60.0,
+    )
+    assert config.control.socket_mode == 0o600
+    assert config.control.max_connections == 2
+    assert config.history.keep_days == 7
+    assert config.limits == {"export_report": 4}
+    assert config.handlers == {"mine": {"factory": "pkg.mod:make", "greeting": "hi"}}
+    assert config.warnings == []
+    settings = config.engine_settings(node="n1")
+    assert settings.node == "n1"
+    assert settings.max_concurrency == 8
+    assert settings.type_limits == {"export_report": 4}
+    assert settings.defaults is config.defaults
+    assert settings.commit_interval_ms == 20
+    assert settings.shutdown_grace_s == 5
+    assert settings.history_keep_days == 7
+    assert settings.history_keep_per_job == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("[daemon]\nmax_concurrency = 0\n", "daemon.max_concurrency", "between 1 and"),
+        ("[daemon]\nmax_concurrency = 1.5\n", "daemon.max_concurrency", "whole number"),
+        ("[daemon]\nmax_concurrency = true\n", "daemon.max_concurrency", "whole number"),
+        ('[daemon]\ntimezone = "Mars/Base"\n', "daemon.timezone", "unknown time zone"),
+        ('[daemon]\nevent_loop = "trio"\n', "daemon.event_loop", "uvloop | asyncio"),
+        ('[daemon]\nlog_format = "xml"\n', "daemon.log_format", "auto | json | console"),
+        ('[daemon]\nlog_level = "loud"\n', "daemon.log_level", "must be one of"),
+        ("[daemon]\nstate_dir = 3\n", "daemon.state_dir", "a string"),
+        ("[daemon]\nshutdown_grace_s = -1\n", "daemon.shutdown_grace_s", ">= 0"),
+        ("[daemon]\nshutdown_grace_s = nan\n", "daemon.shutdown_grace_s", "finite number"),
+        ('[store]\nurl = "mysql://x"\n', "store.url", "unsupported URL"),
+        ('[store]\ndurability = "extra"\n', "store.durability", "full | normal"),
+        ("[store]\ncommit_interval_ms = -5\n", "store.commit_interval_ms", "between 0"),
+        ("[defaults]\nmax_retries = -1\n", "defaults.max_retries", "between 0 and 1000"),
+        ("[defaults]\ntimeout_s = 0\n", "defaults.timeout_s", "> 0"),
+        ('[defaults]\ntimeout_s = "5m"\n', "defaults.timeout_s", "finite number"),
+        ("[defaults]\nbackoff_factor = 0.5\n", "defaults.backoff_factor", "between 1 and"),
+        ("[defaults]\nbackoff_jitter = 2\n", "defaults.backoff_jitter", "between 0 and 1"),
+        ("[defaults]\nbackoff_max_s = 10\n", "defaults.backoff_max_s", ">= backoff_base_s"),
+        ('[defaults]\nmisfire = "maybe"\n', "defaults.misfire", "run_once | run_all | skip"),
+        ('[defaults]\noverlap = "queue"\n', "defaults.overlap", "forbid | allow | replace"),
+        ('[control]\nsocket_mode = "0999"\n', "control.socket_mode", "octal"),
+        ('[control]\nsocket_mode = "0060"\n', "control.socket_mode", "owner read and write"),
+        ("[control]\nmax_message_bytes = 10\n", "control.max_message_bytes", "between 1024"),
+        ("[control]\nmax_connections = 0\n", "control.max_connections", "between 1"),
+        ("[control]\nidle_timeout_s = 0\n", "control.idle_timeout_s", "> 0"),
+        ("[history]\nkeep_days = 0\n", "history.keep_days", "between 1"),
+        ("[limits]\nexport_report = 0\n", "limits.export_report", "between 1"),
+        ('[limits]\nexport_report = "4"\n', "limits.export_report", "whole number"),
+        ('[handlers]\nexec = "yes"\n', "handlers.exec", "must be a table"),
+        ('[handlers.x]\nfactory = "nocolon"\n', "handlers.x.factory", "module:attr"),
+        ('[handlers.x]\nenabled = "no"\n', "handlers.x.enabled", "true or false"),
+        ("daemon = 5\n", "daemon", "must be a table"),
+    ],
+)
+def test_bad_values_name_file_key_and_reason(
+    tmp_path: Path, text: str, key: str, reason: str
+) -> None:
+    path = write(tmp_path, text)
+    error = refused(path)
+    assert error.file == str(path)
+    assert error.key == key
+    assert reason in error.reason
+    assert str(path) in error.message and key in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("colour = 1\n", "colour"),
+        ("[daemon]\nthreads = 4\n", "daemon.threads"),
+        ("[store]\npool = 4\n", "store.pool"),
+        ("[defaults]\nretries = 4\n", "defaults.retries"),
+        ("[control]\nport = 4\n", "control.port"),
+        ("[history]\nkeep = 4\n", "history.keep"),
+    ],
+)
+def test_unknown_keys_are_refused(tmp_path: Path, text: str, key: str) -> None:
+    error = refused(write(tmp_path, text))
+    assert error.key == key
+    assert "unknown key" in error.reason
+
+
+def test_a_missing_file_named_explicitly_is_refused(tmp_path: Path) -> None:
+    error = refused(tmp_path / "absent.toml")
+    assert error.file == str(tmp_path / "absent.toml")
+    assert "no such file" in error.reason
+
+
+def test_invalid_toml_is_refused_with_the_parser_message(tmp_path: Path) -> None:
+    error = refused(write(tmp_path, "[daemon\n"))
+    assert error.key == ""
+    assert "invalid TOML" in error.reason
+
+
+def test_a_control_group_that_does_not_exist_is_a_warning(tmp_path: Path) -> None:
+    text = '[control]\nadmin_group = "no-such-group-xyz"\nread_group = "root"\n'
+    config = load_config(write(tmp_path, text), env=USER_ENV)
+    assert len(config.warnings) == 1
+    assert "control.admin_group" in config.warnings[0]
+    assert "no-such-group-xyz" in config.warnings[0]
+
+
+SCHEDULES = """
+[daemon]
+timezone = "Europe/Berlin"
+
+[[schedules]]
+name = "nightly-cleanup"
+job_type = "exec"
+cron = "30 2 * * *"
+payload = { argv = ["/usr/local/bin/cleanup", "--days", "7"] }
+max_retries = 1
+timeout_s = 120
+misfire = "skip"
+overlap = "replace"
+priority = 5
+
+[[schedules]]
+name = "heartbeat"
+job_type = "http"
+every = "5 minutes"
+timezone = "UTC"
+at = "2025-01-01T10:00:00"
+ends_at = 2025-12-31T00:00:00Z
+max_occurrences = 10
+target_id = "svc-1"
+jitter_s = 2
+misfire_grace_s = 30
+
+[[schedules]]
+name = "launch"
+job_type = "log"
+at = 2025-06-01T09:00:00
+"""
+
+
+def test_schedules_become_job_specs(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, SCHEDULES), env=USER_ENV)
+    nightly, heartbeat, launch = config.schedules
+    assert nightly.name == "nightly-cleanup"
+    assert nightly.payload == {"argv": ["/usr/local/bin/cleanup", "--days", "7"]}
+    assert nightly.recurrence is not None
+    assert nightly.recurrence.kind is RecurrenceKind.CRON
+    assert nightly.recurrence.cron == "30 2 * * *"
+    assert nightly.recurrence.timezone == "Europe/Berlin"  # the daemon's default zone
+    assert (nightly.max_retries, nightly.timeout_s, nightly.priority) == (1, 120.0, 5)
+    assert nightly.misfire is MisfirePolicy.SKIP and nightly.overlap is OverlapPolicy.REPLACE
+    assert heartbeat.recurrence is not None
+    assert heartbeat.recurrence.kind is RecurrenceKind.MINUTELY
+    assert heartbeat.recurrence.interval == 5
+    assert heartbeat.recurrence.ends_at == datetime(2025, 12, 31, tzinfo=UTC)
+    assert heartbeat.recurrence.max_occurrences == 10
+    assert heartbeat.run_at == datetime(2025, 1, 1, 10, tzinfo=UTC)
+    assert (heartbeat.target_id, heartbeat.jitter_s, heartbeat.misfire_grace_s) == (
+        "svc-1",
+        2.0,
+        30.0,
+    )
+    assert launch.recurrence is None
+    # A TOML local date-time is read in the schedule's zone (the daemon default here).
+    assert launch.run_at == datetime(2025, 6, 1, 9, tzinfo=ZoneInfo("Europe/Berlin"))
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "reason"),
+    [
+        ('job_type = "log"\ncron = "* * *"', "schedules[1].cron", "not a valid cron"),
+        ('job_type = "log"\nevery = "5 fortnight"', "schedules[1].every", "unknown unit"),
+        ('job_type = "log"\nevery = "0 minute"', "schedules[1].every", ">= 1"),
+        (
+            'job_type = "log"\nevery = "1 hour"\ncron = "* * * * *"',
+            "schedules[1].every",
+            "not both",
+        ),
+        ('job_type = "log"', "schedules[1].at", "needs 'cron', 'every', or 'at'"),
+        ('job_type = "log"\nat = "tomorrow"', "schedules[1].at", "RFC 3339"),
+        (
+            'job_type = "log"\ncron = "@daily"\ntimezone = "Nowhere/City"',
+            "schedules[1].timezone",
+            "unknown time zone",
+        ),
+        (
+            'job_type = "log"\ncron = "@daily"\nmax_occurrences = 0',
+            "schedules[1].max_occurrences",
+            ">= 1",
+        ),
+        (
+            'job_type = "log"\nat = "2030-01-01T00:00:00Z"\nmax_occurrences = 2',
+            "schedules[1].max_occurrences",
+            "recurring",
+        ),
+        ('cron = "@daily"', "schedules[1].job_type", "non-empty string"),
+        (
+            'job_type = "log"\ncron = "@daily"\nmax_retries = -2',
+            "schedules[1].max_retries",
+            "between 0",
+        ),
+        (
+            'job_type = "log"\ncron = "@daily"\npriority = "high"',
+            "schedules[1].priority",
+            "whole number",
+        ),
+        ('job_type = "log"\ncron = "@daily"\ntimeout_s = 0', "schedules[1].timeout_s", "positive"),
+        (
+            'job_type = "log"\ncron = "@daily"\nmisfire = "later"',
+            "schedules[1].misfire",
+            "run_once",
+        ),
+        ('job_type = "log"\ncron = "@daily"\npayload = [1]', "schedules[1].payload", "table"),
+        ('job_type = "log"\ncron = "@daily"\ncolour = "red"', "schedules[1].colour", "unknown key"),
+    ],
+)
+def test_bad_schedules_name_the_entry_the_field_and_the_schedule(
+    tmp_path: Path, entry: str, key: str, reason: str
+) -> None:
+    text = f'[[schedules]]\nname = "ok"\njob_type = "log"\ncron = "@hourly"\n\n[[schedules]]\nname = "bad"\n{entry}\n'
+    error = refused(write(tmp_path, text))
+    assert error.key == key
+    assert reason in error.reason
+    assert "'bad'" in error.reason
+
+
+def test_schedule_names_are_required_and_unique(tmp_path: Path) -> None:
+    error = refused(write(tmp_path, '[[schedules]]\njob_type = "log"\ncron = "@daily"\n'))
+    assert error.key == "schedules[0].name"
+    twice = '[[schedules]]\nname = "a"\njob_type = "log"\ncron = "@daily"\n' * 2
+    error = refused(write(tmp_path, twice))
+    assert error.key == "schedules[1].name"
+    assert "schedules[0]" in error.reason
