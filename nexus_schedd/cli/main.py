@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from nexus_schedd import __version__
-from nexus_schedd.cli import preview
+from nexus_schedd.cli import daemon, export, jobs, preview, runs, watch
 from nexus_schedd.errors import EXIT_USAGE, SchedulerError
 
-COMMAND_MODULES = (preview,)
+COMMAND_MODULES = (daemon, jobs, runs, watch, export, preview)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +46,27 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for module in COMMAND_MODULES:
         module.register(subparsers)
+    for command in subparsers.choices.values():
+        _accept_global_options(command)
     return parser
+
+
+def _accept_global_options(command: argparse.ArgumentParser) -> None:
+    """Let --socket, --json and --timeout also follow the command (``list --json``).
+
+    SUPPRESS keeps the value given before the command when the option is not
+    repeated after it; a command that defines an option of its own (``add
+    --timeout`` is the job's timeout) keeps its meaning.
+    """
+    options: list[tuple[str, dict[str, object]]] = [
+        ("--socket", {"metavar": "PATH", "help": "control socket"}),
+        ("--json", {"action": "store_true", "help": "print the protocol's JSON"}),
+        ("--timeout", {"type": float, "metavar": "S", "help": "seconds to wait for the daemon"}),
+    ]
+    taken = set(command._option_string_actions)
+    for flag, extra in options:
+        if flag not in taken:
+            command.add_argument(flag, default=argparse.SUPPRESS, **extra)  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``watch | head``): not an error of ours.
+        sys.stderr.close()
+        return 0
     return code
 
 

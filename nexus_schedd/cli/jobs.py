@@ -1,0 +1,291 @@
+"""``nexus-schedctl add | list | show | cancel | pause | resume | trigger | reschedule``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import timedelta
+from typing import Any
+
+from nexus_schedd.cli.common import (
+    connected,
+    describe_recurrence,
+    emit,
+    emit_json,
+    local_time,
+    now,
+    parse_json_argument,
+    positive_int,
+    table,
+    wants_json,
+)
+from nexus_schedd.cli.preview import local_zone_name
+from nexus_schedd.control.calendar import gcal_url
+from nexus_schedd.control.client import Client
+from nexus_schedd.errors import InvalidSpec
+from nexus_schedd.model import Job, MisfirePolicy, OverlapPolicy
+from nexus_schedd.model.recurrence import UNIT_KINDS
+from nexus_schedd.model.status import JobStatus
+from nexus_schedd.model.times import (
+    format_instant,
+    parse_duration,
+    parse_instant,
+    parse_interval,
+    parse_unit,
+    resolve_zone,
+)
+
+LIST_PAGE = 1000
+
+
+def register(subparsers: Any) -> None:
+    """Add the job commands."""
+    _register_add(subparsers)
+
+    listing = subparsers.add_parser("list", help="list jobs")
+    listing.add_argument(
+        "--status",
+        action="append",
+        choices=[status.value for status in JobStatus],
+        metavar="S",
+        help="only jobs in this status (repeatable)",
+    )
+    listing.add_argument("--type", dest="job_type", metavar="T", help="only this job type")
+    listing.add_argument("--target", metavar="ID", help="only this target id")
+    listing.add_argument(
+        "--overdue", action="store_true", help="only pending jobs past their run_at"
+    )
+    listing.add_argument(
+        "--limit", type=positive_int, default=100, metavar="N", help="at most N jobs (default 100)"
+    )
+    listing.set_defaults(func=connected(_list))
+
+    show = subparsers.add_parser("show", help="show one job by id or name")
+    show.add_argument("ref", metavar="ID|NAME")
+    show.add_argument(
+        "--gcal-url", action="store_true", help="print a Google Calendar link for the job"
+    )
+    show.set_defaults(func=connected(_show))
+
+    for name, method, text in (
+        ("cancel", "CancelJob", "end a job (a running attempt is cancelled)"),
+        ("pause", "PauseJob", "keep a job from running until resumed"),
+        ("resume", "ResumeJob", "resume a paused job"),
+        ("trigger", "TriggerJob", "run one extra occurrence now"),
+    ):
+        parser = subparsers.add_parser(name, help=text)
+        parser.add_argument("ref", metavar="ID")
+        parser.set_defaults(func=connected(_job_action), method=method)
+
+    reschedule = subparsers.add_parser("reschedule", help="give a pending or paused job a new time")
+    reschedule.add_argument("ref", metavar="ID")
+    reschedule.add_argument(
+        "--at", required=True, metavar="TIME", help="RFC 3339 / ISO 8601 (no offset: local time)"
+    )
+    reschedule.set_defaults(func=connected(_reschedule))
+
+
+def _register_add(subparsers: Any) -> None:
+    add = subparsers.add_parser("add", help="schedule a job")
+    add.add_argument("job_type", metavar="JOB_TYPE")
+    add.add_argument("--target", metavar="ID", help="the entity the job acts on")
+    add.add_argument("--payload", metavar="JSON|@FILE", help="a JSON object for the handler")
+    add.add_argument("--name", metavar="NAME", help="unique name (adds are idempotent by name)")
+    when = add.add_mutually_exclusive_group()
+    when.add_argument("--at", metavar="TIME", help="first run (no offset: --tz, else local)")
+    when.add_argument("--in", dest="delay", metavar="DURATION", help="first run after 90s/5m/2h")
+    repeat = add.add_mutually_exclusive_group()
+    repeat.add_argument("--every", nargs=2, metavar=("N", "UNIT"), help="repeat every N UNIT")
+    repeat.add_argument("--cron", metavar="EXPR", help="repeat on a cron expression")
+    add.add_argument("--tz", metavar="ZONE", help="zone of the recurrence and of TIME")
+    add.add_argument("--until", metavar="TIME", help="no occurrence after this time")
+    add.add_argument("--count", type=positive_int, metavar="N", help="exactly N occurrences")
+    add.add_argument("--priority", type=int, metavar="N", help="higher runs first (default 0)")
+    add.add_argument("--max-retries", type=int, metavar="N", help="retries per occurrence")
+    add.add_argument(
+        "--timeout", dest="job_timeout", metavar="S", help="per-attempt time limit (seconds)"
+    )
+    add.add_argument("--misfire", choices=[p.value for p in MisfirePolicy], metavar="P")
+    add.add_argument("--overlap", choices=[p.value for p in OverlapPolicy], metavar="P")
+    add.add_argument("--jitter", metavar="S", help="random delay 0..S seconds per occurrence")
+    add.set_defaults(func=connected(_add))
+
+
+def build_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The protocol's JobSpec JSON for ``add``'s arguments."""
+    zone_name = args.tz if args.tz is not None else local_zone_name()
+    zone = resolve_zone(zone_name, "--tz")
+    spec: dict[str, Any] = {"job_type": args.job_type}
+    if args.target is not None:
+        spec["target_id"] = args.target
+    if args.name is not None:
+        spec["name"] = args.name
+    if args.payload is not None:
+        payload = parse_json_argument(args.payload, "payload")
+        if not isinstance(payload, dict):
+            raise InvalidSpec("payload", "must be a JSON object")
+        spec["payload"] = payload
+    if args.at is not None:
+        spec["run_at"] = format_instant(parse_instant(args.at, zone, "--at"), zone)
+    elif args.delay is not None:
+        delay = parse_duration(args.delay, "--in")
+        spec["run_at"] = format_instant(now() + timedelta(seconds=delay), zone)
+    recurrence: dict[str, Any] | None = None
+    if args.every is not None:
+        number, unit = args.every
+        kind = UNIT_KINDS[parse_unit(unit, "--every")]
+        recurrence = {"kind": kind.value, "interval": parse_interval(number, "--every")}
+    elif args.cron is not None:
+        recurrence = {"kind": "cron", "cron": args.cron}
+    if recurrence is None and (args.until is not None or args.count is not None):
+        raise InvalidSpec("--until/--count", "only apply with --every or --cron")
+    if recurrence is not None:
+        recurrence["timezone"] = zone_name
+        if args.until is not None:
+            recurrence["ends_at"] = format_instant(parse_instant(args.until, zone, "--until"))
+        if args.count is not None:
+            recurrence["max_occurrences"] = args.count
+        spec["recurrence"] = recurrence
+    if args.priority is not None:
+        spec["priority"] = args.priority
+    if args.max_retries is not None:
+        spec["max_retries"] = args.max_retries
+    if args.job_timeout is not None:
+        spec["timeout_s"] = parse_duration(args.job_timeout, "--timeout")
+    if args.misfire is not None:
+        spec["misfire"] = args.misfire
+    if args.overlap is not None:
+        spec["overlap"] = args.overlap
+    if args.jitter is not None:
+        spec["jitter_s"] = parse_duration(args.jitter, "--jitter")
+    return spec
+
+
+async def _add(client: Client, args: argparse.Namespace) -> int:
+    reply = await client.call("AddJob", {"job": build_spec(args)})
+    if wants_json(args):
+        emit_json(reply)
+        return 0
+    job = reply["job"]
+    label = f"{job['id']} ({job['name']})" if job.get("name") else job["id"]
+    emit(f"added {label}: {job['job_type']}, {describe_recurrence(job['recurrence'])}")
+    emit(f"next run: {local_time(job['run_at'])}")
+    return 0
+
+
+async def _list(client: Client, args: argparse.Namespace) -> int:
+    parameters: dict[str, Any] = {}
+    if args.status:
+        parameters["status"] = sorted(set(args.status))
+    if args.job_type is not None:
+        parameters["job_type"] = args.job_type
+    if args.target is not None:
+        parameters["target_id"] = args.target
+    if args.overdue:
+        parameters["overdue"] = True
+    jobs: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        wanted = min(LIST_PAGE, args.limit - len(jobs))
+        page_parameters = {**parameters, "limit": wanted}
+        if cursor is not None:
+            page_parameters["cursor"] = cursor
+        reply = await client.call("ListJobs", page_parameters)
+        jobs.extend(reply["jobs"])
+        cursor = reply.get("next_cursor")
+        if cursor is None or len(jobs) >= args.limit:
+            break
+    if wants_json(args):
+        emit_json({"jobs": jobs, "next_cursor": cursor})
+        return 0
+    rows = [
+        [
+            job["id"],
+            job.get("name") or "-",
+            job["job_type"],
+            job.get("target_id") or "-",
+            job["status"],
+            local_time(job.get("run_at")),
+            describe_recurrence(job.get("recurrence")),
+        ]
+        for job in jobs
+    ]
+    emit(table(["ID", "NAME", "TYPE", "TARGET", "STATUS", "NEXT RUN", "RECURRENCE"], rows))
+    if cursor is not None:
+        emit(f"(more jobs: raise --limit above {args.limit})")
+    return 0
+
+
+async def _show(client: Client, args: argparse.Namespace) -> int:
+    reply = await client.call("GetJob", {"id": args.ref})
+    job = reply["job"]
+    if args.gcal_url:
+        url = gcal_url(Job.from_json(job))
+        if wants_json(args):
+            emit_json({"gcal_url": url})
+        elif url is None:
+            emit(f"job {job['id']} is {job['status']}: nothing left to put in a calendar")
+            return 1
+        else:
+            emit(url)
+        return 0
+    if wants_json(args):
+        emit_json(reply)
+        return 0
+    last = job.get("last_result")
+    lines = [
+        ("id", job["id"]),
+        ("name", job.get("name") or "-"),
+        ("type", job["job_type"]),
+        ("target", job.get("target_id") or "-"),
+        ("status", job["status"]),
+        ("next run", local_time(job.get("run_at"))),
+        ("recurrence", describe_recurrence(job.get("recurrence"))),
+        ("occurrences", str(job["occurrence_count"])),
+        ("retries", f"{job['retry_count']} of {job['max_retries']}"),
+        ("priority", str(job["priority"])),
+        ("timeout", "default" if job.get("timeout_s") is None else f"{job['timeout_s']} s"),
+        ("misfire", f"{job['misfire']} (grace {job['misfire_grace_s']} s)"),
+        ("overlap", job["overlap"]),
+        ("jitter", f"{job['jitter_s']} s"),
+        ("payload", _compact(job.get("payload"))),
+        ("last result", _last_result(last)),
+        ("created", local_time(job["created_at"])),
+        ("updated", local_time(job["updated_at"])),
+    ]
+    width = max(len(label) for label, _ in lines)
+    for label, value in lines:
+        emit(f"{label + ':':<{width + 1}} {value}")
+    return 0
+
+
+async def _job_action(client: Client, args: argparse.Namespace) -> int:
+    reply = await client.call(args.method, {"id": args.ref})
+    if wants_json(args):
+        emit_json(reply)
+        return 0
+    job = reply["job"]
+    emit(f"{job['id']}: {job['status']}, next run {local_time(job.get('run_at'))}")
+    return 0
+
+
+async def _reschedule(client: Client, args: argparse.Namespace) -> int:
+    run_at = format_instant(parse_instant(args.at, None, "--at"))
+    reply = await client.call("RescheduleJob", {"id": args.ref, "run_at": run_at})
+    if wants_json(args):
+        emit_json(reply)
+        return 0
+    job = reply["job"]
+    emit(f"{job['id']}: {job['status']}, next run {local_time(job.get('run_at'))}")
+    return 0
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _last_result(last: dict[str, Any] | None) -> str:
+    if not last:
+        return "-"
+    outcome = "success" if last["success"] else f"failure: {last.get('error') or '?'}"
+    return f"{outcome} at {local_time(last['finished_at'])} ({last['duration_ms']:.0f} ms)"

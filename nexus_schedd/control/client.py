@@ -1,0 +1,383 @@
+"""The async client library of the control protocol (anyio).
+
+::
+
+    async with Client() as client:          # $NEXUS_SCHEDD_SOCKET or the default socket
+        job = await client.add_job({"job_type": "log", "run_at": "2030-01-01T09:00:00Z"})
+        async for event in client.watch(job_id=job.id):
+            ...
+
+Varlink errors become the exceptions of :mod:`nexus_schedd.errors`; a socket
+that cannot be reached raises :class:`~nexus_schedd.errors.DaemonUnreachable`
+naming its path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from nexus_schedd.control.paths import resolve_socket_path
+from nexus_schedd.control.varlink import PERMISSION_DENIED, decode_message, encode_message
+from nexus_schedd.engine.service import Event, EventKind
+from nexus_schedd.errors import (
+    ERRORS_BY_VARLINK_NAME,
+    INTERFACE,
+    ConfigError,
+    DaemonUnreachable,
+    InvalidJobState,
+    InvalidSpec,
+    JobExists,
+    JobNotFound,
+    PermissionDenied,
+    ProtocolError,
+    SchedulerError,
+    UnknownJobType,
+)
+from nexus_schedd.model import Job, JobSpec, Recurrence, Run
+from nexus_schedd.model.times import format_instant, parse_instant
+from nexus_schedd.store.base import Page
+
+MAX_REPLY_BYTES = 256 * 1024 * 1024
+
+
+class Client:
+    """A connection to a nexus-schedd daemon. Calls on one client run one at a time."""
+
+    def __init__(
+        self, socket_path: str | os.PathLike[str] | None = None, *, timeout: float | None = 30.0
+    ) -> None:
+        self.socket_path: Path = resolve_socket_path(socket_path)
+        self.timeout = timeout
+        self._stream: anyio.abc.SocketStream | None = None
+        self._buffered: BufferedByteReceiveStream | None = None
+        self._lock = anyio.Lock()
+
+    async def __aenter__(self) -> Client:
+        self._stream = await self._connect()
+        self._buffered = BufferedByteReceiveStream(self._stream)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection (safe to call twice)."""
+        if self._stream is not None:
+            await self._stream.aclose()
+            self._stream = None
+            self._buffered = None
+
+    # -- the raw protocol --------------------------------------------------------
+
+    async def call(
+        self, method: str, parameters: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Call ``method`` (``io.nexus.Scheduler.`` is implied without a dot) and return
+        its reply parameters; a Varlink error raises the matching exception."""
+        if self._stream is None or self._buffered is None:
+            raise RuntimeError("use 'async with Client(...)' before calling")
+        stream, buffered = self._stream, self._buffered
+        request = {"method": _qualified(method), "parameters": dict(parameters or {})}
+        async with self._lock:
+            try:
+                with self._deadline():
+                    await stream.send(encode_message(request))
+                    message = await _receive(buffered, self.socket_path)
+            except TimeoutError:
+                # A late reply would be taken for the next call's: drop the connection.
+                await self.aclose()
+                raise self._timed_out() from None
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                raise self._unreachable(exc) from None
+        return _result(message)
+
+    async def stream(
+        self, method: str, parameters: Mapping[str, Any] | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Call ``method`` with ``more`` on a connection of its own and yield each reply."""
+        request = {"method": _qualified(method), "parameters": dict(parameters or {}), "more": True}
+        connection = await self._connect()
+        async with connection:
+            buffered = BufferedByteReceiveStream(connection)
+            try:
+                try:
+                    with self._deadline():
+                        await connection.send(encode_message(request))
+                except TimeoutError:
+                    raise self._timed_out() from None
+                while True:
+                    message = await _receive(buffered, self.socket_path)
+                    yield _result(message)
+                    if not message.get("continues"):
+                        return
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                raise self._unreachable(exc) from None
+
+    # -- typed methods -------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """GetStatus: counts by status, running, backlog, next due, lateness, lag, uptime."""
+        result: dict[str, Any] = (await self.call("GetStatus"))["status"]
+        return result
+
+    async def add_job(self, spec: JobSpec | Mapping[str, Any]) -> Job:
+        """AddJob: schedule a job (a spec or its JSON form)."""
+        reply = await self.call("AddJob", {"job": spec_to_json(spec)})
+        return Job.from_json(reply["job"])
+
+    async def add_jobs(self, specs: Sequence[JobSpec | Mapping[str, Any]]) -> list[Job]:
+        """AddJobs: schedule several jobs atomically."""
+        reply = await self.call("AddJobs", {"jobs": [spec_to_json(spec) for spec in specs]})
+        return [Job.from_json(job) for job in reply["jobs"]]
+
+    async def get_job(self, ref: str) -> Job:
+        """GetJob: the job with this id or name."""
+        return Job.from_json((await self.call("GetJob", {"id": ref}))["job"])
+
+    async def list_jobs(
+        self,
+        *,
+        status: Sequence[str] = (),
+        job_type: str | None = None,
+        target_id: str | None = None,
+        overdue: bool = False,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Job]:
+        """ListJobs: one page of jobs; pass ``next_cursor`` back for the next."""
+        parameters = _without_none(
+            status=list(status) or None,
+            job_type=job_type,
+            target_id=target_id,
+            overdue=overdue or None,
+            limit=limit,
+            cursor=cursor,
+        )
+        reply = await self.call("ListJobs", parameters)
+        return Page([Job.from_json(job) for job in reply["jobs"]], reply.get("next_cursor"))
+
+    async def cancel_job(self, ref: str) -> Job:
+        """CancelJob."""
+        return Job.from_json((await self.call("CancelJob", {"id": ref}))["job"])
+
+    async def pause_job(self, ref: str) -> Job:
+        """PauseJob."""
+        return Job.from_json((await self.call("PauseJob", {"id": ref}))["job"])
+
+    async def resume_job(self, ref: str) -> Job:
+        """ResumeJob."""
+        return Job.from_json((await self.call("ResumeJob", {"id": ref}))["job"])
+
+    async def trigger_job(self, ref: str) -> Job:
+        """TriggerJob: one extra occurrence now."""
+        return Job.from_json((await self.call("TriggerJob", {"id": ref}))["job"])
+
+    async def reschedule_job(
+        self,
+        ref: str,
+        run_at: datetime | str | None = None,
+        recurrence: Recurrence | Mapping[str, Any] | None = None,
+        *,
+        clear_recurrence: bool = False,
+    ) -> Job:
+        """RescheduleJob: a new run_at and/or recurrence (``clear_recurrence`` for one-shot)."""
+        parameters = _without_none(
+            id=ref,
+            run_at=format_instant(run_at) if isinstance(run_at, datetime) else run_at,
+            recurrence=recurrence.to_json() if isinstance(recurrence, Recurrence) else recurrence,
+            clear_recurrence=clear_recurrence or None,
+        )
+        return Job.from_json((await self.call("RescheduleJob", parameters))["job"])
+
+    async def list_runs(
+        self,
+        job: str | None = None,
+        *,
+        outcome: Sequence[str] = (),
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Run]:
+        """ListRuns: one page of runs, newest first, of one job or of all."""
+        parameters = _without_none(
+            job_id=job, outcome=list(outcome) or None, limit=limit, cursor=cursor
+        )
+        reply = await self.call("ListRuns", parameters)
+        return Page([Run.from_json(run) for run in reply["runs"]], reply.get("next_cursor"))
+
+    async def preview(
+        self,
+        recurrence: Recurrence | Mapping[str, Any],
+        *,
+        start: datetime | str | None = None,
+        count: int | None = None,
+    ) -> list[datetime]:
+        """Preview: the next occurrences of a recurrence."""
+        parameters = _without_none(
+            recurrence=recurrence.to_json() if isinstance(recurrence, Recurrence) else recurrence,
+            start=format_instant(start) if isinstance(start, datetime) else start,
+            count=count,
+        )
+        reply = await self.call("Preview", parameters)
+        return [parse_instant(text) for text in reply["occurrences"]]
+
+    async def watch(
+        self, *, job_type: str | None = None, job_id: str | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """Watch: job and run events as they happen, until the caller stops iterating."""
+        async for reply in self.stream("Watch", _without_none(job_type=job_type, job_id=job_id)):
+            yield event_from_json(reply["event"])
+
+    async def list_handlers(self) -> list[str]:
+        """ListHandlers."""
+        return list((await self.call("ListHandlers"))["handlers"])
+
+    async def reload(self) -> dict[str, Any]:
+        """Reload: re-read the daemon's config; returns its reconciliation summary."""
+        result: dict[str, Any] = (await self.call("Reload"))["result"]
+        return result
+
+    async def export_calendar(self, days: int | None = None) -> str:
+        """ExportCalendar: RFC 5545 text of the upcoming schedule."""
+        text: str = (await self.call("ExportCalendar", _without_none(days=days)))["ical"]
+        return text
+
+    # -- internals -----------------------------------------------------------------
+
+    async def _connect(self) -> anyio.abc.SocketStream:
+        try:
+            with self._deadline():
+                stream = await anyio.connect_unix(self.socket_path)
+        except TimeoutError:
+            raise self._timed_out() from None
+        except OSError as exc:
+            raise self._unreachable(exc) from None
+        return stream
+
+    def _timed_out(self) -> DaemonUnreachable:
+        return DaemonUnreachable(
+            f"no reply from nexus-schedd at {self.socket_path} within {self.timeout} s"
+        )
+
+    def _deadline(self) -> AbstractContextManager[anyio.CancelScope]:
+        # fail_after(None) never times out.
+        return anyio.fail_after(self.timeout)
+
+    def _unreachable(self, exc: BaseException) -> DaemonUnreachable:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "connection lost"
+        return DaemonUnreachable(f"cannot reach nexus-schedd at {self.socket_path}: {reason}")
+
+
+def spec_to_json(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
+    """The protocol JSON of a job spec (a mapping passes through unchanged)."""
+    if not isinstance(spec, JobSpec):
+        return dict(spec)
+    return _without_none(
+        job_type=spec.job_type,
+        name=spec.name,
+        target_id=spec.target_id,
+        payload=spec.payload,
+        run_at=None if spec.run_at is None else format_instant(spec.run_at),
+        recurrence=None if spec.recurrence is None else spec.recurrence.to_json(),
+        priority=spec.priority,
+        max_retries=spec.max_retries,
+        timeout_s=spec.timeout_s,
+        misfire=None if spec.misfire is None else spec.misfire.value,
+        misfire_grace_s=spec.misfire_grace_s,
+        overlap=None if spec.overlap is None else spec.overlap.value,
+        jitter_s=spec.jitter_s,
+    )
+
+
+def event_from_json(data: Mapping[str, Any]) -> Event:
+    """An :class:`Event` from Watch's JSON."""
+    job = data.get("job")
+    run = data.get("run")
+    return Event(
+        kind=EventKind(data["kind"]),
+        at=parse_instant(data["at"]),
+        job=None if job is None else Job.from_json(job),
+        run=None if run is None else Run.from_json(run),
+    )
+
+
+def error_from_reply(error: str, parameters: Mapping[str, Any]) -> SchedulerError:
+    """The exception for a Varlink error reply."""
+    cls = ERRORS_BY_VARLINK_NAME.get(error)
+    message = str(parameters.get("message") or "")
+    try:
+        if cls is JobNotFound:
+            return JobNotFound(str(parameters.get("id", "")))
+        if cls is InvalidSpec:
+            return InvalidSpec(str(parameters.get("field", "")), str(parameters.get("reason", "")))
+        if cls is UnknownJobType:
+            return UnknownJobType(str(parameters.get("job_type", "")))
+        if cls is JobExists:
+            return JobExists(str(parameters.get("name", "")), str(parameters.get("id", "")))
+        if cls is InvalidJobState:
+            return InvalidJobState(message or "invalid job state", status=parameters.get("status"))
+        if cls is ConfigError:
+            return ConfigError(
+                str(parameters.get("file", "")),
+                str(parameters.get("key", "")),
+                str(parameters.get("reason", "")),
+            )
+        if cls is not None:
+            return cls(message or error)
+    except TypeError:
+        pass
+    if error == PERMISSION_DENIED:
+        return PermissionDenied("permission denied")
+    detail = ", ".join(f"{key}={value}" for key, value in parameters.items())
+    text = f"{error.rsplit('.', 1)[-1]}" + (f" ({detail})" if detail else "")
+    if message:
+        text = f"{text}: {message}"
+    return ProtocolError(text)
+
+
+async def _receive(buffered: BufferedByteReceiveStream, path: Path) -> dict[str, Any]:
+    try:
+        raw = await buffered.receive_until(b"\0", MAX_REPLY_BYTES)
+    except anyio.IncompleteRead:
+        raise DaemonUnreachable(f"nexus-schedd at {path} closed the connection") from None
+    except anyio.DelimiterNotFound:
+        raise ProtocolError(f"reply from {path} is larger than {MAX_REPLY_BYTES} bytes") from None
+    try:
+        message = decode_message(raw)
+    except ValueError:
+        raise ProtocolError(f"reply from {path} is not JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"reply from {path} is not a JSON object")
+    return message
+
+
+def _result(message: dict[str, Any]) -> dict[str, Any]:
+    parameters = message.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ProtocolError("reply parameters are not an object")
+    error = message.get("error")
+    if error is not None:
+        raise error_from_reply(str(error), parameters)
+    return parameters
+
+
+def _qualified(method: str) -> str:
+    return method if "." in method else f"{INTERFACE}.{method}"
+
+
+def _without_none(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
