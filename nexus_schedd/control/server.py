@@ -211,16 +211,19 @@ class ControlServer:
         limit = self.settings.max_message_bytes
         while True:
             raw: bytes | None = None
+            oversized = False
             with anyio.move_on_after(self.settings.idle_timeout_s):
                 try:
                     raw = await buffered.receive_until(b"\0", limit)
                 except anyio.DelimiterNotFound:
-                    await self._send(
-                        stream, error_reply(INVALID_PARAMETER, {"parameter": "message"})
-                    )
-                    return
+                    oversized = True
                 except anyio.IncompleteRead:
                     return  # EOF, possibly in the middle of a message: nothing to answer
+            # receive_until only enforces the limit while it waits for more data: a
+            # whole oversized message that arrived in one read is caught here.
+            if oversized or (raw is not None and len(raw) > limit):
+                await self._send(stream, error_reply(INVALID_PARAMETER, {"parameter": "message"}))
+                return
             if raw is None:
                 return  # idle timeout
             request = self._parse(raw)
