@@ -1,1 +1,35 @@
 """Durable storage of jobs and runs: one interface (:mod:`.base`), one module per backend."""
+
+from __future__ import annotations
+
+from nexus_schedd.errors import StoreError
+from nexus_schedd.store.base import JobFilter, Page, RunFilter, Store
+from nexus_schedd.store.memory import MemoryStore
+from nexus_schedd.store.sqlite import Durability, SQLiteStore, sqlite_path_from_url
+
+__all__ = [
+    "Durability",
+    "JobFilter",
+    "MemoryStore",
+    "Page",
+    "RunFilter",
+    "SQLiteStore",
+    "Store",
+    "open_store",
+]
+
+
+def open_store(url: str, *, durability: Durability = "full") -> Store:
+    """The store a ``[store] url`` names, not yet opened (``await store.open()`` next).
+
+    ``sqlite:///abs/path.db`` and ``sqlite:relative/path.db`` give an
+    :class:`SQLiteStore`; ``memory:`` a :class:`MemoryStore` (tests only).
+    """
+    if url == "memory:":
+        return MemoryStore()
+    if url.startswith("sqlite:"):
+        return SQLiteStore(sqlite_path_from_url(url), durability=durability)
+    raise StoreError(
+        f"unsupported store URL {url!r}: use sqlite:///absolute/path.db, "
+        "sqlite:relative/path.db or memory:"
+    )

@@ -1,0 +1,896 @@
+"""The embedded store: SQLite in WAL mode on aiosqlite, with group commit.
+
+One writer connection owns every write. Concurrent ``insert_jobs``/``write``/
+``prune_runs`` calls share one transaction and one commit (one fsync with
+``durability="full"``): the first caller to find no commit in flight becomes
+the leader, takes everything queued, runs it and commits, then hands the
+leadership to the first caller that queued meanwhile. Each call still succeeds
+or fails as a whole: a batch first runs optimistically with one
+``executemany`` per statement; only if that fails is it rolled back and re-run
+with one SAVEPOINT per call, so one failing call rolls back only itself.
+
+Reads go through a separate connection, so they never queue behind a commit
+(WAL lets readers proceed while the writer commits).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import aiosqlite
+import anyio
+import structlog
+
+from nexus_schedd.errors import InvalidSpec, JobExists, SchedulerError, StoreError
+from nexus_schedd.model import (
+    Job,
+    JobStatus,
+    LastResult,
+    MisfirePolicy,
+    OverlapPolicy,
+    Recurrence,
+    Run,
+    RunOutcome,
+    encode_json,
+)
+from nexus_schedd.store.base import JobFilter, Page, RunFilter, Store
+from nexus_schedd.store.keys import (
+    EPOCH,
+    check_limit,
+    decode_job_cursor,
+    decode_run_cursor,
+    encode_job_cursor,
+    encode_run_cursor,
+    from_micros,
+    to_micros,
+)
+from nexus_schedd.store.schema import FINAL_STATUSES_SQL, migrations_after
+
+Durability = Literal["full", "normal"]
+
+_log = structlog.get_logger("nexus_schedd.store.sqlite")
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_BUSY_TIMEOUT_MS = 5000
+_CACHE_KIB = 16 * 1024
+
+_STATUS = {s.value: s for s in JobStatus}
+_OUTCOME = {o.value: o for o in RunOutcome}
+_MISFIRE = {m.value: m for m in MisfirePolicy}
+_OVERLAP = {o.value: o for o in OverlapPolicy}
+
+_JOB_COLUMNS = (
+    "id",
+    "name",
+    "job_type",
+    "target_id",
+    "status",
+    "run_at",
+    "scheduled_for",
+    "anchor_at",
+    "created_at",
+    "updated_at",
+    "payload",
+    "recurrence",
+    "priority",
+    "max_retries",
+    "retry_count",
+    "occurrence_count",
+    "timeout_s",
+    "misfire",
+    "misfire_grace_s",
+    "overlap",
+    "jitter_s",
+    "last_result",
+    "static",
+)
+_RUN_COLUMNS = (
+    "id",
+    "job_id",
+    "job_type",
+    "scheduled_for",
+    "attempt",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "error",
+    "output",
+    "node",
+)
+_JOB_SELECT = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+_RUN_SELECT = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
+_JOB_INSERT = (
+    f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})"
+)
+_RUN_INSERT = (
+    f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
+)
+
+
+def _upserts(insert: str, columns: tuple[str, ...], identity: tuple[str, ...]) -> tuple[str, str]:
+    """The (guarded, full) upserts of a table.
+
+    SQLite rewrites an index entry whenever an UPDATE names its column, even
+    with an unchanged value. The guarded upsert leaves the ``identity`` columns
+    (indexed, and never changed by the engine) out of its SET and skips rows
+    whose identity differs; the caller re-runs the full upsert when fewer rows
+    than given were written. That keeps the hot path off three indexes.
+    """
+    table = insert.split()[2]
+    guarded = (
+        f"{insert} ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in columns[1:] if c not in identity)
+        + " WHERE "
+        + " AND ".join(f"{table}.{c} IS excluded.{c}" for c in identity)
+    )
+    full = f"{insert} ON CONFLICT (id) DO UPDATE SET " + ", ".join(
+        f"{c} = excluded.{c}" for c in columns[1:]
+    )
+    return guarded, full
+
+
+_JOB_UPSERT, _JOB_UPSERT_FULL = _upserts(_JOB_INSERT, _JOB_COLUMNS, ("job_type", "target_id"))
+_RUN_UPSERT, _RUN_UPSERT_FULL = _upserts(_RUN_INSERT, _RUN_COLUMNS, ("job_id", "started_at"))
+_FULL_UPSERT = {_JOB_UPSERT: _JOB_UPSERT_FULL, _RUN_UPSERT: _RUN_UPSERT_FULL}
+_LIVE_NAME_HOLDER = (
+    f"SELECT id FROM jobs WHERE name = ? AND status NOT IN {FINAL_STATUSES_SQL} AND id != ?"
+)
+# Ranks every run of a job newest first; finished runs past the newest
+# ``keep_per_job`` or finished before the cut-off go.
+_PRUNE = """
+DELETE FROM runs WHERE rowid IN (
+    SELECT rowid FROM (
+        SELECT rowid, outcome, finished_at,
+               ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY started_at DESC, id DESC) AS rank
+        FROM runs
+    )
+    WHERE outcome IS NOT NULL AND (finished_at < ? OR rank > ?)
+)
+"""
+
+
+# -- row conversion -----------------------------------------------------------------
+
+
+def _optional_instant(micros: int | None) -> datetime | None:
+    return None if micros is None else EPOCH + timedelta(microseconds=micros)
+
+
+@lru_cache(maxsize=4096)
+def _encode_recurrence(recurrence: Recurrence) -> str:
+    return encode_json(recurrence.to_json())
+
+
+@lru_cache(maxsize=4096)
+def _decode_recurrence(text: str) -> Recurrence:
+    # Rows of one schedule share their recurrence text: parse it once.
+    return Recurrence.from_json(json.loads(text))
+
+
+def _encode_last_result(result: LastResult) -> str:
+    return json.dumps(
+        {
+            "success": result.success,
+            "output": result.output,
+            "error": result.error,
+            "started_at": to_micros(result.started_at),
+            "finished_at": to_micros(result.finished_at),
+            "duration_ms": result.duration_ms,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def _decode_last_result(text: str) -> LastResult:
+    data = _decode_json(text)
+    return LastResult(
+        success=data["success"],
+        output=data["output"],
+        error=data["error"],
+        started_at=from_micros(data["started_at"]),
+        finished_at=from_micros(data["finished_at"]),
+        duration_ms=data["duration_ms"],
+    )
+
+
+_encode_payload = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_decode_json = json.JSONDecoder().decode
+
+
+def _micros(instant: datetime, epoch: datetime = EPOCH) -> int:
+    # to_micros without the timedelta division: this runs 5 times per row.
+    delta = instant - epoch
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def job_row(job: Job) -> tuple[Any, ...]:
+    """The jobs-table row of ``job``, in ``_JOB_COLUMNS`` order."""
+    run_at = None if job.run_at is None else _micros(job.run_at)
+    scheduled_for = (
+        run_at
+        if job.scheduled_for is job.run_at
+        else None
+        if job.scheduled_for is None
+        else _micros(job.scheduled_for)
+    )
+    created_at = _micros(job.created_at)
+    return (
+        job.id,
+        job.name,
+        job.job_type,
+        job.target_id,
+        job.status.value,
+        run_at,
+        scheduled_for,
+        _micros(job.anchor_at),
+        created_at,
+        created_at if job.updated_at is job.created_at else _micros(job.updated_at),
+        "{}" if not job.payload else _encode_payload(job.payload),
+        None if job.recurrence is None else _encode_recurrence(job.recurrence),
+        job.priority,
+        job.max_retries,
+        job.retry_count,
+        job.occurrence_count,
+        job.timeout_s,
+        job.misfire.value,
+        job.misfire_grace_s,
+        job.overlap.value,
+        job.jitter_s,
+        None if job.last_result is None else _encode_last_result(job.last_result),
+        1 if job.static else 0,
+    )
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """Rebuild a :class:`Job` from a row in ``_JOB_COLUMNS`` order."""
+    (
+        job_id,
+        name,
+        job_type,
+        target_id,
+        status,
+        run_at,
+        scheduled_for,
+        anchor_at,
+        created_at,
+        updated_at,
+        payload,
+        recurrence,
+        priority,
+        max_retries,
+        retry_count,
+        occurrence_count,
+        timeout_s,
+        misfire,
+        misfire_grace_s,
+        overlap,
+        jitter_s,
+        last_result,
+        static,
+    ) = row
+    # Fresh jobs share instants (run_at = scheduled_for = anchor_at, created_at =
+    # updated_at): convert each distinct value once.
+    epoch = EPOCH
+    run_at_dt = None if run_at is None else epoch + timedelta(microseconds=run_at)
+    created = epoch + timedelta(microseconds=created_at)
+    return Job(
+        id=job_id,
+        job_type=job_type,
+        status=_STATUS[status],
+        run_at=run_at_dt,
+        scheduled_for=(
+            run_at_dt
+            if scheduled_for == run_at
+            else None
+            if scheduled_for is None
+            else epoch + timedelta(microseconds=scheduled_for)
+        ),
+        anchor_at=(
+            run_at_dt
+            if anchor_at == run_at and run_at_dt is not None
+            else epoch + timedelta(microseconds=anchor_at)
+        ),
+        created_at=created,
+        updated_at=created
+        if updated_at == created_at
+        else epoch + timedelta(microseconds=updated_at),
+        name=name,
+        target_id=target_id,
+        payload={} if payload == "{}" else _decode_json(payload),
+        recurrence=None if recurrence is None else _decode_recurrence(recurrence),
+        priority=priority,
+        max_retries=max_retries,
+        retry_count=retry_count,
+        occurrence_count=occurrence_count,
+        timeout_s=timeout_s,
+        misfire=_MISFIRE[misfire],
+        misfire_grace_s=misfire_grace_s,
+        overlap=_OVERLAP[overlap],
+        jitter_s=jitter_s,
+        last_result=None if last_result is None else _decode_last_result(last_result),
+        static=bool(static),
+    )
+
+
+def run_row(run: Run) -> tuple[Any, ...]:
+    """The runs-table row of ``run``, in ``_RUN_COLUMNS`` order."""
+    return (
+        run.id,
+        run.job_id,
+        run.job_type,
+        _micros(run.scheduled_for),
+        run.attempt,
+        _micros(run.started_at),
+        None if run.finished_at is None else _micros(run.finished_at),
+        None if run.outcome is None else run.outcome.value,
+        run.error,
+        None if run.output is None else _encode_payload(run.output),
+        run.node,
+    )
+
+
+def run_from_row(row: Sequence[Any]) -> Run:
+    """Rebuild a :class:`Run` from a row in ``_RUN_COLUMNS`` order."""
+    (
+        run_id,
+        job_id,
+        job_type,
+        scheduled_for,
+        attempt,
+        started_at,
+        finished_at,
+        outcome,
+        error,
+        output,
+        node,
+    ) = row
+    return Run(
+        id=run_id,
+        job_id=job_id,
+        job_type=job_type,
+        scheduled_for=from_micros(scheduled_for),
+        attempt=attempt,
+        started_at=from_micros(started_at),
+        finished_at=_optional_instant(finished_at),
+        outcome=None if outcome is None else _OUTCOME[outcome],
+        error=error,
+        output=None if output is None else _decode_json(output),
+        node=node,
+    )
+
+
+# -- the write queue ----------------------------------------------------------------
+
+_Kind = Literal["insert", "write", "prune", "barrier"]
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    """One caller's write, queued for the next group commit."""
+
+    kind: _Kind
+    jobs: Sequence[Job] = ()
+    job_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    run_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    prune_before_us: int = 0
+    keep_per_job: int = 0
+    done: anyio.Event = field(default_factory=anyio.Event)
+    promoted: bool = False
+    """Set instead of a result: the caller becomes the next leader."""
+    error: SchedulerError | None = None
+    deleted: int = 0
+
+
+class _BatchAborted(Exception):
+    """The whole transaction was lost; every call of the batch fails with ``error``."""
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class SQLiteStore(Store):
+    """Jobs and runs in one SQLite file (WAL), with group commit.
+
+    ``durability="full"`` fsyncs every commit (``synchronous=FULL``); ``"normal"``
+    survives a daemon crash but may lose the last commits on power loss.
+    ``max_size_bytes`` caps the database file (a quota): writes that would grow
+    it further fail exactly as on a full disk. ``commits`` counts committed write
+    transactions (group commit shares them).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        durability: Durability = "full",
+        max_size_bytes: int | None = None,
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise InvalidSpec("store.durability", f"must be 'full' or 'normal', not {durability!r}")
+        if max_size_bytes is not None and max_size_bytes < 1:
+            raise InvalidSpec("store.max_size_bytes", "must be a positive number of bytes")
+        self.path = Path(path)
+        self.durability: Durability = durability
+        self.max_size_bytes = max_size_bytes
+        self.commits = 0
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: list[_Request] = []
+        self._leading = False
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        self._closed = False
+        where = str(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"{where}: cannot create directory {self.path.parent}: {exc.strerror or exc}"
+            ) from None
+        version = await anyio.to_thread.run_sync(self._inspect_existing)
+        migrations_after(version, where)  # refuse a newer schema before writing anything
+        try:
+            self._writer = await self._connect(self.path)
+            await self._configure_writer(self._writer)
+            await self._migrate(self._writer)
+            self._reader = await self._connect(self.path)
+            await self._reader.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            await self._reader.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+            await self._reader.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            await self._close_connections()
+            raise StoreError(f"{where}: cannot open the database: {_reason(exc)}") from None
+        except BaseException:
+            await self._close_connections()
+            raise
+        _log.info("store_opened", path=where, durability=self.durability)
+
+    async def close(self) -> None:
+        if self._writer is None:
+            self._closed = True
+            return
+        await self._submit(_Request("barrier"))  # flush everything queued before us
+        self._closed = True
+        await self._close_connections()
+
+    def _inspect_existing(self) -> int:
+        """The schema version of an existing file, checked without modifying it (0 if new)."""
+        where = str(self.path)
+        try:
+            with self.path.open("rb") as file:
+                header = file.read(len(_SQLITE_HEADER))
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StoreError(f"{where}: cannot read the database: {exc.strerror or exc}") from None
+        if not header:
+            return 0
+        if header != _SQLITE_HEADER:
+            raise StoreError(
+                f"{where}: not an SQLite database (unrecognised file header); "
+                "refusing to open or replace it"
+            )
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        try:
+            connection = sqlite3.connect(uri, uri=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{where}: cannot read the database: {_reason(exc)}") from None
+        try:
+            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"{where}: the database is corrupt or unreadable: {_reason(exc)}"
+            ) from None
+        finally:
+            connection.close()
+        if version == 0 and tables:
+            raise StoreError(
+                f"{where}: an SQLite database that nexus-schedd did not create "
+                f"(tables: {', '.join(sorted(tables)[:5])}); refusing to use it"
+            )
+        return version
+
+    @staticmethod
+    async def _connect(path: Path) -> aiosqlite.Connection:
+        # isolation_level=None: transactions are begun and ended explicitly below.
+        return await aiosqlite.connect(str(path), isolation_level=None)
+
+    async def _configure_writer(self, writer: aiosqlite.Connection) -> None:
+        await writer.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        rows = await writer.execute_fetchall("PRAGMA journal_mode = WAL")
+        mode = next(iter(rows))[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{self.path}: cannot switch the database to WAL mode (got {mode})")
+        synchronous = "FULL" if self.durability == "full" else "NORMAL"
+        await writer.execute(f"PRAGMA synchronous = {synchronous}")
+        await writer.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+        await writer.execute("PRAGMA temp_store = MEMORY")
+        if self.max_size_bytes is not None:
+            rows = await writer.execute_fetchall("PRAGMA page_size")
+            page_size = int(next(iter(rows))[0])
+            pages = max(1, -(-self.max_size_bytes // page_size))
+            await writer.execute(f"PRAGMA max_page_count = {pages}")
+
+    async def _migrate(self, writer: aiosqlite.Connection) -> None:
+        rows = await writer.execute_fetchall("PRAGMA user_version")
+        version = int(next(iter(rows))[0])
+        for migration in migrations_after(version, str(self.path)):
+            await writer.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in migration.statements:
+                    await writer.execute(statement)
+                await writer.execute(f"PRAGMA user_version = {migration.version}")
+                await writer.execute("COMMIT")
+            except BaseException:
+                await self._rollback(writer)
+                raise
+            _log.info(
+                "store_migrated",
+                path=str(self.path),
+                version=migration.version,
+                description=migration.description,
+            )
+
+    async def _close_connections(self) -> None:
+        writer, reader = self._writer, self._reader
+        self._writer = self._reader = None
+        for connection in (reader, writer):
+            if connection is not None:
+                await connection.close()
+
+    # -- writes ---------------------------------------------------------------------
+
+    async def insert_jobs(self, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
+        await self._submit(_Request("insert", jobs=jobs, job_rows=[job_row(j) for j in jobs]))
+
+    async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
+        if not jobs and not runs:
+            return
+        await self._submit(
+            _Request(
+                "write",
+                jobs=jobs,
+                job_rows=[job_row(j) for j in jobs],
+                run_rows=[run_row(r) for r in runs],
+            )
+        )
+
+    async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
+        if keep_per_job < 0:
+            raise InvalidSpec("history.keep_per_job", "must be >= 0")
+        request = _Request(
+            "prune", prune_before_us=to_micros(older_than), keep_per_job=keep_per_job
+        )
+        await self._submit(request)
+        return request.deleted
+
+    async def _submit(self, request: _Request) -> None:
+        """Queue ``request`` and wait until a group commit has carried it."""
+        if self._writer is None or self._closed:
+            raise StoreError(f"{self.path}: the store is not open")
+        # Shielded: once queued, a write either commits or fails; a caller
+        # cancelled half-way must not strand the followers it leads.
+        with anyio.CancelScope(shield=True):
+            self._queue.append(request)
+            if self._leading:
+                await request.done.wait()
+                if not request.promoted:
+                    self._raise_for(request)
+                    return
+            self._leading = True
+            try:
+                batch, self._queue = self._queue, []
+                await self._run_batch(batch)
+            finally:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.promoted = True
+                    successor.done.set()
+                else:
+                    self._leading = False
+        self._raise_for(request)
+
+    @staticmethod
+    def _raise_for(request: _Request) -> None:
+        if request.error is not None:
+            raise request.error
+
+    async def _run_batch(self, batch: list[_Request]) -> None:
+        work = [r for r in batch if r.kind != "barrier"]
+        try:
+            if work:
+                await self._commit_batch(work)
+        except BaseException as exc:
+            error = exc if isinstance(exc, StoreError) else StoreError(f"{self.path}: {exc!r}")
+            for request in work:
+                request.error = request.error or error
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for request in batch:
+                request.done.set()
+
+    async def _commit_batch(self, batch: list[_Request]) -> None:
+        writer = self._writer
+        assert writer is not None
+        if all(r.kind != "prune" for r in batch):
+            try:
+                await writer.execute("BEGIN IMMEDIATE")
+                for sql, rows in _segments(batch):
+                    await _execute_rows(writer, sql, rows)
+                await writer.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback(writer)
+                if len(batch) > 1:
+                    _log.debug("group_commit_retry_per_call", calls=len(batch), error=str(exc))
+                    await self._commit_each(writer, batch)
+                else:
+                    batch[0].error = await self._error_for(writer, batch[0], exc)
+                return
+            self.commits += 1
+            return
+        await self._commit_each(writer, batch)
+
+    async def _commit_each(self, writer: aiosqlite.Connection, batch: list[_Request]) -> None:
+        """Run each call of ``batch`` in its own SAVEPOINT, then commit once."""
+        try:
+            await writer.execute("BEGIN IMMEDIATE")
+            for request in batch:
+                await writer.execute("SAVEPOINT call")
+                try:
+                    await self._apply(writer, request)
+                except sqlite3.Error as exc:
+                    if not writer.in_transaction:
+                        # SQLite abandoned the whole transaction (disk full, I/O error).
+                        raise _BatchAborted(self._write_error(exc)) from None
+                    await writer.execute("ROLLBACK TO call")
+                    await writer.execute("RELEASE call")
+                    request.error = await self._error_for(writer, request, exc)
+                else:
+                    await writer.execute("RELEASE call")
+            await writer.execute("COMMIT")
+        except _BatchAborted as aborted:
+            await self._rollback(writer)
+            for request in batch:
+                request.error = aborted.error
+            return
+        except sqlite3.Error as exc:
+            await self._rollback(writer)
+            error = self._write_error(exc)
+            for request in batch:
+                request.error = request.error or error
+            return
+        self.commits += 1
+
+    @staticmethod
+    async def _apply(writer: aiosqlite.Connection, request: _Request) -> None:
+        if request.kind == "insert":
+            await writer.executemany(_JOB_INSERT, request.job_rows)
+        elif request.kind == "write":
+            if request.job_rows:
+                await _execute_rows(writer, _JOB_UPSERT, request.job_rows)
+            if request.run_rows:
+                await _execute_rows(writer, _RUN_UPSERT, request.run_rows)
+        elif request.kind == "prune":
+            cursor = await writer.execute(_PRUNE, (request.prune_before_us, request.keep_per_job))
+            request.deleted = cursor.rowcount
+            await cursor.close()
+
+    async def _error_for(
+        self, writer: aiosqlite.Connection, request: _Request, exc: sqlite3.Error
+    ) -> SchedulerError:
+        """The user-facing error for a call that failed with ``exc`` (rolled back)."""
+        if isinstance(exc, sqlite3.IntegrityError):
+            message = str(exc)
+            if "jobs.name" in message:
+                return await self._name_conflict(writer, request) or self._write_error(exc)
+            if "jobs.id" in message:
+                return StoreError(f"{self.path}: a job with the same id already exists")
+        return self._write_error(exc)
+
+    @staticmethod
+    async def _name_conflict(writer: aiosqlite.Connection, request: _Request) -> JobExists | None:
+        seen: dict[str, str] = {}
+        for job in request.jobs:
+            if job.name is None or job.status.is_final:
+                continue
+            if job.name in seen:
+                return JobExists(job.name, seen[job.name])
+            seen[job.name] = job.id
+            rows = list(await writer.execute_fetchall(_LIVE_NAME_HOLDER, (job.name, job.id)))
+            if rows:
+                return JobExists(job.name, rows[0][0])
+        return None
+
+    def _write_error(self, exc: sqlite3.Error) -> StoreError:
+        reason = _reason(exc)
+        code = getattr(exc, "sqlite_errorname", "")
+        if code.startswith("SQLITE_FULL"):
+            reason = "the disk is full (database or disk is full)"
+        elif code.startswith("SQLITE_READONLY"):
+            reason = f"the database is read-only ({reason})"
+        elif code.startswith("SQLITE_BUSY"):
+            reason = f"the database is locked by another process ({reason})"
+        return StoreError(f"{self.path}: write failed, nothing was changed: {reason}")
+
+    @staticmethod
+    async def _rollback(writer: aiosqlite.Connection) -> None:
+        # SQLite may already have rolled back on its own (disk full, I/O error).
+        if writer.in_transaction:
+            try:
+                await writer.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                _log.warning("store_rollback_failed", error=str(exc))
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, parameters: Sequence[Any] = ()) -> Iterable[sqlite3.Row]:
+        reader = self._reader
+        if reader is None:
+            raise StoreError(f"{self.path}: the store is not open")
+        try:
+            return await reader.execute_fetchall(sql, parameters)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: read failed: {_reason(exc)}") from None
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._fetch(f"{_JOB_SELECT} WHERE id = ?", (job_id,))
+        return next((job_from_row(row) for row in rows), None)
+
+    async def get_job_by_name(self, name: str) -> Job | None:
+        rows = await self._fetch(
+            f"{_JOB_SELECT} WHERE name = ? AND status NOT IN {FINAL_STATUSES_SQL}", (name,)
+        )
+        return next((job_from_row(row) for row in rows), None)
+
+    async def list_jobs(self, where: JobFilter, limit: int, cursor: str | None = None) -> Page[Job]:
+        check_limit(limit)
+        clauses: list[str] = []
+        parameters: list[Any] = []
+        if where.statuses:
+            clauses.append(f"status IN ({', '.join('?' * len(where.statuses))})")
+            parameters.extend(sorted(s.value for s in where.statuses))
+        if where.job_type is not None:
+            clauses.append("job_type = ?")
+            parameters.append(where.job_type)
+        if where.target_id is not None:
+            clauses.append("target_id = ?")
+            parameters.append(where.target_id)
+        if where.due_before is not None:
+            clauses.append("status = 'pending' AND run_at <= ?")
+            parameters.append(to_micros(where.due_before))
+        if cursor is not None:
+            clauses.append("id > ?")
+            parameters.append(decode_job_cursor(cursor))
+        sql = _JOB_SELECT
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id LIMIT ?"
+        parameters.append(limit + 1)
+        jobs = [job_from_row(row) for row in await self._fetch(sql, parameters)]
+        if len(jobs) > limit:
+            del jobs[limit:]
+            return Page(jobs, encode_job_cursor(jobs[-1].id))
+        return Page(jobs, None)
+
+    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+        check_limit(limit)
+        if after is None:
+            rows = await self._fetch(
+                f"{_JOB_SELECT} INDEXED BY jobs_pending WHERE status = 'pending'"
+                " ORDER BY run_at, id LIMIT ?",
+                (limit,),
+            )
+        else:
+            rows = await self._fetch(
+                f"{_JOB_SELECT} INDEXED BY jobs_pending WHERE status = 'pending'"
+                " AND (run_at, id) > (?, ?)"
+                " ORDER BY run_at, id LIMIT ?",
+                (to_micros(after[0]), after[1], limit),
+            )
+        return [job_from_row(row) for row in rows]
+
+    async def jobs_in_status(self, status: JobStatus) -> list[Job]:
+        rows = await self._fetch(f"{_JOB_SELECT} WHERE status = ? ORDER BY id", (status.value,))
+        return [job_from_row(row) for row in rows]
+
+    async def open_runs(self) -> list[Run]:
+        rows = await self._fetch(f"{_RUN_SELECT} WHERE outcome IS NULL ORDER BY started_at, id")
+        return [run_from_row(row) for row in rows]
+
+    async def list_runs(self, where: RunFilter, limit: int, cursor: str | None = None) -> Page[Run]:
+        check_limit(limit)
+        clauses: list[str] = []
+        parameters: list[Any] = []
+        if where.job_id is not None:
+            clauses.append("job_id = ?")
+            parameters.append(where.job_id)
+        if where.outcomes:
+            clauses.append(f"outcome IN ({', '.join('?' * len(where.outcomes))})")
+            parameters.extend(sorted(o.value for o in where.outcomes))
+        if cursor is not None:
+            clauses.append("(started_at, id) < (?, ?)")
+            parameters.extend(decode_run_cursor(cursor))
+        sql = _RUN_SELECT
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
+        parameters.append(limit + 1)
+        runs = [run_from_row(row) for row in await self._fetch(sql, parameters)]
+        if len(runs) > limit:
+            del runs[limit:]
+            last = runs[-1]
+            return Page(runs, encode_run_cursor(to_micros(last.started_at), last.id))
+        return Page(runs, None)
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        rows = await self._fetch("SELECT status, count(*) FROM jobs GROUP BY status")
+        return {_STATUS[status]: count for status, count in rows}
+
+
+async def _execute_rows(
+    writer: aiosqlite.Connection, sql: str, rows: list[tuple[Any, ...]]
+) -> None:
+    """``executemany``; a guarded upsert that skipped rows is re-run in full."""
+    cursor = await writer.executemany(sql, rows)
+    full = _FULL_UPSERT.get(sql)
+    if full is not None and cursor.rowcount < len(rows):
+        await writer.executemany(full, rows)
+
+
+def _segments(batch: list[_Request]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The statements of ``batch`` as few ``executemany`` calls, order kept per table.
+
+    Job rows keep the order of the calls (an insert then an upsert of one job
+    must stay in that order); adjacent calls of one kind share a statement.
+    Runs only ever conflict with runs, so they all go last in one statement.
+    """
+    segments: list[tuple[str, list[tuple[Any, ...]]]] = []
+    run_rows: list[tuple[Any, ...]] = []
+    for request in batch:
+        if request.job_rows:
+            sql = _JOB_INSERT if request.kind == "insert" else _JOB_UPSERT
+            if segments and segments[-1][0] == sql:
+                segments[-1][1].extend(request.job_rows)
+            else:
+                segments.append((sql, list(request.job_rows)))
+        run_rows.extend(request.run_rows)
+    if run_rows:
+        segments.append((_RUN_UPSERT, run_rows))
+    return segments
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def sqlite_path_from_url(url: str) -> Path:
+    """The file of ``sqlite:///abs/path.db`` or ``sqlite:relative/path.db``."""
+    rest = url.removeprefix("sqlite:")
+    if rest.startswith("//"):
+        rest = rest[2:]
+        if not rest.startswith("/"):
+            raise StoreError(
+                f"store URL {url!r}: use sqlite:///absolute/path.db or sqlite:relative/path.db"
+            )
+    if not rest or rest.endswith("/"):
+        raise StoreError(f"store URL {url!r} names no database file")
+    return Path(rest)
