@@ -1,0 +1,279 @@
+"""What only a file-backed store shows: durability, schema versions, refusing bad
+files, and surviving failed writes. Real SQLite files in tmp_path throughout."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from nexus_schedd.errors import StoreError
+from nexus_schedd.model import JobStatus
+from nexus_schedd.store import JobFilter, MemoryStore, RunFilter, SQLiteStore, open_store
+from nexus_schedd.store.schema import SCHEMA_VERSION
+from tests.store.factories import T0, make_job, make_run
+
+pytestmark = pytest.mark.anyio
+
+
+def siblings(path: Path) -> set[str]:
+    """Every file in the database's directory."""
+    return {p.name for p in path.parent.iterdir()}
+
+
+@pytest.mark.parametrize("durability", ["full", "normal"])
+async def test_jobs_and_runs_survive_close_and_reopen(tmp_path: Path, durability: str) -> None:
+    path = tmp_path / "schedd.db"
+    store = SQLiteStore(path, durability=durability)  # type: ignore[arg-type]
+    await store.open()
+    await store.insert_jobs([make_job(1, name="kept")])
+    await store.write(jobs=[make_job(2)], runs=[make_run(1, "J0001")])
+    await store.close()
+
+    reopened = SQLiteStore(path, durability=durability)  # type: ignore[arg-type]
+    await reopened.open()
+    try:
+        assert await reopened.get_job_by_name("kept") == make_job(1, name="kept")
+        assert await reopened.get_job("J0002") == make_job(2)
+        assert (await reopened.list_runs(RunFilter(), 5)).items == [make_run(1, "J0001")]
+    finally:
+        await reopened.close()
+
+
+async def test_committed_writes_are_in_the_file_before_close(tmp_path: Path) -> None:
+    path = tmp_path / "schedd.db"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.insert_jobs([make_job(1)])
+        # Another process would see it now: read with a separate plain connection.
+        other = sqlite3.connect(path)
+        try:
+            assert other.execute("SELECT id FROM jobs").fetchall() == [("J0001",)]
+        finally:
+            other.close()
+    finally:
+        await store.close()
+
+
+async def test_a_new_database_is_in_wal_mode_at_the_current_schema_version(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "schedd.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert check.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        check.close()
+
+
+async def test_a_database_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "schedd.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    newer = sqlite3.connect(path)
+    newer.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    newer.close()
+    before = path.read_bytes()
+
+    with pytest.raises(StoreError) as caught:
+        await SQLiteStore(path).open()
+
+    assert (
+        f"schema version {SCHEMA_VERSION + 5} is newer than this nexus-schedd ({SCHEMA_VERSION})"
+        in caught.value.message
+    )
+    assert "upgrade nexus-schedd" in caught.value.message
+    assert path.read_bytes() == before
+
+
+async def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "schedd.db"
+    garbage = os.urandom(8192)
+    path.write_bytes(garbage)
+
+    with pytest.raises(StoreError) as caught:
+        await SQLiteStore(path).open()
+
+    assert str(path) in caught.value.message
+    assert "not an SQLite database" in caught.value.message
+    assert path.read_bytes() == garbage
+    assert siblings(path) == {"schedd.db"}
+
+
+async def test_a_corrupt_sqlite_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "schedd.db"
+    healthy = sqlite3.connect(path)
+    healthy.execute("PRAGMA page_size = 1024")
+    healthy.execute("CREATE TABLE filler (x)")
+    healthy.execute("PRAGMA user_version = 1")
+    healthy.commit()
+    healthy.close()
+    data = bytearray(path.read_bytes())
+    data[100:] = b"\xa5" * (len(data) - 100)  # trash the schema page after the header
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(StoreError) as caught:
+        await SQLiteStore(path).open()
+
+    assert str(path) in caught.value.message
+    assert path.read_bytes() == bytes(data)
+    assert siblings(path) == {"schedd.db"}
+
+
+async def test_another_applications_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    foreign = sqlite3.connect(path)
+    foreign.execute("CREATE TABLE customers (id INTEGER)")
+    foreign.commit()
+    foreign.close()
+    before = path.read_bytes()
+
+    with pytest.raises(StoreError) as caught:
+        await SQLiteStore(path).open()
+
+    assert "customers" in caught.value.message
+    assert path.read_bytes() == before
+
+
+async def test_a_missing_state_directory_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "lib" / "nexus-schedd" / "schedd.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+
+    assert path.is_file()
+
+
+async def test_a_state_directory_that_cannot_be_created_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+
+    with pytest.raises(StoreError) as caught:
+        await SQLiteStore(blocker / "schedd.db").open()
+
+    assert "cannot create directory" in caught.value.message
+
+
+async def test_a_failing_write_is_a_store_error_and_the_store_carries_on(tmp_path: Path) -> None:
+    path = tmp_path / "schedd.db"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.insert_jobs([make_job(1)])
+        saboteur = sqlite3.connect(path)
+        saboteur.execute(
+            "CREATE TRIGGER sabotage BEFORE INSERT ON runs "
+            "BEGIN SELECT RAISE(ABORT, 'simulated I/O failure'); END"
+        )
+        saboteur.commit()
+
+        with pytest.raises(StoreError) as caught:
+            await store.write(jobs=[make_job(1, retry_count=1)], runs=[make_run(1, "J0001")])
+
+        assert "simulated I/O failure" in caught.value.message
+        assert await store.get_job("J0001") == make_job(1)  # the job half rolled back too
+        saboteur.execute("DROP TRIGGER sabotage")
+        saboteur.commit()
+        saboteur.close()
+
+        await store.write(jobs=[make_job(1, retry_count=1)], runs=[make_run(1, "J0001")])
+        assert await store.get_job("J0001") == make_job(1, retry_count=1)
+    finally:
+        await store.close()
+
+
+async def test_a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "schedd.db", max_size_bytes=400 * 1024)
+    await store.open()
+    try:
+        big = "x" * 4000
+        filled = 0
+        with pytest.raises(StoreError) as caught:
+            for n in range(1000):
+                await store.write(runs=[make_run(n, "J0001", error=big)])
+                filled = n + 1
+        assert "disk is full" in caught.value.message
+        assert filled > 10
+
+        # Reads still work and show exactly what was acknowledged.
+        runs = (await store.list_runs(RunFilter(), 1000)).items
+        assert len(runs) == filled
+        job_write = make_job(1, payload={"blob": big * 20})
+        with pytest.raises(StoreError):
+            await store.write(jobs=[job_write])
+
+        # Space returns (history pruned); the refused write now succeeds.
+        assert await store.prune_runs(T0.replace(year=2100), keep_per_job=0) == filled
+        await store.write(jobs=[job_write])
+        assert await store.get_job("J0001") == job_write
+    finally:
+        await store.close()
+
+
+async def test_reads_do_not_see_a_failed_group(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "schedd.db")
+    await store.open()
+    try:
+        await store.insert_jobs([make_job(1, name="a")])
+        with pytest.raises(StoreError):
+            await store.insert_jobs([make_job(2), make_job(1)])
+        assert await store.count_by_status() == {JobStatus.PENDING: 1}
+        page = await store.list_jobs(JobFilter(), 10)
+        assert [j.id for j in page.items] == ["J0001"]
+    finally:
+        await store.close()
+
+
+def test_open_store_parses_store_urls(tmp_path: Path) -> None:
+    absolute = open_store(f"sqlite://{tmp_path}/a.db", durability="normal")
+    assert isinstance(absolute, SQLiteStore)
+    assert absolute.path == tmp_path / "a.db"
+    assert absolute.durability == "normal"
+    relative = open_store("sqlite:state/b.db")
+    assert isinstance(relative, SQLiteStore) and relative.path == Path("state/b.db")
+    assert isinstance(open_store("memory:"), MemoryStore)
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://db/x", "sqlite:", "sqlite://relative.db", "mysql:///x", "sqlite:dir/"]
+)
+def test_open_store_refuses_urls_it_cannot_serve(url: str) -> None:
+    with pytest.raises(StoreError):
+        open_store(url)
+
+
+async def test_a_database_left_behind_by_a_killed_daemon_opens_with_every_commit(
+    tmp_path: Path,
+) -> None:
+    live = tmp_path / "live"
+    store = SQLiteStore(live / "schedd.db")
+    await store.open()
+    try:
+        await store.insert_jobs([make_job(n) for n in range(1, 51)])
+        # What kill -9 leaves: the main file plus the WAL and its index, copied mid-flight.
+        crashed = tmp_path / "crashed"
+        crashed.mkdir()
+        for name in siblings(live / "schedd.db"):
+            (crashed / name).write_bytes((live / name).read_bytes())
+    finally:
+        await store.close()
+    assert {"schedd.db", "schedd.db-wal"} <= siblings(crashed / "schedd.db")
+
+    recovered = SQLiteStore(crashed / "schedd.db")
+    await recovered.open()
+    try:
+        assert len((await recovered.list_jobs(JobFilter(), 100)).items) == 50
+    finally:
+        await recovered.close()
