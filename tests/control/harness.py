@@ -114,3 +114,11 @@ def blocking_call(path: Path, method: str, parameters: Mapping[str, Any] | None 
                 raise ConnectionError("closed")
             buffer += chunk
         return json.loads(buffer.split(b"\0", 1)[0])
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (fail after 10 s). For state the server exposes
+    no event for, such as its connection count after a peer hung up."""
+    with anyio.fail_after(10):
+        while not condition():  # noqa: ASYNC110 - no event to wait on; bounded above
+            await anyio.sleep(0.01)

@@ -24,6 +24,7 @@ from tests.control.harness import (
     raw_exchange,
     read_replies,
     running_daemon,
+    wait_until,
 )
 
 SCHEDULER = load_interface("io.nexus.Scheduler")
@@ -271,9 +272,7 @@ async def test_watch_streams_events_until_the_client_leaves(daemon: Daemon) -> N
     kinds = [message["parameters"]["event"]["kind"] for message in events]
     assert kinds[0] == "job_added"
     assert "run_started" in kinds
-    with anyio.fail_after(10):
-        while daemon.server.connections:
-            await anyio.sleep(0.01)
+    await wait_until(lambda: daemon.server.connections == 0)
 
 
 @pytest.mark.anyio
@@ -429,7 +428,7 @@ async def test_500_connections_at_once_leave_the_daemon_serving(tmp_path: Path) 
         streams = []
         try:
             for _ in range(500):
-                streams.append(await anyio.connect_unix(daemon.socket_path))
+                streams.append(await anyio.connect_unix(daemon.socket_path))  # noqa: PERF401
             served = 0
             async with anyio.create_task_group() as tg:
 
@@ -448,9 +447,7 @@ async def test_500_connections_at_once_leave_the_daemon_serving(tmp_path: Path) 
         finally:
             for stream in streams:
                 await stream.aclose()
-        with anyio.fail_after(10):
-            while daemon.server.connections:
-                await anyio.sleep(0.01)
+        await wait_until(lambda: daemon.server.connections == 0)
         reply = await call(daemon, "ListHandlers")
         assert reply["parameters"] == {"handlers": ["log"]}
 
@@ -458,10 +455,11 @@ async def test_500_connections_at_once_leave_the_daemon_serving(tmp_path: Path) 
 @pytest.mark.anyio
 async def test_idle_connections_are_closed(tmp_path: Path) -> None:
     settings = ControlSettings(idle_timeout_s=0.2)
-    async with running_daemon(tmp_path / "db", settings) as daemon:
-        async with await anyio.connect_unix(daemon.socket_path) as stream:
-            with anyio.fail_after(10):
-                assert await read_replies(stream, 1) == []
+    async with (
+        running_daemon(tmp_path / "db", settings) as daemon,
+        await anyio.connect_unix(daemon.socket_path) as stream,
+    ):
+        assert await read_replies(stream, 1) == []
 
 
 # -- the socket file ---------------------------------------------------------------------

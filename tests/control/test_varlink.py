@@ -60,7 +60,7 @@ def _idl_text(name: str) -> str:
 def test_scheduler_idl_declares_every_spec_method_and_error() -> None:
     interface = load_interface("io.nexus.Scheduler")
     assert set(interface.methods) == SPEC_METHODS
-    assert SPEC_ERRORS <= set(interface.errors)
+    assert set(interface.errors) >= SPEC_ERRORS
     assert interface.errors["InvalidSpec"] == Struct(
         (("field", Builtin("string")), ("reason", Builtin("string")))
     )
@@ -71,7 +71,7 @@ def test_the_third_party_varlink_parser_accepts_both_idl_files() -> None:
         parsed = varlink.Interface(_idl_text(name))
         assert parsed.name == name
     scheduler = varlink.Interface(_idl_text("io.nexus.Scheduler"))
-    assert SPEC_METHODS <= set(scheduler.members)
+    assert set(scheduler.members) >= SPEC_METHODS
 
 
 def test_parser_reads_every_type_form() -> None:
