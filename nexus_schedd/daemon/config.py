@@ -290,9 +290,19 @@ class _Parser:
             "log_level",
         }
         self.refuse_unknown(table, keys, "daemon")
-        state_dir = self.path_value(table, "state_dir", "daemon") or default_state_dir(self.env)
-        socket_path = self.path_value(table, "socket", "daemon") or default_socket_path(
-            {k: v for k, v in self.env.items() if k != SOCKET_ENV}
+        # Under the shipped unit, systemd names the directories it created for us
+        # (StateDirectory=, RuntimeDirectory=); they are the system defaults then.
+        systemd_state = _first_dir(self.env.get("STATE_DIRECTORY"))
+        systemd_runtime = _first_dir(self.env.get("RUNTIME_DIRECTORY"))
+        state_dir = (
+            self.path_value(table, "state_dir", "daemon")
+            or systemd_state
+            or default_state_dir(self.env)
+        )
+        socket_path = (
+            self.path_value(table, "socket", "daemon")
+            or (systemd_runtime / "control.sock" if systemd_runtime else None)
+            or default_socket_path({k: v for k, v in self.env.items() if k != SOCKET_ENV})
         )
         env_socket = self.env.get(SOCKET_ENV)
         if env_socket:
@@ -644,6 +654,12 @@ class _Parser:
                 "control.socket_mode", f"must give the owner read and write (0600), got {mode:04o}"
             )
         return mode
+
+
+def _first_dir(value: str | None) -> Path | None:
+    """The first absolute entry of a colon-separated systemd directory list."""
+    first = (value or "").split(":")[0]
+    return Path(first) if first.startswith("/") else None
 
 
 def _is_int(value: Any) -> bool:

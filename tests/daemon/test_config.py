@@ -72,6 +72,13 @@ def test_state_dir_and_socket_defaults_depend_on_root() -> None:
     )
 
 
+def test_under_systemd_the_unit_directories_are_the_defaults() -> None:
+    env = {"STATE_DIRECTORY": "/var/lib/nexus-schedd", "RUNTIME_DIRECTORY": "/run/nexus-schedd"}
+    config = load_config(None, env={**USER_ENV, **env})
+    assert config.daemon.state_dir == Path("/var/lib/nexus-schedd")
+    assert config.daemon.socket == Path("/run/nexus-schedd/control.sock")
+
+
 def test_client_socket_follows_the_environment_override() -> None:
     env = {"NEXUS_SCHEDD_SOCKET": "/tmp/x.sock"}
     assert default_socket_path(env, euid=0) == Path("/tmp/x.sock")
