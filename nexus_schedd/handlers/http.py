@@ -133,7 +133,9 @@ class HttpHandler:
                 f"[handlers.http] allow_hosts permits {allow}",
                 should_retry=False,
             )
-        headers = {"Idempotency-Key": ctx.idempotency_key, **request.headers}
+        headers = dict(request.headers)
+        if not any(name.lower() == "idempotency-key" for name in headers):
+            headers["Idempotency-Key"] = ctx.idempotency_key
         try:
             response = await self._http().request(
                 request.method,

@@ -49,7 +49,11 @@ class Server:
             headers = {}
             for line in header_lines:
                 name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
+                key = name.strip().lower()
+                # Repeated headers combine, as HTTP says, so duplicates show.
+                headers[key] = (
+                    f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+                )
             while len(body) < int(headers.get("content-length", "0")):
                 body += await stream.receive()
             method, path, _ = request_line.split(" ")
@@ -113,6 +117,15 @@ async def test_json_body_headers_and_idempotency_key_are_sent(
     assert headers["x-team"] == "ops"
     assert headers["idempotency-key"] == f"{job.id}:0"
     assert headers["content-type"] == "application/json"
+
+
+async def test_a_payload_idempotency_key_wins(
+    server: Server, handler: HttpHandler, make_job: MakeJob
+) -> None:
+    payload = {"url": url(server, "/ok"), "headers": {"idempotency-key": "mine"}}
+    job, ctx = make_job("http", payload)
+    await handler.handle(job, ctx)
+    assert server.requests[-1][2]["idempotency-key"] == "mine"
 
 
 async def test_raw_body_is_sent_as_is(
