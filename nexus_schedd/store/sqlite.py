@@ -143,18 +143,33 @@ _FULL_UPSERT = {_JOB_UPSERT: _JOB_UPSERT_FULL, _RUN_UPSERT: _RUN_UPSERT_FULL}
 _LIVE_NAME_HOLDER = (
     f"SELECT id FROM jobs WHERE name = ? AND status NOT IN {FINAL_STATUSES_SQL} AND id != ?"
 )
-# Ranks every run of a job newest first; finished runs past the newest
-# ``keep_per_job`` or finished before the cut-off go.
-_PRUNE = """
+# Pruning reads what to delete on the reader connection, then deletes in small
+# write calls, so a large prune never holds the writer (and the engine's
+# checkpoints) for long.
+_PRUNE_CHUNK = 2000
+_PRUNE_BOUNDARIES = """
+SELECT job_id,
+       (SELECT started_at FROM runs AS x WHERE x.job_id = heavy.job_id
+        ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET :keep - 1),
+       (SELECT id FROM runs AS x WHERE x.job_id = heavy.job_id
+        ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET :keep - 1)
+FROM (SELECT job_id FROM runs GROUP BY job_id HAVING count(*) > :keep) AS heavy
+"""
+_PRUNE_BEYOND_NEWEST = (
+    "DELETE FROM runs WHERE job_id = ? AND (started_at, id) < (?, ?) AND outcome IS NOT NULL"
+)
+# A run finishes after it starts, so the started_at index bounds the scan.
+_PRUNE_OLDER = """
 DELETE FROM runs WHERE rowid IN (
-    SELECT rowid FROM (
-        SELECT rowid, outcome, finished_at,
-               ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY started_at DESC, id DESC) AS rank
-        FROM runs
-    )
-    WHERE outcome IS NOT NULL AND (finished_at < ? OR rank > ?)
+    SELECT rowid FROM runs
+    WHERE started_at < :cutoff AND finished_at < :cutoff AND outcome IS NOT NULL
+    LIMIT :chunk
 )
 """
+_PRUNE_ALL_FINISHED = (
+    "DELETE FROM runs WHERE rowid IN"
+    " (SELECT rowid FROM runs WHERE outcome IS NOT NULL LIMIT :chunk)"
+)
 
 
 # -- row conversion -----------------------------------------------------------------
@@ -370,7 +385,7 @@ def run_from_row(row: Sequence[Any]) -> Run:
 
 # -- the write queue ----------------------------------------------------------------
 
-_Kind = Literal["insert", "write", "prune", "barrier"]
+_Kind = Literal["insert", "write", "delete", "barrier"]
 
 
 @dataclass(eq=False, slots=True)
@@ -381,8 +396,8 @@ class _Request:
     jobs: Sequence[Job] = ()
     job_rows: list[tuple[Any, ...]] = field(default_factory=list)
     run_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    prune_before_us: int = 0
-    keep_per_job: int = 0
+    delete_sql: str = ""
+    delete_rows: Sequence[Sequence[Any] | dict[str, Any]] = ()
     done: anyio.Event = field(default_factory=anyio.Event)
     promoted: bool = False
     """Set instead of a result: the caller becomes the next leader."""
@@ -576,11 +591,31 @@ class SQLiteStore(Store):
     async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
         if keep_per_job < 0:
             raise InvalidSpec("history.keep_per_job", "must be >= 0")
-        request = _Request(
-            "prune", prune_before_us=to_micros(older_than), keep_per_job=keep_per_job
+        if keep_per_job == 0:
+            return await self._delete_in_chunks(_PRUNE_ALL_FINISHED, {"chunk": _PRUNE_CHUNK})
+        deleted = await self._delete_in_chunks(
+            _PRUNE_OLDER, {"cutoff": to_micros(older_than), "chunk": _PRUNE_CHUNK}
         )
-        await self._submit(request)
-        return request.deleted
+        boundaries = list(await self._fetch(_PRUNE_BOUNDARIES, {"keep": keep_per_job}))
+        for offset in range(0, len(boundaries), _PRUNE_CHUNK // 10):
+            request = _Request(
+                "delete",
+                delete_sql=_PRUNE_BEYOND_NEWEST,
+                delete_rows=boundaries[offset : offset + _PRUNE_CHUNK // 10],
+            )
+            await self._submit(request)
+            deleted += request.deleted
+        return deleted
+
+    async def _delete_in_chunks(self, sql: str, parameters: dict[str, Any]) -> int:
+        """Run a ``LIMIT :chunk`` delete as separate write calls until nothing is left."""
+        deleted = 0
+        while True:
+            request = _Request("delete", delete_sql=sql, delete_rows=[parameters])
+            await self._submit(request)
+            deleted += request.deleted
+            if request.deleted < parameters["chunk"]:
+                return deleted
 
     async def _submit(self, request: _Request) -> None:
         """Queue ``request`` and wait until a group commit has carried it."""
@@ -631,7 +666,7 @@ class SQLiteStore(Store):
     async def _commit_batch(self, batch: list[_Request]) -> None:
         writer = self._writer
         assert writer is not None
-        if all(r.kind != "prune" for r in batch):
+        if all(r.kind != "delete" for r in batch):
             try:
                 await writer.execute("BEGIN IMMEDIATE")
                 for sql, rows in _segments(batch):
@@ -689,8 +724,8 @@ class SQLiteStore(Store):
                 await _execute_rows(writer, _JOB_UPSERT, request.job_rows)
             if request.run_rows:
                 await _execute_rows(writer, _RUN_UPSERT, request.run_rows)
-        elif request.kind == "prune":
-            cursor = await writer.execute(_PRUNE, (request.prune_before_us, request.keep_per_job))
+        elif request.kind == "delete":
+            cursor = await writer.executemany(request.delete_sql, request.delete_rows)
             request.deleted = cursor.rowcount
             await cursor.close()
 
@@ -742,7 +777,9 @@ class SQLiteStore(Store):
 
     # -- reads ----------------------------------------------------------------------
 
-    async def _fetch(self, sql: str, parameters: Sequence[Any] = ()) -> Iterable[sqlite3.Row]:
+    async def _fetch(
+        self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()
+    ) -> Iterable[sqlite3.Row]:
         reader = self._reader
         if reader is None:
             raise StoreError(f"{self.path}: the store is not open")
