@@ -20,7 +20,6 @@ from nexus_schedd.cli.common import (
     wants_json,
 )
 from nexus_schedd.cli.preview import local_zone_name
-from nexus_schedd.control.calendar import gcal_url
 from nexus_schedd.control.client import Client
 from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.model import Job, MisfirePolicy, OverlapPolicy
@@ -220,6 +219,9 @@ async def _show(client: Client, args: argparse.Namespace) -> int:
     reply = await client.call("GetJob", {"id": args.ref})
     job = reply["job"]
     if args.gcal_url:
+        # Imported here: icalendar is only needed for this option.
+        from nexus_schedd.control.calendar import gcal_url
+
         url = gcal_url(Job.from_json(job))
         if wants_json(args):
             emit_json({"gcal_url": url})

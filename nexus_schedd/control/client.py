@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -28,7 +28,6 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from nexus_schedd.control.paths import resolve_socket_path
 from nexus_schedd.control.varlink import PERMISSION_DENIED, decode_message, encode_message
-from nexus_schedd.engine.service import Event, EventKind
 from nexus_schedd.errors import (
     ERRORS_BY_VARLINK_NAME,
     INTERFACE,
@@ -46,6 +45,9 @@ from nexus_schedd.errors import (
 from nexus_schedd.model import Job, JobSpec, Recurrence, Run
 from nexus_schedd.model.times import format_instant, parse_instant
 from nexus_schedd.store.base import Page
+
+if TYPE_CHECKING:
+    from nexus_schedd.engine.service import Event
 
 MAX_REPLY_BYTES = 256 * 1024 * 1024
 
@@ -305,6 +307,9 @@ def spec_to_json(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
 
 def event_from_json(data: Mapping[str, Any]) -> Event:
     """An :class:`Event` from Watch's JSON."""
+    # Imported here: the engine package is heavy and the CLI only needs it for watch.
+    from nexus_schedd.engine.service import Event, EventKind
+
     job = data.get("job")
     run = data.get("run")
     return Event(

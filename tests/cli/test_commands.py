@@ -1,0 +1,313 @@
+"""Every ``nexus-schedctl`` command, run as the real console script against a real
+daemon: human output, the ``--json`` shape and the exit codes of SPEC section 7."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import icalendar
+import pytest
+
+from tests.control.harness import Daemon, running_daemon
+
+SCHEDCTL = str(Path(sys.executable).with_name("nexus-schedctl"))
+
+
+async def schedctl(
+    daemon: Daemon | None, *args: str, socket: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TZ": "Europe/Berlin"}
+    env.pop("NEXUS_SCHEDD_SOCKET", None)
+    if daemon is not None:
+        env["NEXUS_SCHEDD_SOCKET"] = str(daemon.socket_path)
+    if socket is not None:
+        env["NEXUS_SCHEDD_SOCKET"] = socket
+    done = await anyio.run_process([SCHEDCTL, *args], check=False, env=env)
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+    )
+
+
+async def json_of(daemon: Daemon, *args: str) -> Any:
+    done = await schedctl(daemon, "--json", *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.anyio
+async def test_status_prints_a_summary_and_its_json(daemon: Daemon) -> None:
+    human = await schedctl(daemon, "status")
+    assert human.returncode == 0, human.stderr
+    assert "jobs:" in human.stdout and "pending 0" in human.stdout
+    status = (await json_of(daemon, "status"))["status"]
+    assert set(status) >= {
+        "counts",
+        "running",
+        "due_backlog",
+        "next_due",
+        "lateness_p50_ms",
+        "lateness_p99_ms",
+        "loop_lag_ms",
+        "uptime_s",
+        "version",
+        "node",
+    }
+
+
+@pytest.mark.anyio
+async def test_handlers_lists_the_loaded_handlers(daemon: Daemon) -> None:
+    human = await schedctl(daemon, "handlers")
+    assert human.stdout.split() == ["log"]
+    assert await json_of(daemon, "handlers") == {"handlers": ["log"]}
+
+
+@pytest.mark.anyio
+async def test_reload_reports_the_reconciliation(tmp_path: Path) -> None:
+    async def reload() -> dict[str, Any]:
+        return {"added": ["nightly"], "updated": [], "removed": []}
+
+    async with running_daemon(tmp_path / "db", reload=reload) as daemon:
+        human = await schedctl(daemon, "reload")
+        assert human.returncode == 0
+        assert "added: nightly" in human.stdout
+        assert (await json_of(daemon, "reload"))["result"]["added"] == ["nightly"]
+
+
+@pytest.mark.anyio
+async def test_reload_on_a_daemon_without_config_is_refused(daemon: Daemon) -> None:
+    done = await schedctl(daemon, "reload")
+    assert done.returncode == 1
+    assert "MethodNotImplemented" in done.stderr
+
+
+@pytest.mark.anyio
+async def test_add_sends_every_flag(daemon: Daemon, tmp_path: Path) -> None:
+    payload = tmp_path / "payload.json"
+    payload.write_text('{"report": "sales"}')
+    job = (
+        await json_of(
+            daemon,
+            "add",
+            "log",
+            "--target",
+            "t-9",
+            "--payload",
+            f"@{payload}",
+            "--name",
+            "sales",
+            "--at",
+            "2031-03-01T09:00",
+            "--every",
+            "2",
+            "day",
+            "--tz",
+            "America/New_York",
+            "--until",
+            "2031-12-31T00:00",
+            "--count",
+            "5",
+            "--priority",
+            "7",
+            "--max-retries",
+            "1",
+            "--timeout",
+            "90s",
+            "--misfire",
+            "skip",
+            "--overlap",
+            "allow",
+            "--jitter",
+            "5",
+        )
+    )["job"]
+    assert job["run_at"] == "2031-03-01T09:00:00-05:00"
+    assert job["recurrence"] == {
+        "kind": "daily",
+        "interval": 2,
+        "cron": None,
+        "timezone": "America/New_York",
+        "ends_at": "2031-12-31T05:00:00+00:00",
+        "max_occurrences": 5,
+    }
+    assert (job["target_id"], job["payload"], job["name"]) == ("t-9", {"report": "sales"}, "sales")
+    assert (job["priority"], job["max_retries"], job["timeout_s"]) == (7, 1, 90.0)
+    assert (job["misfire"], job["overlap"], job["jitter_s"]) == ("skip", "allow", 5.0)
+
+
+@pytest.mark.anyio
+async def test_add_reads_times_without_an_offset_in_local_time(daemon: Daemon) -> None:
+    human = await schedctl(daemon, "add", "log", "--at", "2031-07-01T10:00", "--cron", "0 10 * * *")
+    assert human.returncode == 0, human.stderr
+    assert "next run: 2031-07-01 10:00:00 CEST" in human.stdout  # TZ=Europe/Berlin
+    assert "cron 0 10 * * * (Europe/Berlin)" in human.stdout
+    later = (await json_of(daemon, "add", "log", "--in", "2h"))["job"]
+    assert later["status"] == "pending"
+
+
+BAD_INPUT = (
+    (["add", "log", "--cron", "0 0 30 2 *"], 1, "recurrence.cron"),
+    (["add", "log", "--cron", "61 * * * *"], 1, "recurrence.cron"),
+    (["add", "log", "--at", "soonish"], 1, "--at"),
+    (["add", "log", "--tz", "Mars/Olympus"], 1, "--tz"),
+    (["add", "log", "--every", "2", "fortnight"], 1, "--every"),
+    (["add", "log", "--payload", "{not json"], 1, "payload"),
+    (["add", "log", "--payload", '{"blob": "' + "x" * 70_000 + '"}'], 1, "payload"),
+    (["add", "log", "--count", "3"], 1, "--until/--count"),
+    (["add", "teleport"], 1, "no handler supports job type 'teleport'"),
+    (["add", "log", "--at", "2031-01-01", "--in", "5m"], 2, "not allowed with"),
+    (["add", "log", "--misfire", "sometimes"], 2, "invalid choice"),
+    (["list", "--limit", "0"], 2, "must be >= 1"),
+    (["frobnicate"], 2, "invalid choice"),
+)
+
+
+@pytest.mark.anyio
+async def test_bad_input_exits_with_the_spec_codes_and_changes_nothing(daemon: Daemon) -> None:
+    results: dict[int, subprocess.CompletedProcess[str]] = {}
+
+    async def run(index: int, args: list[str]) -> None:
+        results[index] = await schedctl(daemon, *args)
+
+    async with anyio.create_task_group() as tg:
+        for index, (args, _, _) in enumerate(BAD_INPUT):
+            tg.start_soon(run, index, args)
+    for index, (args, code, message) in enumerate(BAD_INPUT):
+        done = results[index]
+        assert (done.returncode, message in done.stderr) == (code, True), (args, done.stderr)
+    assert (await json_of(daemon, "list"))["jobs"] == []
+
+
+@pytest.mark.anyio
+async def test_list_filters_pages_and_prints_a_table(daemon: Daemon) -> None:
+    for index in range(3):
+        await json_of(daemon, "add", "log", "--target", f"t{index % 2}", "--in", "1h")
+    await json_of(daemon, "add", "log", "--name", "held", "--in", "1h")
+    await json_of(daemon, "pause", "held")
+    table = await schedctl(daemon, "list")
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["ID", "NAME", "TYPE", "TARGET", "STATUS", "NEXT", "RUN", "RECURRENCE"]
+    assert len(rows) == 4
+    assert len({row.index("log") for row in rows}) == 1  # columns are aligned
+    only_t0 = await json_of(daemon, "list", "--target", "t0")
+    assert [job["target_id"] for job in only_t0["jobs"]] == ["t0", "t0"]
+    paused = await json_of(daemon, "list", "--status", "paused", "--type", "log")
+    assert [job["name"] for job in paused["jobs"]] == ["held"]
+    first_two = await schedctl(daemon, "list", "--json", "--limit", "2")  # --json after the command
+    page = json.loads(first_two.stdout)
+    assert len(page["jobs"]) == 2 and page["next_cursor"] is not None
+    assert (await json_of(daemon, "list", "--overdue"))["jobs"] == []
+
+
+@pytest.mark.anyio
+async def test_show_prints_a_job_by_id_or_name_and_a_calendar_link(daemon: Daemon) -> None:
+    job = (
+        await json_of(
+            daemon,
+            "add",
+            "log",
+            "--name",
+            "weekly",
+            "--every",
+            "1",
+            "week",
+            "--at",
+            "2031-01-06T08:00",
+        )
+    )["job"]
+    human = await schedctl(daemon, "show", "weekly")
+    assert human.returncode == 0
+    assert "id:" in human.stdout and job["id"] in human.stdout
+    assert "every 1 week (Europe/Berlin)" in human.stdout
+    assert (await json_of(daemon, "show", job["id"]))["job"]["name"] == "weekly"
+    link = await schedctl(daemon, "show", "weekly", "--gcal-url")
+    url = link.stdout.strip()
+    assert url.startswith("https://calendar.google.com/calendar/render?action=TEMPLATE&text=weekly")
+    assert "dates=20310106T070000Z%2F20310106T073000Z" in url
+    assert "recur=RRULE%3AFREQ%3DWEEKLY" in url
+    missing = await schedctl(daemon, "show", "nope")
+    assert missing.returncode == 1
+    assert "no job with id or name 'nope'" in missing.stderr
+
+
+@pytest.mark.anyio
+async def test_cancel_pause_resume_trigger_and_reschedule(daemon: Daemon) -> None:
+    job_id = (await json_of(daemon, "add", "log", "--every", "1", "day", "--in", "1d"))["job"]["id"]
+    assert (await json_of(daemon, "pause", job_id))["job"]["status"] == "paused"
+    again = await schedctl(daemon, "pause", job_id)
+    assert again.returncode == 1  # a paused job cannot be paused: invalid state
+    human = await schedctl(daemon, "resume", job_id)
+    assert human.returncode == 0 and "pending" in human.stdout
+    moved = await json_of(daemon, "reschedule", job_id, "--at", "2032-05-05T12:00:00+00:00")
+    assert moved["job"]["run_at"] == "2032-05-05T14:00:00+02:00"
+    assert (await json_of(daemon, "trigger", job_id))["job"]["id"] == job_id
+    canceled = await schedctl(daemon, "cancel", job_id, "--json")
+    assert json.loads(canceled.stdout)["job"]["status"] == "canceled"
+
+
+@pytest.mark.anyio
+async def test_runs_lists_the_history(daemon: Daemon) -> None:
+    job_id = (await json_of(daemon, "add", "log", "--name", "now"))["job"]["id"]
+    with anyio.fail_after(10):
+        while True:
+            runs = (await json_of(daemon, "runs", job_id))["runs"]
+            if runs and runs[0]["outcome"] == "success":
+                break
+    assert runs[0]["job_id"] == job_id
+    table = await schedctl(daemon, "runs", job_id, "--limit", "5")
+    header, row = table.stdout.splitlines()
+    assert header.split()[:3] == ["JOB", "TYPE", "ATTEMPT"]
+    assert "success" in row
+    everything = await json_of(daemon, "runs")
+    assert set(everything) == {"runs", "next_cursor"}
+
+
+@pytest.mark.anyio
+async def test_watch_streams_events_as_lines(daemon: Daemon) -> None:
+    env = {**os.environ, "NEXUS_SCHEDD_SOCKET": str(daemon.socket_path)}
+    async with await anyio.open_process(
+        [SCHEDCTL, "watch", "--json", "--type", "log"], env=env
+    ) as watcher:
+        assert watcher.stdout is not None
+        await anyio.sleep(0.5)  # let it subscribe
+        await json_of(daemon, "add", "log", "--name", "seen")
+        received = b""
+        with anyio.fail_after(10):
+            while b"\n" not in received:
+                received += await watcher.stdout.receive()
+        watcher.terminate()
+    event = json.loads(received.split(b"\n", 1)[0])
+    assert event["kind"] == "job_added"
+    assert event["job"]["name"] == "seen"
+
+
+@pytest.mark.anyio
+async def test_export_writes_an_ical_file(daemon: Daemon, tmp_path: Path) -> None:
+    await json_of(daemon, "add", "log", "--name", "daily", "--every", "1", "day", "--in", "1h")
+    await json_of(daemon, "add", "log", "--name", "cron", "--cron", "0 9 * * 1-5")
+    target = tmp_path / "schedule.ics"
+    done = await schedctl(daemon, "export", "--ical", "--days", "7", "-o", str(target))
+    assert done.returncode == 0, done.stderr
+    calendar = icalendar.Calendar.from_ical(target.read_text())
+    events = calendar.walk("VEVENT")
+    daily = [event for event in events if str(event["summary"]) == "daily"]
+    weekdays = [event for event in events if str(event["summary"]) == "cron"]
+    assert len(daily) == 1 and daily[0]["rrule"]["FREQ"] == ["DAILY"]
+    assert 4 <= len(weekdays) <= 6  # one per weekday occurrence within 7 days
+    as_json = await json_of(daemon, "export", "--ical")
+    assert as_json["ical"].startswith("BEGIN:VCALENDAR")
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_daemon_exits_69_naming_the_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "absent.sock")
+    done = await schedctl(None, "status", socket=path)
+    assert done.returncode == 69
+    assert path in done.stderr
+    flag = await schedctl(None, "--socket", path, "list")
+    assert flag.returncode == 69 and path in flag.stderr
