@@ -1,0 +1,86 @@
+"""iCalendar export and Google Calendar links."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlparse
+
+import icalendar
+
+from nexus_schedd.control.calendar import build_calendar, gcal_url, rrule_for, upcoming_occurrences
+from nexus_schedd.model import Job, JobDefaults, JobSpec, Recurrence, RecurrenceKind
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def job(recurrence: Recurrence | None, run_at: datetime, **extra: object) -> Job:
+    spec = JobSpec(job_type="report", run_at=run_at, recurrence=recurrence, **extra)  # type: ignore[arg-type]
+    return Job.create(spec, NOW, JobDefaults())
+
+
+def test_interval_kinds_map_to_an_rrule_with_count_and_until() -> None:
+    every = Recurrence(
+        kind=RecurrenceKind.WEEKLY,
+        interval=2,
+        timezone="Europe/Berlin",
+        ends_at=datetime(2025, 6, 1, tzinfo=UTC),
+        max_occurrences=4,
+    )
+    rule = rrule_for(job(every, datetime(2025, 1, 6, 8, tzinfo=UTC)))
+    assert rule == {
+        "freq": "WEEKLY",
+        "interval": 2,
+        "count": 4,
+        "until": datetime(2025, 6, 1, tzinfo=UTC),
+    }
+
+
+def test_monthly_on_the_31st_clamps_to_the_last_day_like_the_scheduler() -> None:
+    monthly = Recurrence(kind=RecurrenceKind.MONTHLY, timezone="UTC")
+    rule = rrule_for(job(monthly, datetime(2025, 1, 31, 9, tzinfo=UTC)))
+    assert rule is not None
+    assert rule["bymonthday"] == [28, 29, 30, 31] and rule["bysetpos"] == -1
+    calendar = icalendar.Calendar.from_ical(
+        build_calendar([job(monthly, datetime(2025, 1, 31, 9, tzinfo=UTC))], NOW, 30)
+    )
+    [event] = calendar.walk("VEVENT")
+    assert event["rrule"]["BYSETPOS"] == [-1]
+
+
+def test_cron_and_one_shot_jobs_become_one_event_per_occurrence_in_the_window() -> None:
+    cron = Recurrence(kind=RecurrenceKind.CRON, cron="0 9 * * *", timezone="Europe/Berlin")
+    cron_job = job(cron, datetime(2025, 1, 1, 8, tzinfo=UTC))
+    once = job(None, datetime(2025, 1, 3, 12, tzinfo=UTC), name="single")
+    assert rrule_for(cron_job) is None
+    times = upcoming_occurrences(cron_job, datetime(2025, 1, 5, tzinfo=UTC))
+    assert [t.astimezone(UTC).hour for t in times] == [8, 8, 8, 8]
+    calendar = icalendar.Calendar.from_ical(build_calendar([cron_job, once], NOW, 4))
+    events = calendar.walk("VEVENT")
+    assert len(events) == 5
+    assert len({str(event["uid"]) for event in events}) == 5
+    assert [str(e["summary"]) for e in events].count("single") == 1
+    assert calendar.walk("VTIMEZONE")  # TZID references are defined
+
+
+def test_occurrences_stop_at_max_occurrences_and_the_per_job_bound() -> None:
+    cron = Recurrence(kind=RecurrenceKind.CRON, cron="* * * * *", max_occurrences=3)
+    capped = job(cron, datetime(2025, 1, 1, tzinfo=UTC))
+    assert len(upcoming_occurrences(capped, datetime(2025, 2, 1, tzinfo=UTC))) == 3
+    busy = job(Recurrence(kind=RecurrenceKind.CRON, cron="* * * * *"), NOW)
+    assert len(upcoming_occurrences(busy, datetime(2025, 2, 1, tzinfo=UTC), limit=120)) == 120
+
+
+def test_gcal_url_is_a_template_link_with_the_recurrence() -> None:
+    daily = Recurrence(kind=RecurrenceKind.DAILY, timezone="Europe/Berlin")
+    url = gcal_url(job(daily, datetime(2025, 3, 1, 7, tzinfo=UTC), name="standup"))
+    assert url is not None
+    parts = urlparse(url)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == (
+        "https://calendar.google.com/calendar/render"
+    )
+    query = parse_qs(parts.query)
+    assert query["action"] == ["TEMPLATE"]
+    assert query["text"] == ["standup"]
+    assert query["dates"] == ["20250301T070000Z/20250301T073000Z"]
+    assert query["recur"] == ["RRULE:FREQ=DAILY;INTERVAL=1"]
+    assert query["ctz"] == ["Europe/Berlin"]
