@@ -7,6 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import anyio
 import pytest
 
 from nexus_schedd.errors import StoreError
@@ -277,3 +278,23 @@ async def test_a_database_left_behind_by_a_killed_daemon_opens_with_every_commit
         assert len((await recovered.list_jobs(JobFilter(), 100)).items) == 50
     finally:
         await recovered.close()
+
+
+async def test_writers_cancelled_mid_commit_still_land_and_leave_the_store_usable(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "schedd.db")
+    await store.open()
+    try:
+        async with anyio.create_task_group() as tg:
+            for n in range(50):
+                tg.start_soon(store.write, [make_job(n)])
+            await anyio.wait_all_tasks_blocked()  # a leader is committing, the rest queued
+            tg.cancel_scope.cancel()
+
+        # A queued write is shielded: it commits even though its caller was cancelled.
+        assert len((await store.list_jobs(JobFilter(), 100)).items) == 50
+        await store.write(jobs=[make_job(99)])
+        assert await store.get_job("J0099") == make_job(99)
+    finally:
+        await store.close()
