@@ -270,6 +270,9 @@ def _calendar_instants(
     local_after = after.astimezone(zone).replace(tzinfo=None)
 
     def at(k: int) -> datetime | None:
+        if k == 0:
+            # The anchor itself, even when it is the second pass of a repeated hour.
+            return anchor.astimezone(UTC)
         wall = _calendar_step(kind, wall_anchor, k * interval)
         return None if wall is None else localize(wall, zone).astimezone(UTC)
 
