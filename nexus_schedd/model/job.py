@@ -254,7 +254,8 @@ class Job:
         if spec.recurrence is not None:
             validate_schedule(spec.recurrence, first)
             occurrence = first_occurrence(spec.recurrence, first)
-            if occurrence is None:  # pragma: no cover - validate_schedule raised already
+            # validate_schedule has proved there is one; this keeps the type exact.
+            if occurrence is None:
                 raise InvalidSpec("recurrence.ends_at", "no occurrence at or before ends_at")
             first = occurrence
         return cls(

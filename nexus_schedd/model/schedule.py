@@ -201,8 +201,10 @@ def validate_schedule(recurrence: Recurrence, first: datetime) -> None:
     _require_aware(first, "start")
     if recurrence.kind is RecurrenceKind.CRON:
         earliest = first_occurrence(replace(recurrence, ends_at=None), first)
-        if earliest is None:  # pragma: no cover - _iterate raises instead
-            raise InvalidSpec(CRON_FIELD, "the expression never fires")
+        if earliest is None:
+            # Only when the search runs off the calendar (year 9999); a
+            # never-matching expression raised in the search already.
+            raise InvalidSpec(CRON_FIELD, f"no occurrence at or after {first.isoformat()}")
     else:
         earliest = first.astimezone(_zone(recurrence))
     if _past_end(recurrence, earliest):
