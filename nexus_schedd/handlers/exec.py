@@ -140,15 +140,18 @@ class ExecHandler:
             **payload.env,
         }
         try:
-            process = await anyio.open_process(
-                list(payload.argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=payload.cwd,
-                env=env,
-                start_new_session=True,
-            )
+            # Shielded: a cancellation while the child is being spawned would
+            # leave it running unsupervised; it is honoured in _supervise instead.
+            with anyio.CancelScope(shield=True):
+                process = await anyio.open_process(
+                    list(payload.argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=payload.cwd,
+                    env=env,
+                    start_new_session=True,
+                )
         except OSError as exc:
             # A missing program or cwd will not fix itself by retrying.
             return JobResult.failure(

@@ -142,6 +142,32 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def _describe_group(pgid: int) -> str:
+    described = []
+    for pid in _group_members(pgid):
+        try:
+            described.append((Path("/proc") / str(pid) / "stat").read_text().strip())
+        except OSError:
+            continue
+    return "; ".join(described)
+
+
+async def _wait_until_group_exits(pgid: int) -> None:
+    """Return once every process of group ``pgid`` has exited (pidfds become
+    readable at exit); a survivor makes this fail after 10 s."""
+    with anyio.fail_after(10, reason=f"still running: {_describe_group(pgid)}"):
+        for pid in _group_members(pgid):
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                await anyio.wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+    assert _group_members(pgid) == []
+
+
 def _fifo(tmp_path: Path) -> Path:
     path = tmp_path / "pid"
     os.mkfifo(path)
@@ -160,13 +186,14 @@ async def test_cancelled_attempt_kills_the_whole_process_group(
     handler: ExecHandler, make_job: MakeJob, tmp_path: Path
 ) -> None:
     fifo = _fifo(tmp_path)
-    job, ctx = make_job("exec", shell(f"sleep 100 & echo $$ > {fifo}; sleep 100"))
+    script = f"sleep 100 & sleep 100 & echo $$ > {fifo}; wait"
+    job, ctx = make_job("exec", shell(script))
     async with anyio.create_task_group() as tg:
         tg.start_soon(handler.handle, job, ctx)
         pgid = await _read_pid(fifo)
-        assert len(_group_members(pgid)) == 3  # sh and both sleeps
+        assert len(_group_members(pgid)) == 3  # sh and both (forked) sleeps
         tg.cancel_scope.cancel()
-    assert _group_members(pgid) == []
+    await _wait_until_group_exits(pgid)
 
 
 @pytest.mark.anyio
@@ -182,7 +209,7 @@ async def test_a_group_that_ignores_sigterm_is_killed_after_the_grace(
             tg.start_soon(handler.handle, job, ctx)
             pgid = await _read_pid(fifo)
             scope.cancel()
-    assert _group_members(pgid) == []
+    await _wait_until_group_exits(pgid)
 
 
 @pytest.mark.anyio
@@ -193,7 +220,7 @@ async def test_children_left_behind_after_a_normal_exit_are_ended(
     job, ctx = make_job("exec", shell(f"sleep 100 & echo $$ > {pid_file}; echo started"))
     result = await handler.handle(job, ctx)
     assert result.ok and result.output["stdout"] == "started\n"
-    assert _group_members(int(pid_file.read_text())) == []
+    await _wait_until_group_exits(int(pid_file.read_text()))
 
 
 @pytest.mark.parametrize(
