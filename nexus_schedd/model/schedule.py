@@ -238,7 +238,7 @@ def _iterate(
     kind = recurrence.kind
     if kind is RecurrenceKind.CRON:
         assert recurrence.cron is not None
-        source = _cron_instants(parse_cron(recurrence.cron), zone, after_utc)
+        source = _cron_instants(parse_cron(recurrence.cron), zone, after_utc, inclusive)
     elif kind is RecurrenceKind.ONCE:
         source = iter((anchor.astimezone(UTC),))
     elif kind in _ELAPSED_STEP:
@@ -327,13 +327,17 @@ def _calendar_step(kind: RecurrenceKind, wall: datetime, steps: int) -> datetime
         return None
 
 
-def _cron_instants(cron: CronExpression, zone: tzinfo, after: datetime) -> Iterator[datetime]:
+def _cron_instants(
+    cron: CronExpression, zone: tzinfo, after: datetime, inclusive: bool
+) -> Iterator[datetime]:
     """Real instants (UTC) of a cron expression from about ``after`` on, increasing.
 
     Candidates a little before ``after`` may come out; the caller filters them.
     """
     wall_after = after.astimezone(zone).replace(tzinfo=None, microsecond=0)
-    wall_start = wall_after - _ONE_SECOND
+    # croniter finds matches strictly after its start. A match on ``after``'s own
+    # wall time maps to ``after`` or earlier, so only an inclusive search needs it.
+    wall_start = wall_after - _ONE_SECOND if inclusive else wall_after
     if not cron.fixed_hour:
         # Inside a repeated hour the second pass over it is still to come even
         # for wall times before ``after``'s: start from the top of that hour.
