@@ -19,17 +19,16 @@ import os
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
-
-from croniter import croniter
 
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.errors import ConfigError, InvalidSpec
 from nexus_schedd.model import JobDefaults, JobSpec, MisfirePolicy, OverlapPolicy, Recurrence
 from nexus_schedd.model.recurrence import UNIT_KINDS, RecurrenceKind
+from nexus_schedd.model.schedule import parse_cron, validate_schedule
 from nexus_schedd.model.times import localize, parse_every, parse_instant, resolve_zone
 
 SOCKET_ENV = "NEXUS_SCHEDD_SOCKET"
@@ -48,6 +47,7 @@ _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _DURABILITIES: tuple[Durability, ...] = ("full", "normal")
 _TEN_YEARS_S = 10 * 365 * 86400.0
 _OVERRIDE_KEYS = frozenset({"socket", "state_dir"})
+_CRON_PROBE_START = datetime(2000, 1, 1, tzinfo=UTC)
 
 _SCHEDULE_KEYS = frozenset(
     {
@@ -491,8 +491,7 @@ class _Parser:
         if cron is not None:
             if not isinstance(cron, str):
                 raise InvalidSpec("cron", "must be a string")
-            if not croniter.is_valid(cron):
-                raise InvalidSpec("cron", f"not a valid cron expression: {cron!r}")
+            parse_cron(cron)
             recurrence = Recurrence(
                 kind=RecurrenceKind.CRON,
                 cron=cron,
@@ -500,6 +499,9 @@ class _Parser:
                 ends_at=ends_at,
                 max_occurrences=max_occurrences,
             )
+            # Refuse an expression that can never fire ("0 0 30 2 *") now rather
+            # than at add time. ends_at is left to the engine: it depends on "now".
+            validate_schedule(replace(recurrence, ends_at=None), at or _CRON_PROBE_START)
         elif every is not None:
             if not isinstance(every, str):
                 raise InvalidSpec("every", "must be a string like '5 minute'")

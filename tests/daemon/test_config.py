@@ -372,7 +372,8 @@ def test_schedules_become_job_specs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("entry", "key", "reason"),
     [
-        ('job_type = "log"\ncron = "* * *"', "schedules[1].cron", "not a valid cron"),
+        ('job_type = "log"\ncron = "* * *"', "schedules[1].cron", "expected 5 fields"),
+        ('job_type = "log"\ncron = "0 0 30 2 *"', "schedules[1].cron", "never fires"),
         ('job_type = "log"\nevery = "5 fortnight"', "schedules[1].every", "unknown unit"),
         ('job_type = "log"\nevery = "0 minute"', "schedules[1].every", ">= 1"),
         (
