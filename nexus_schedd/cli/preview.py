@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         sys.stdout.write(json.dumps({"times": [t.isoformat() for t in times]}) + "\n")
     else:
-        sys.stdout.write("".join(_human_line(t) + "\n" for t in times))
+        zone = resolve_zone(zone_name)
+        sys.stdout.write("".join(_human_line(t.astimezone(zone)) + "\n" for t in times))
     return 0
 
 

@@ -13,10 +13,11 @@ real instants by the DST rules of SPEC section 3:
 * wildcard hour cron: every real instant whose local time matches, so none in
   a gap and both instants of a repeated hour, in real-time order.
 
-Every returned datetime is aware and expressed in the recurrence's zone. Inside
-a repeated hour two such values share a ``tzinfo`` and differ only in ``fold``,
-and Python then compares them by wall-clock time: compare occurrences through
-``.timestamp()`` or after ``.astimezone(UTC)``, as this module does internally.
+Every returned datetime is aware and carries the *fixed UTC offset* the
+recurrence's zone has at that instant (so it prints as local time). A fixed
+offset rather than the ``ZoneInfo`` itself is deliberate: two datetimes sharing
+one ``ZoneInfo`` compare by wall-clock time and ignore ``fold``, which orders the
+two passes of a repeated hour wrongly; fixed-offset values compare as instants.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import copy
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from itertools import islice
 
@@ -164,7 +165,7 @@ def first_occurrence(recurrence: Recurrence, start: datetime) -> datetime | None
     _require_aware(start, "start")
     if recurrence.kind is RecurrenceKind.CRON:
         return next(_iterate(recurrence, start, start, inclusive=True), None)
-    first = start.astimezone(_zone(recurrence))
+    first = _fixed_offset(start.astimezone(_zone(recurrence)))
     return None if _past_end(recurrence, first) else first
 
 
@@ -251,7 +252,7 @@ def _iterate(
             continue
         if ends_at is not None and instant > ends_at:
             return
-        yield instant.astimezone(zone)
+        yield _fixed_offset(instant.astimezone(zone))
 
 
 def _elapsed_instants(anchor: datetime, step: timedelta, after: datetime) -> Iterator[datetime]:
@@ -452,6 +453,13 @@ def _count_barren(barren: int) -> int:
     if barren > _MAX_BARREN_MATCHES:
         raise InvalidSpec(CRON_FIELD, "the expression finds no real instant to fire at")
     return barren
+
+
+def _fixed_offset(local: datetime) -> datetime:
+    """``local`` with its zone replaced by the fixed offset in force (see module doc)."""
+    offset = local.utcoffset()
+    assert offset is not None
+    return local.replace(tzinfo=timezone(offset), fold=0)
 
 
 def _past_end(recurrence: Recurrence, instant: datetime) -> bool:

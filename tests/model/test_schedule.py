@@ -16,7 +16,7 @@ from nexus_schedd.model.schedule import (
     parse_cron,
     validate_schedule,
 )
-from nexus_schedd.model.times import parse_instant, resolve_zone
+from nexus_schedd.model.times import parse_instant
 
 K = RecurrenceKind
 
@@ -398,8 +398,18 @@ def test_fixed_hour_classification() -> None:
     assert not is_fixed_hour(Recurrence(K.HOURLY))
 
 
-def test_results_are_expressed_in_the_recurrence_zone() -> None:
+def test_results_carry_the_zone_offset_and_compare_as_instants() -> None:
     found = first_occurrence(cron("0 9 * * *", "Asia/Kolkata"), at("2025-01-01T00:00:00Z"))
     assert found is not None
-    assert found.tzinfo is resolve_zone("Asia/Kolkata")
+    assert found.utcoffset() == timedelta(hours=5, minutes=30)
     assert found.astimezone(UTC) == at("2025-01-01T03:30:00Z")
+    # The two passes of Berlin's repeated hour must order by real time.
+    first_pass, second_pass = occurrences(
+        cron("5 2 * * *".replace("5 2", "5 *"), "Europe/Berlin"),
+        at("2025-10-26T00:00:00Z"),
+        at("2025-10-26T00:00:00Z"),
+        2,
+    )
+    assert first_pass < second_pass
+    assert first_pass.isoformat() == "2025-10-26T02:05:00+02:00"
+    assert second_pass.isoformat() == "2025-10-26T02:05:00+01:00"
