@@ -21,7 +21,10 @@ def default_socket_path(environ: Mapping[str, str] | None = None, uid: int | Non
     user = os.geteuid() if uid is None else uid
     if user == 0:
         return SYSTEM_SOCKET
-    runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{user}"
+    runtime = env.get("XDG_RUNTIME_DIR") or ""
+    if not runtime or not Path(runtime).is_absolute():
+        # The XDG spec says relative values are invalid and must be ignored.
+        runtime = f"/run/user/{user}"
     return Path(runtime) / "nexus-schedd" / "control.sock"
 
 

@@ -15,7 +15,7 @@ import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,21 +75,6 @@ class ControlSettings:
 ReloadCallback = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
-def _as_control_settings(settings: object) -> ControlSettings:
-    """``settings`` as ControlSettings. The daemon may hand over its own ``[control]``
-    config record with the same field names; fields it lacks take their defaults."""
-    if settings is None:
-        return ControlSettings()
-    if isinstance(settings, ControlSettings):
-        return settings
-    known = {
-        f.name: getattr(settings, f.name)
-        for f in fields(ControlSettings)
-        if hasattr(settings, f.name)
-    }
-    return ControlSettings(**known)
-
-
 def bind_control_socket(
     path: str | os.PathLike[str], mode: int = 0o660, group: str = "nexus-schedd"
 ) -> socket.socket:
@@ -147,7 +132,7 @@ class ControlServer:
         log: Any = None,
         clock: Clock | None = None,
     ) -> None:
-        self.settings = _as_control_settings(settings)
+        self.settings = settings if settings is not None else ControlSettings()
         self._log = log if log is not None else structlog.get_logger("nexus_schedd.control")
         self._scheduler = load_interface(INTERFACE)
         self._service_interface = load_interface(SERVICE_INTERFACE)

@@ -24,6 +24,8 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from nexus_schedd.control.paths import SOCKET_ENV, default_socket_path
+from nexus_schedd.control.server import ControlSettings
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.errors import ConfigError, InvalidSpec
 from nexus_schedd.model import JobDefaults, JobSpec, MisfirePolicy, OverlapPolicy, Recurrence
@@ -31,9 +33,7 @@ from nexus_schedd.model.recurrence import UNIT_KINDS, RecurrenceKind
 from nexus_schedd.model.schedule import parse_cron, validate_schedule
 from nexus_schedd.model.times import localize, parse_every, parse_instant, resolve_zone
 
-SOCKET_ENV = "NEXUS_SCHEDD_SOCKET"
 SYSTEM_STATE_DIR = Path("/var/lib/nexus-schedd")
-SYSTEM_SOCKET = Path("/run/nexus-schedd/control.sock")
 DB_FILE = "schedd.db"
 NO_FILE = "<defaults>"
 
@@ -116,18 +116,6 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class ControlConfig:
-    """``[control]``: who may use the control socket, and its limits."""
-
-    socket_mode: int = 0o660
-    admin_group: str = "nexus-schedd"
-    read_group: str = ""
-    max_message_bytes: int = 1024 * 1024
-    max_connections: int = 128
-    idle_timeout_s: float = 300.0
-
-
-@dataclass(frozen=True, slots=True)
 class HistoryConfig:
     """``[history]``: how much run history is kept."""
 
@@ -142,7 +130,7 @@ class Config:
     path: Path | None
     daemon: DaemonConfig
     store: StoreConfig
-    control: ControlConfig = field(default_factory=ControlConfig)
+    control: ControlSettings = field(default_factory=ControlSettings)
     history: HistoryConfig = field(default_factory=HistoryConfig)
     defaults: JobDefaults = field(default_factory=JobDefaults)
     limits: dict[str, int] = field(default_factory=dict)
@@ -167,10 +155,6 @@ class Config:
             history_keep_per_job=self.history.keep_per_job,
         )
 
-    def control_settings(self) -> ControlConfig:
-        """The control server's slice of this config (``[control]``)."""
-        return self.control
-
 
 def default_state_dir(env: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
     """``/var/lib/nexus-schedd`` for root, else ``$XDG_STATE_HOME/nexus-schedd``."""
@@ -183,23 +167,6 @@ def default_state_dir(env: Mapping[str, str] | None = None, euid: int | None = N
         home = env.get("HOME") or str(Path.home())
         base = str(Path(home) / ".local" / "state")
     return Path(base) / "nexus-schedd"
-
-
-def default_socket_path(env: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
-    """The control socket a client should use when not given ``--socket``:
-    ``$NEXUS_SCHEDD_SOCKET``, else the system socket for root, else
-    ``$XDG_RUNTIME_DIR/nexus-schedd/control.sock``."""
-    env = os.environ if env is None else env
-    explicit = env.get(SOCKET_ENV)
-    if explicit:
-        return Path(explicit)
-    uid = os.geteuid() if euid is None else euid
-    if uid == 0:
-        return SYSTEM_SOCKET
-    runtime = env.get("XDG_RUNTIME_DIR") or ""
-    if not runtime or not Path(runtime).is_absolute():
-        runtime = f"/run/user/{uid}"
-    return Path(runtime) / "nexus-schedd" / "control.sock"
 
 
 def load_config(
@@ -263,13 +230,14 @@ class _Parser:
         known.add("schedules")
         self.refuse_unknown(data, known, "")
         daemon = self.parse_daemon(self.table(data, "daemon"), overrides)
+        defaults = self.parse_defaults(self.table(data, "defaults"), daemon.timezone)
         return Config(
             path=self.path,
             daemon=daemon,
             store=self.parse_store(self.table(data, "store"), daemon.state_dir),
-            control=self.parse_control(self.table(data, "control")),
+            control=self.parse_control(self.table(data, "control"), daemon.timezone, defaults),
             history=self.parse_history(self.table(data, "history")),
-            defaults=self.parse_defaults(self.table(data, "defaults"), daemon.timezone),
+            defaults=defaults,
             limits=self.parse_limits(self.table(data, "limits")),
             handlers=self.parse_handlers(self.table(data, "handlers")),
             schedules=self.parse_schedules(data.get("schedules", []), daemon.timezone),
@@ -389,7 +357,9 @@ class _Parser:
             overdue_after_s=self.seconds(table, "overdue_after_s", "defaults", 300.0, zero=True),
         )
 
-    def parse_control(self, table: dict[str, Any]) -> ControlConfig:
+    def parse_control(
+        self, table: dict[str, Any], timezone: str, defaults: JobDefaults
+    ) -> ControlSettings:
         keys = {
             "socket_mode",
             "admin_group",
@@ -406,7 +376,9 @@ class _Parser:
                 self.warnings.append(
                     f"{self.file}: control.{key}: group {group!r} does not exist on this machine"
                 )
-        return ControlConfig(
+        return ControlSettings(
+            default_timezone=timezone,
+            overdue_after_s=defaults.overdue_after_s,
             socket_mode=self.socket_mode(table),
             admin_group=admin_group,
             read_group=read_group,
@@ -725,11 +697,9 @@ __all__ = [
     "SOCKET_ENV",
     "Config",
     "ConfigError",
-    "ControlConfig",
     "DaemonConfig",
     "HistoryConfig",
     "StoreConfig",
-    "default_socket_path",
     "default_state_dir",
     "load_config",
 ]

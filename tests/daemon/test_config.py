@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from nexus_schedd.control.paths import default_socket_path
 from nexus_schedd.daemon.config import (
-    default_socket_path,
     default_state_dir,
     load_config,
 )
@@ -60,14 +60,14 @@ def test_no_file_gives_every_default() -> None:
 
 def test_state_dir_and_socket_defaults_depend_on_root() -> None:
     assert default_state_dir({}, euid=0) == Path("/var/lib/nexus-schedd")
-    assert default_socket_path({}, euid=0) == Path("/run/nexus-schedd/control.sock")
+    assert default_socket_path({}, uid=0) == Path("/run/nexus-schedd/control.sock")
     assert default_state_dir({"XDG_STATE_HOME": "/x/state"}, euid=1000) == Path(
         "/x/state/nexus-schedd"
     )
     assert default_state_dir({"HOME": "/home/ann"}, euid=1000) == Path(
         "/home/ann/.local/state/nexus-schedd"
     )
-    assert default_socket_path({"XDG_RUNTIME_DIR": "/run/user/1000"}, euid=1000) == Path(
+    assert default_socket_path({"XDG_RUNTIME_DIR": "/run/user/1000"}, uid=1000) == Path(
         "/run/user/1000/nexus-schedd/control.sock"
     )
 
@@ -81,7 +81,7 @@ def test_under_systemd_the_unit_directories_are_the_defaults() -> None:
 
 def test_client_socket_follows_the_environment_override() -> None:
     env = {"NEXUS_SCHEDD_SOCKET": "/tmp/x.sock"}
-    assert default_socket_path(env, euid=0) == Path("/tmp/x.sock")
+    assert default_socket_path(env, uid=0) == Path("/tmp/x.sock")
 
 
 def test_store_url_is_derived_from_the_state_dir(tmp_path: Path) -> None:
