@@ -1,0 +1,176 @@
+"""The daemon process: store, handlers, engine and control server under one task group.
+
+:class:`Daemon` follows the uvicorn shape: ``startup`` opens everything and
+reports READY only once the control socket accepts; ``main_loop`` waits for
+signals; ``shutdown`` drains within ``shutdown_grace_s``. A second SIGTERM or
+SIGINT exits at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from nexus_schedd import __version__
+from nexus_schedd.clock import SystemClock
+from nexus_schedd.control.server import ControlServer, bind_control_socket
+from nexus_schedd.daemon.config import Config, load_config
+from nexus_schedd.daemon.systemd import Notifier, listen_fds, watchdog_interval
+from nexus_schedd.engine import Engine
+from nexus_schedd.errors import ConfigError, SchedulerError
+from nexus_schedd.handlers.loading import load_handlers
+from nexus_schedd.store import open_store
+
+EXIT_FORCED = 1
+
+log = structlog.get_logger("nexus_schedd.daemon")
+
+
+class Daemon:
+    """One nexus-schedd process."""
+
+    def __init__(self, config: Config, *, config_path: Path | None, overrides: Mapping[str, Any]):
+        self.config = config
+        self.config_path = config_path
+        self.overrides = dict(overrides)
+        self.notifier = Notifier.from_environment()
+        self._reload_lock = anyio.Lock()
+        self._engine: Engine | None = None
+        self._stopping = False
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT, then drain and return (exit code 0)."""
+        config = self.config
+        store = open_store(config.store.url, durability=config.store.durability)
+        await store.open()
+        try:
+            registry = load_handlers(config.handlers, log=log)
+            engine = Engine(store, registry, SystemClock(), config.engine_settings(), log=log)
+            self._engine = engine
+            listener = self._control_socket()
+            server = ControlServer(engine, config.control, reload=self.reload, log=log)
+            async with anyio.create_task_group() as tg:
+                await tg.start(engine.run)
+                report = await engine.reconcile_static(config.schedules)
+                if any(report.values()):
+                    log.info("static_schedules_reconciled", **report)
+                await tg.start(server.serve, listener)
+                self.notifier.ready(self._status_line())
+                log.info(
+                    "daemon_ready",
+                    version=__version__,
+                    socket=str(config.daemon.socket),
+                    store=config.store.url,
+                    handlers=registry.names(),
+                    pid=os.getpid(),
+                )
+                tg.start_soon(self._watchdog)
+                await self._main_loop()
+                self._stopping = True
+                self.notifier.stopping()
+                log.info("daemon_draining", grace_s=config.daemon.shutdown_grace_s)
+                await engine.stop(config.daemon.shutdown_grace_s)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store.close()
+        log.info("daemon_stopped")
+
+    def _control_socket(self) -> socket.socket:
+        inherited = listen_fds()
+        if inherited:
+            log.info("control_socket_inherited", fds=len(inherited))
+            return inherited[0]
+        control = self.config.control
+        return bind_control_socket(
+            self.config.daemon.socket, control.socket_mode, control.admin_group
+        )
+
+    async def _main_loop(self) -> None:
+        """Wait for signals: SIGHUP reloads; the first SIGTERM/SIGINT returns; a second exits."""
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    # A refused reload is logged by reload(); the old config stays in force.
+                    with contextlib.suppress(SchedulerError):
+                        await self.reload()
+                    continue
+                log.info("signal_received", signal=signal.Signals(signum).name)
+                break
+        # A second SIGTERM/SIGINT during the drain exits at once.
+        self._arm_forced_exit()
+
+    def _arm_forced_exit(self) -> None:
+        def force(signum: int, _frame: object) -> None:
+            os.write(2, b"nexus-schedd: second signal, exiting at once\n")
+            os._exit(EXIT_FORCED)
+
+        signal.signal(signal.SIGTERM, force)
+        signal.signal(signal.SIGINT, force)
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config: handlers, limits and static schedules. A bad config is
+        refused (ConfigError) and the old one kept."""
+        engine = self._engine
+        if engine is None:
+            raise ConfigError(str(self.config_path or "<defaults>"), "", "daemon is not started")
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                try:
+                    new = load_config(self.config_path, overrides=self.overrides)
+                except ConfigError as exc:
+                    log.error("reload_refused", error=exc.message)
+                    raise
+                registry = load_handlers(new.handlers, log=log)
+                engine.set_registry(registry)
+                engine.set_type_limits(new.limits)
+                report = await engine.reconcile_static(new.schedules)
+                self.config = new
+                log.info("config_reloaded", handlers=registry.names(), **report)
+                return {key: list(value) for key, value in report.items()}
+            finally:
+                self.notifier.ready(self._status_line())
+
+    async def _watchdog(self) -> None:
+        """Ping the systemd watchdog at half of WATCHDOG_USEC while the engine is healthy,
+        and log event-loop lag when a ping comes late (a blocked loop)."""
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        engine = self._engine
+        assert engine is not None
+        while True:
+            started = time.monotonic()
+            await anyio.sleep(interval)
+            lag = time.monotonic() - started - interval
+            if lag > 0.1:
+                log.warning("event_loop_lag", lag_ms=round(lag * 1000, 1))
+            if engine.healthy and not self._stopping:
+                self.notifier.watchdog()
+                self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        engine = self._engine
+        if engine is None:
+            return "starting"
+        status = engine.status()
+        next_due = "none" if status.next_due is None else status.next_due.isoformat()
+        return f"{status.running} running, {status.due_backlog} due, next due {next_due}"
+
+
+def event_loop_options(config: Config) -> tuple[str, dict[str, Any]]:
+    """anyio backend and options for the configured event loop."""
+    if config.daemon.event_loop == "uvloop":
+        return "asyncio", {"use_uvloop": True}
+    return "asyncio", {}

@@ -1,0 +1,88 @@
+"""``nexus-schedd``: the daemon's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from nexus_schedd import __version__
+from nexus_schedd.daemon.app import Daemon, event_loop_options
+from nexus_schedd.daemon.config import load_config
+from nexus_schedd.daemon.logging import configure_logging
+from nexus_schedd.errors import EXIT_USAGE, ConfigError, SchedulerError, StoreError
+
+EXIT_START_FAILED = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nexus-schedd`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="nexus-schedd",
+        description=(
+            "Run the nexus-schedd job-scheduling daemon in the foreground. "
+            "Logs go to stderr (JSON lines when not on a terminal). "
+            "SIGHUP reloads the config; SIGTERM drains and exits."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        metavar="PATH",
+        help="control socket (overrides the config and $NEXUS_SCHEDD_SOCKET)",
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, metavar="DIR", help="state directory (overrides the config)"
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config, print the result and exit (0 valid, 2 invalid)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``nexus-schedd``."""
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.socket is not None:
+        overrides["socket"] = args.socket.absolute()
+    if args.state_dir is not None:
+        overrides["state_dir"] = args.state_dir.absolute()
+    config_path = args.config.absolute() if args.config is not None else None
+    try:
+        config = load_config(config_path, overrides=overrides)
+    except ConfigError as exc:
+        print(f"nexus-schedd: invalid config: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    for warning in config.warnings:
+        print(f"nexus-schedd: warning: {warning}", file=sys.stderr)
+    if args.check_config:
+        print(f"nexus-schedd: config OK ({config_path or 'built-in defaults'})")
+        return 0
+
+    configure_logging(config.daemon.log_level, config.daemon.log_format)
+    daemon = Daemon(config, config_path=config_path, overrides=overrides)
+    backend, options = event_loop_options(config)
+    try:
+        anyio.run(daemon.run, backend=backend, backend_options=options)
+    except StoreError as exc:
+        print(f"nexus-schedd: cannot open the store: {exc.message}", file=sys.stderr)
+        return EXIT_START_FAILED
+    except SchedulerError as exc:
+        print(f"nexus-schedd: {exc.message}", file=sys.stderr)
+        return EXIT_START_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
