@@ -23,13 +23,21 @@ def open_store(url: str, *, durability: Durability = "full") -> Store:
     """The store a ``[store] url`` names, not yet opened (``await store.open()`` next).
 
     ``sqlite:///abs/path.db`` and ``sqlite:relative/path.db`` give an
-    :class:`SQLiteStore`; ``memory:`` a :class:`MemoryStore` (tests only).
+    :class:`SQLiteStore`; ``postgresql://...`` (or ``postgres://``) a
+    :class:`~nexus_schedd.store.postgres.PostgresStore` in the URL's ``?schema=``
+    (default ``public``); ``memory:`` a :class:`MemoryStore` (tests only).
     """
     if url == "memory:":
         return MemoryStore()
     if url.startswith("sqlite:"):
         return SQLiteStore(sqlite_path_from_url(url), durability=durability)
+    if url.startswith(("postgresql://", "postgres://")):
+        # Imported here so that SQLite deployments never load the PostgreSQL driver.
+        from nexus_schedd.store.postgres import PostgresStore, postgres_options_from_url
+
+        dsn, schema = postgres_options_from_url(url)
+        return PostgresStore(dsn, schema=schema, durability=durability)
     raise StoreError(
         f"unsupported store URL {url!r}: use sqlite:///absolute/path.db, "
-        "sqlite:relative/path.db or memory:"
+        "sqlite:relative/path.db, postgresql://user@host/db?schema=name or memory:"
     )

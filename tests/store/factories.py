@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import asyncpg
+import pytest
 
 from nexus_schedd.model import Job, JobStatus, Run, RunOutcome
 
@@ -41,3 +46,45 @@ def make_run(number: int, job_id: str, **changes: Any) -> Run:
         outcome=RunOutcome.SUCCESS,
     )
     return replace(run, **changes)
+
+
+# -- PostgreSQL ---------------------------------------------------------------------
+
+POSTGRES_DSN = os.environ.get(
+    "NEXUS_SCHEDD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+"""The server the PostgreSQL tests use (CI starts it before the tests run)."""
+
+
+def skip_postgres() -> bool:
+    """True when NEXUS_SCHEDD_SKIP_POSTGRES=1 asks to skip the PostgreSQL tests."""
+    return os.environ.get("NEXUS_SCHEDD_SKIP_POSTGRES") == "1"
+
+
+def fresh_schema_name() -> str:
+    """A schema name no other test run uses."""
+    return f"nxs_test_{secrets.token_hex(6)}"
+
+
+async def check_postgres_reachable() -> None:
+    """Skip when asked to; otherwise fail clearly if the test server is unreachable."""
+    if skip_postgres():
+        pytest.skip("NEXUS_SCHEDD_SKIP_POSTGRES=1")
+    try:
+        connection = await asyncpg.connect(POSTGRES_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_DSN} is unreachable ({exc}); start it, point "
+            "NEXUS_SCHEDD_TEST_POSTGRES_DSN at one, or set NEXUS_SCHEDD_SKIP_POSTGRES=1",
+            pytrace=False,
+        )
+    await connection.close()
+
+
+async def drop_schema(schema: str) -> None:
+    """Drop a test schema and everything in it."""
+    connection = await asyncpg.connect(POSTGRES_DSN, timeout=5)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await connection.close()

@@ -248,7 +248,7 @@ def test_open_store_parses_store_urls(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["postgresql://db/x", "sqlite:", "sqlite://relative.db", "mysql:///x", "sqlite:dir/"]
+    "url", ["sqlite:", "sqlite://relative.db", "mysql:///x", "sqlite:dir/", "postgresql-x://db/x"]
 )
 def test_open_store_refuses_urls_it_cannot_serve(url: str) -> None:
     with pytest.raises(StoreError):

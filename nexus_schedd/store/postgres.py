@@ -1,0 +1,872 @@
+"""The multi-node store: PostgreSQL through an asyncpg connection pool.
+
+Several daemons share one database. Besides the :class:`Store` interface (with
+the SQLite store's semantics, rows encoded the same way) it offers the
+primitives the engine needs to share the schedule between nodes:
+
+- :meth:`PostgresStore.claim_due` takes due jobs under a lease with
+  ``FOR UPDATE SKIP LOCKED``, so two nodes never claim one job;
+- :meth:`~PostgresStore.extend_leases` keeps the leases of running jobs alive,
+  :meth:`~PostgresStore.release` gives unstarted claims back, and a
+  :meth:`~PostgresStore.write` that moves a job out of ``running`` clears its lease;
+- :meth:`~PostgresStore.take_over_expired` hands the running jobs of a dead node
+  (lease expired) to a survivor, with the run that was open;
+- inserts and writes that make a job due earlier send a notification in their
+  own transaction, and :meth:`~PostgresStore.listen` delivers them, so nodes
+  wake each other without polling.
+
+Concurrent calls run on separate pooled connections, each in its own
+transaction; PostgreSQL merges the WAL flushes of concurrent commits by itself,
+so there is no group-commit queue here. Batches go to the server as one
+``unnest`` statement per table instead of one statement per row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeAlias, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import asyncpg
+import structlog
+from anyio.abc import TaskStatus
+from asyncpg.pool import PoolConnectionProxy
+
+from nexus_schedd.errors import InvalidSpec, JobExists, SchedulerError, StoreError
+from nexus_schedd.model import Job, JobStatus, Run
+from nexus_schedd.store.base import JobFilter, Page, RunFilter, Store
+from nexus_schedd.store.keys import (
+    check_limit,
+    decode_job_cursor,
+    decode_run_cursor,
+    encode_job_cursor,
+    encode_run_cursor,
+    from_micros,
+    to_micros,
+)
+from nexus_schedd.store.postgres_schema import (
+    ADVISORY_LOCK_CLASS,
+    check_schema_name,
+    pending_migrations,
+)
+from nexus_schedd.store.schema import FINAL_STATUSES_SQL
+from nexus_schedd.store.sqlite import Durability, job_from_row, job_row, run_from_row, run_row
+
+_log = structlog.get_logger("nexus_schedd.store.postgres")
+
+T = TypeVar("T")
+
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+_STATUS = {s.value: s for s in JobStatus}
+
+
+def _typed_columns(spec: str) -> tuple[tuple[str, str], ...]:
+    """``"name type, ..."`` as (name, type) pairs."""
+    return tuple((name, kind) for name, kind in (part.split() for part in spec.split(",")))
+
+
+# (column, PostgreSQL type) in the order of sqlite.job_row / run_row, which
+# encode rows for both backends.
+_JOB_COLUMNS = _typed_columns(
+    "id text, name text, job_type text, target_id text, status text, run_at int8,"
+    " scheduled_for int8, anchor_at int8, created_at int8, updated_at int8, payload text,"
+    " recurrence text, priority int4, max_retries int4, retry_count int4,"
+    " occurrence_count int8, timeout_s float8, misfire text, misfire_grace_s float8,"
+    " overlap text, jitter_s float8, last_result text, static int2"
+)
+_RUN_COLUMNS = _typed_columns(
+    "id text, job_id text, job_type text, scheduled_for int8, attempt int4, started_at int8,"
+    " finished_at int8, outcome text, error text, output text, node text"
+)
+
+
+def _names(columns: tuple[tuple[str, str], ...], prefix: str = "") -> str:
+    return ", ".join(f"{prefix}{name}" for name, _ in columns)
+
+
+def _unnest_insert(table: str, columns: tuple[tuple[str, str], ...]) -> str:
+    arrays = ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(columns, start=1))
+    return f"INSERT INTO {table} ({_names(columns)}) SELECT * FROM unnest({arrays})"
+
+
+def _set_all(columns: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(f"{name} = excluded.{name}" for name, _ in columns[1:])
+
+
+_JOB_SELECT = f"SELECT {_names(_JOB_COLUMNS)} FROM jobs"
+_RUN_SELECT = f"SELECT {_names(_RUN_COLUMNS)} FROM runs"
+_JOB_INSERT = _unnest_insert("jobs", _JOB_COLUMNS)
+# A job that stays running keeps its lease; one that leaves running drops it.
+_JOB_UPSERT = (
+    f"{_JOB_INSERT} ON CONFLICT (id) DO UPDATE SET {_set_all(_JOB_COLUMNS)}, "
+    "lease_owner = CASE WHEN excluded.status = 'running' THEN jobs.lease_owner END, "
+    "lease_expires_at = CASE WHEN excluded.status = 'running' THEN jobs.lease_expires_at END"
+)
+_RUN_UPSERT = f"{_unnest_insert('runs', _RUN_COLUMNS)} ON CONFLICT (id) DO UPDATE SET {_set_all(_RUN_COLUMNS)}"
+_PENDING_BEFORE = "SELECT id, status, run_at FROM jobs WHERE id = ANY($1::text[])"
+_LIVE_NAME_HOLDER = (
+    f"SELECT id FROM jobs WHERE name = $1 AND status NOT IN {FINAL_STATUSES_SQL}"
+    " AND id <> ALL($2::text[])"
+)
+_CLAIM_DUE = f"""
+WITH due AS (
+    SELECT id FROM jobs
+    WHERE status = 'pending' AND run_at <= $1
+    ORDER BY priority DESC, run_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET status = 'running', lease_owner = $3, lease_expires_at = $4, updated_at = $1
+FROM due WHERE jobs.id = due.id
+RETURNING {_names(_JOB_COLUMNS, "jobs.")}
+"""
+_TAKE_OVER = f"""
+WITH expired AS (
+    SELECT id FROM jobs
+    WHERE status = 'running' AND lease_expires_at <= $1
+    ORDER BY lease_expires_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET lease_owner = $3, lease_expires_at = $4
+FROM expired WHERE jobs.id = expired.id
+RETURNING {_names(_JOB_COLUMNS, "jobs.")}
+"""
+_OPEN_RUN_OF = f"""
+SELECT DISTINCT ON (job_id) {_names(_RUN_COLUMNS)} FROM runs
+WHERE job_id = ANY($1::text[]) AND outcome IS NULL
+ORDER BY job_id, started_at DESC, id DESC
+"""
+_EXTEND = """
+UPDATE jobs SET lease_expires_at = $3
+WHERE id = ANY($2::text[]) AND lease_owner = $1 AND status = 'running'
+RETURNING id
+"""
+_RELEASE = """
+UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL
+WHERE id = ANY($2::text[]) AND lease_owner = $1 AND status = 'running'
+RETURNING id, run_at
+"""
+# Pruning deletes in chunks, each its own transaction, so a large prune never
+# holds locks (and the nodes' checkpoints) for long.
+_PRUNE_CHUNK = 2000
+_PRUNE_JOBS_PER_CHUNK = 200
+_PRUNE_OLDER = """
+DELETE FROM runs WHERE id IN (
+    SELECT id FROM runs
+    WHERE started_at < $1 AND finished_at < $1 AND outcome IS NOT NULL
+    LIMIT $2
+)
+"""
+_PRUNE_ALL_FINISHED = (
+    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE outcome IS NOT NULL LIMIT $1)"
+)
+_PRUNE_BOUNDARIES = """
+SELECT job_id, started_at, id FROM (
+    SELECT job_id, started_at, id,
+           row_number() OVER (PARTITION BY job_id ORDER BY started_at DESC, id DESC) AS rank
+    FROM runs
+    WHERE job_id IN (SELECT job_id FROM runs GROUP BY job_id HAVING count(*) > $1)
+) AS ranked
+WHERE rank = $1
+"""
+_PRUNE_BEYOND_NEWEST = """
+DELETE FROM runs USING unnest($1::text[], $2::int8[], $3::text[]) AS b(job_id, started_at, id)
+WHERE runs.job_id = b.job_id AND (runs.started_at, runs.id) < (b.started_at, b.id)
+  AND runs.outcome IS NOT NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Wakeup:
+    """A notification from another node (or this one) that the schedule changed.
+
+    ``earliest`` is the earliest run_at the change made due. None means
+    notifications may have been lost (the listening connection was re-made):
+    re-read the store instead of trusting the in-memory heap.
+    """
+
+    earliest: datetime | None
+    node: str
+
+
+WakeupCallback = Callable[[Wakeup], object]
+"""Called on the event loop for each :class:`Wakeup`; it must not block."""
+
+
+def postgres_options_from_url(url: str) -> tuple[str, str]:
+    """Split a ``postgresql://`` store URL into (DSN for the driver, schema).
+
+    The schema is the ``schema`` query parameter (default ``public``); every
+    other part of the URL goes to asyncpg unchanged.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StoreError(f"store URL {_redact(url)!r} is not a postgresql:// URL")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in query if key == "schema"]
+    if len(schemas) > 1:
+        raise StoreError(f"store URL {_redact(url)!r} names more than one schema")
+    rest = urlencode([(key, value) for key, value in query if key != "schema"])
+    dsn = urlunsplit(parts._replace(query=rest))
+    return dsn, check_schema_name(schemas[0] if schemas else "public")
+
+
+def _redact(dsn: str) -> str:
+    """``dsn`` without its password, for messages and logs."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """The rows as one list per column (the arrays ``unnest`` takes)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _deleted(status: str) -> int:
+    """The row count of a ``DELETE n`` command tag."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _became_due_earlier(
+    jobs: Iterable[Job], before: dict[str, tuple[str, int | None]]
+) -> int | None:
+    """The earliest run_at (micros) of ``jobs`` that became pending or moved earlier."""
+    earliest: int | None = None
+    for job in jobs:
+        if job.status is not JobStatus.PENDING or job.run_at is None:
+            continue
+        run_at = to_micros(job.run_at)
+        old = before.get(job.id)
+        if old is not None and old[0] == "pending" and old[1] is not None and old[1] <= run_at:
+            continue
+        if earliest is None or run_at < earliest:
+            earliest = run_at
+    return earliest
+
+
+class PostgresStore(Store):
+    """Jobs and runs in one PostgreSQL schema, shared by every node.
+
+    ``dsn`` is a ``postgresql://`` URL for asyncpg (no ``schema`` parameter:
+    use :func:`postgres_options_from_url` on a store URL). ``schema`` is
+    created and migrated on :meth:`open`. ``node`` names this daemon in the
+    notifications it sends. ``durability="normal"`` turns ``synchronous_commit``
+    off for this store's connections: a crash of the database server may then
+    lose the last commits; ``"full"`` (default) waits for the WAL flush.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        pool_size: int = 10,
+        node: str = "",
+        durability: Durability = "full",
+        connect_timeout_s: float = 10.0,
+        command_timeout_s: float = 60.0,
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise InvalidSpec("store.durability", f"must be 'full' or 'normal', not {durability!r}")
+        if pool_size < 1:
+            raise InvalidSpec("store.pool_size", "must be >= 1")
+        self.dsn = dsn
+        self.schema = check_schema_name(schema)
+        self.pool_size = pool_size
+        self.node = node
+        self.durability: Durability = durability
+        self.channel = f"nexus_schedd_{schema}"
+        """The LISTEN/NOTIFY channel of this schema."""
+        self._connect_timeout_s = connect_timeout_s
+        self._command_timeout_s = command_timeout_s
+        self._where = f"{_redact(dsn)} (schema {schema})"
+        self._pool: asyncpg.Pool | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def _server_settings(self) -> dict[str, str]:
+        return {
+            "search_path": _quote_ident(self.schema),
+            "synchronous_commit": "on" if self.durability == "full" else "off",
+            "application_name": f"nexus-schedd {self.node}".strip(),
+        }
+
+    async def _connect(self) -> asyncpg.Connection:
+        try:
+            return await asyncpg.connect(
+                self.dsn,
+                timeout=self._connect_timeout_s,
+                command_timeout=self._command_timeout_s,
+                server_settings=self._server_settings(),
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(
+                f"{self._where}: cannot connect to PostgreSQL: {_reason(exc)}"
+            ) from None
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        connection = await self._connect()
+        try:
+            await self._migrate(connection)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StoreError(f"{self._where}: cannot open the store: {_reason(exc)}") from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await connection.close()
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=self._connect_timeout_s,
+                command_timeout=self._command_timeout_s,
+                server_settings=self._server_settings(),
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(
+                f"{self._where}: cannot connect to PostgreSQL: {_reason(exc)}"
+            ) from None
+        _log.info("store_opened", store=self._where, durability=self.durability, node=self.node)
+
+    async def _migrate(self, connection: Connection) -> None:
+        """Create or upgrade the schema, one node at a time (advisory lock)."""
+        lock = (ADVISORY_LOCK_CLASS, self.schema)
+        await connection.execute("SELECT pg_advisory_lock($1, hashtext($2))", *lock)
+        try:
+            quoted = _quote_ident(self.schema)
+            has_versions = await connection.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL", f"{quoted}.schema_migrations"
+            )
+            if has_versions:
+                version = await connection.fetchval(
+                    "SELECT coalesce(max(version), 0) FROM schema_migrations"
+                )
+            else:
+                foreign = await connection.fetchval(
+                    "SELECT to_regclass($1) IS NOT NULL OR to_regclass($2) IS NOT NULL",
+                    f"{quoted}.jobs",
+                    f"{quoted}.runs",
+                )
+                if foreign:
+                    raise StoreError(
+                        f"{self._where}: the schema holds jobs/runs tables that nexus-schedd "
+                        "did not create (no schema_migrations); refusing to use it"
+                    )
+                version = 0
+            for migration in pending_migrations(int(version), self._where):
+                async with connection.transaction():
+                    await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+                    await connection.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                        " version integer PRIMARY KEY,"
+                        " description text NOT NULL,"
+                        " applied_at timestamptz NOT NULL DEFAULT now())"
+                    )
+                    for statement in migration.statements:
+                        await connection.execute(statement)
+                    await connection.execute(
+                        "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+                        migration.version,
+                        migration.description,
+                    )
+                _log.info(
+                    "store_migrated",
+                    store=self._where,
+                    version=migration.version,
+                    description=migration.description,
+                )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await connection.execute("SELECT pg_advisory_unlock($1, hashtext($2))", *lock)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # Waits for the calls in flight to give their connections back.
+            with anyio.CancelScope(shield=True):
+                await pool.close()
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError(f"{self._where}: the store is not open")
+        return self._pool
+
+    async def _transaction(self, action: str, body: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run ``body`` in one transaction on a pooled connection.
+
+        Shielded: once started, a write commits or fails as a whole; a caller
+        cancelled half-way cannot leave it undecided (``command_timeout_s``
+        bounds a server that stopped answering).
+        """
+        pool = self._require_pool()
+        with anyio.CancelScope(shield=True):
+            try:
+                async with pool.acquire() as connection, connection.transaction():
+                    result = await body(connection)
+            except SchedulerError:
+                raise
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                raise StoreError(
+                    f"{self._where}: {action} failed, nothing was changed: {_reason(exc)}"
+                ) from None
+        return result
+
+    async def _fetch(self, sql: str, *parameters: Any) -> list[asyncpg.Record]:
+        pool = self._require_pool()
+        try:
+            return await pool.fetch(sql, *parameters)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise StoreError(f"{self._where}: read failed: {_reason(exc)}") from None
+
+    async def _notify(self, connection: Connection, earliest_us: int) -> None:
+        payload = json.dumps({"earliest": earliest_us, "node": self.node}, separators=(",", ":"))
+        await connection.execute("SELECT pg_notify($1, $2)", self.channel, payload)
+
+    # -- writes ---------------------------------------------------------------------
+
+    async def insert_jobs(self, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
+        rows = _columns([job_row(j) for j in jobs], len(_JOB_COLUMNS))
+        earliest = _became_due_earlier(jobs, {})
+
+        async def body(connection: Connection) -> None:
+            await connection.execute(_JOB_INSERT, *rows)
+            if earliest is not None:
+                await self._notify(connection, earliest)
+
+        await self._guarded("insert", body, list(jobs))
+
+    async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
+        if not jobs and not runs:
+            return
+        # One upsert cannot touch a row twice: the last version of a job or run wins,
+        # as it would with one statement per row.
+        unique_jobs = list({job.id: job for job in jobs}.values())
+        unique_runs = list({run.id: run for run in runs}.values())
+        job_rows = _columns([job_row(j) for j in unique_jobs], len(_JOB_COLUMNS))
+        run_rows = _columns([run_row(r) for r in unique_runs], len(_RUN_COLUMNS))
+
+        async def body(connection: Connection) -> None:
+            if unique_jobs:
+                before = {
+                    record[0]: (record[1], record[2])
+                    for record in await connection.fetch(_PENDING_BEFORE, job_rows[0])
+                }
+                await connection.execute(_JOB_UPSERT, *job_rows)
+                earliest = _became_due_earlier(unique_jobs, before)
+                if earliest is not None:
+                    await self._notify(connection, earliest)
+            if unique_runs:
+                await connection.execute(_RUN_UPSERT, *run_rows)
+
+        await self._guarded("write", body, unique_jobs)
+
+    async def _guarded(
+        self, action: str, body: Callable[[Connection], Awaitable[None]], jobs: list[Job]
+    ) -> None:
+        """Run a job-writing transaction, reporting a live-name clash as JobExists."""
+        pool = self._require_pool()
+        with anyio.CancelScope(shield=True):
+            try:
+                async with pool.acquire() as connection, connection.transaction():
+                    await body(connection)
+                return
+            except asyncpg.UniqueViolationError as exc:
+                error = exc
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                raise StoreError(
+                    f"{self._where}: {action} failed, nothing was changed: {_reason(exc)}"
+                ) from None
+        raise await self._unique_error(error, jobs) from None
+
+    async def _unique_error(
+        self, exc: asyncpg.UniqueViolationError, jobs: Sequence[Job]
+    ) -> SchedulerError:
+        """The user-facing error for a call rolled back on a unique index."""
+        constraint = getattr(exc, "constraint_name", None)
+        if constraint == "jobs_pkey":
+            return StoreError(f"{self._where}: a job with the same id already exists")
+        if constraint == "jobs_live_name":
+            conflict = await self._name_conflict(jobs)
+            if conflict is not None:
+                return conflict
+        return StoreError(f"{self._where}: write failed, nothing was changed: {_reason(exc)}")
+
+    async def _name_conflict(self, jobs: Sequence[Job]) -> JobExists | None:
+        ids = [job.id for job in jobs]
+        seen: dict[str, str] = {}
+        for job in jobs:
+            if job.name is None or job.status.is_final:
+                continue
+            if job.name in seen:
+                return JobExists(job.name, seen[job.name])
+            seen[job.name] = job.id
+            holders = await self._fetch(_LIVE_NAME_HOLDER, job.name, ids)
+            if holders:
+                return JobExists(job.name, holders[0][0])
+        return None
+
+    async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
+        if keep_per_job < 0:
+            raise InvalidSpec("history.keep_per_job", "must be >= 0")
+        if keep_per_job == 0:
+            return await self._delete_in_chunks(_PRUNE_ALL_FINISHED, _PRUNE_CHUNK)
+        deleted = await self._delete_in_chunks(_PRUNE_OLDER, to_micros(older_than), _PRUNE_CHUNK)
+        boundaries = await self._fetch(_PRUNE_BOUNDARIES, keep_per_job)
+        for offset in range(0, len(boundaries), _PRUNE_JOBS_PER_CHUNK):
+            chunk = _columns(
+                [tuple(b) for b in boundaries[offset : offset + _PRUNE_JOBS_PER_CHUNK]], 3
+            )
+            deleted += await self._delete(_PRUNE_BEYOND_NEWEST, *chunk)
+        return deleted
+
+    async def _delete(self, sql: str, *parameters: Any) -> int:
+        async def body(connection: Connection) -> int:
+            return _deleted(await connection.execute(sql, *parameters))
+
+        return await self._transaction("prune", body)
+
+    async def _delete_in_chunks(self, sql: str, *parameters: Any) -> int:
+        """Run a ``LIMIT chunk`` delete (chunk is the last parameter) until nothing is left."""
+        deleted = 0
+        while True:
+            count = await self._delete(sql, *parameters)
+            deleted += count
+            if count < parameters[-1]:
+                return deleted
+
+    # -- multi-node primitives ------------------------------------------------------
+
+    async def claim_due(self, node: str, now: datetime, limit: int, lease_s: float) -> list[Job]:
+        """Claim up to ``limit`` due pending jobs for ``node`` until ``now + lease_s``.
+
+        In one transaction: the due jobs (highest priority first, then earliest
+        run_at, then id) that no other transaction holds are set ``running``
+        with this node's lease, and returned in that order. Two nodes claiming
+        at once never get the same job (``FOR UPDATE SKIP LOCKED``).
+        """
+        check_limit(limit)
+        if lease_s <= 0:
+            raise InvalidSpec("lease_s", "must be > 0")
+        now_us = to_micros(now)
+        until_us = to_micros(now + timedelta(seconds=lease_s))
+
+        async def body(connection: Connection) -> list[Job]:
+            rows = await connection.fetch(_CLAIM_DUE, now_us, limit, node, until_us)
+            return [_job(row) for row in rows]
+
+        claimed = await self._transaction("claim", body)
+        claimed.sort(key=lambda j: (-j.priority, to_micros(j.run_at or now), j.id))
+        return claimed
+
+    async def extend_leases(self, node: str, job_ids: Sequence[str], until: datetime) -> set[str]:
+        """Extend ``node``'s leases on ``job_ids`` to ``until``.
+
+        Returns the ids whose lease was extended; a running job missing from it
+        is no longer this node's (taken over after its lease expired, or moved
+        out of ``running`` by another node): stop treating it as ours.
+        """
+        if not job_ids:
+            return set()
+
+        async def body(connection: Connection) -> set[str]:
+            rows = await connection.fetch(_EXTEND, node, list(job_ids), to_micros(until))
+            return {row[0] for row in rows}
+
+        return await self._transaction("extend leases", body)
+
+    async def release(self, node: str, job_ids: Sequence[str]) -> set[str]:
+        """Give claimed jobs that ``node`` did not start back: pending again, no lease.
+
+        Only jobs still running under ``node``'s lease change; their ids are
+        returned, and other nodes are notified that they are due. A job that ran
+        is not released but written (a write leaving ``running`` drops the lease).
+        """
+        if not job_ids:
+            return set()
+
+        async def body(connection: Connection) -> set[str]:
+            rows = await connection.fetch(_RELEASE, node, list(job_ids))
+            due = [row[1] for row in rows if row[1] is not None]
+            if due:
+                await self._notify(connection, min(due))
+            return {row[0] for row in rows}
+
+        return await self._transaction("release", body)
+
+    async def take_over_expired(
+        self, node: str, now: datetime, limit: int, lease_s: float
+    ) -> list[tuple[Job, Run | None]]:
+        """Take over up to ``limit`` running jobs whose lease expired by ``now``.
+
+        Their node died (or lost the database for longer than its lease). Each
+        job moves to ``node`` with a lease until ``now + lease_s`` and comes with
+        its open run (no outcome yet), if any, so the engine records that run as
+        ``crashed`` and retries per policy. Claimed atomically: two survivors
+        never take the same job.
+        """
+        check_limit(limit)
+        if lease_s <= 0:
+            raise InvalidSpec("lease_s", "must be > 0")
+        now_us = to_micros(now)
+        until_us = to_micros(now + timedelta(seconds=lease_s))
+
+        async def body(connection: Connection) -> list[tuple[Job, Run | None]]:
+            jobs = [
+                _job(row)
+                for row in await connection.fetch(_TAKE_OVER, now_us, limit, node, until_us)
+            ]
+            if not jobs:
+                return []
+            open_runs = {
+                run.job_id: run
+                for run in (
+                    _run(row) for row in await connection.fetch(_OPEN_RUN_OF, [j.id for j in jobs])
+                )
+            }
+            return [(job, open_runs.get(job.id)) for job in sorted(jobs, key=lambda j: j.id)]
+
+        return await self._transaction("take over", body)
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest run_at of any pending job (a node sleeps until then), or None."""
+        rows = await self._fetch("SELECT min(run_at) FROM jobs WHERE status = 'pending'")
+        value = rows[0][0]
+        return None if value is None else from_micros(value)
+
+    async def next_lease_expiry(self) -> datetime | None:
+        """The earliest lease expiry among running jobs (when a take-over may be due), or None."""
+        rows = await self._fetch("SELECT min(lease_expires_at) FROM jobs WHERE status = 'running'")
+        value = rows[0][0]
+        return None if value is None else from_micros(value)
+
+    async def lease_of(self, job_id: str) -> tuple[str, datetime] | None:
+        """The (node, expiry) lease on a job, or None when it has none."""
+        rows = await self._fetch(
+            "SELECT lease_owner, lease_expires_at FROM jobs WHERE id = $1", job_id
+        )
+        if not rows or rows[0][0] is None or rows[0][1] is None:
+            return None
+        return rows[0][0], from_micros(rows[0][1])
+
+    async def notify_changed(self, earliest: datetime) -> None:
+        """Tell every listening node that a job is due at ``earliest``.
+
+        Inserts, writes and releases already notify in their own transaction;
+        this is for changes made outside the store's write methods.
+        """
+
+        async def body(connection: Connection) -> None:
+            await self._notify(connection, to_micros(earliest))
+
+        await self._transaction("notify", body)
+
+    async def listen(
+        self,
+        callback: WakeupCallback,
+        *,
+        reconnect_delay_s: float = 1.0,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Deliver this schema's notifications to ``callback`` until cancelled.
+
+        Start it with ``await task_group.start(store.listen, callback)``: it
+        reports started once LISTEN is in effect (a failure to connect then is a
+        StoreError). It holds its own connection, outside the pool. When that
+        connection is lost it reconnects (delay doubling up to 30 s) and then
+        calls ``callback(Wakeup(None, ""))``: notifications sent meanwhile are
+        lost, so the node must re-read the store.
+        """
+        delay = reconnect_delay_s
+        started = False
+        while True:
+            lost = anyio.Event()
+            try:
+                connection = await self._connect()
+            except StoreError as exc:
+                if not started:
+                    raise
+                _log.warning("store_listener_reconnect_failed", error=exc.message, delay_s=delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            try:
+
+                def on_notification(
+                    _connection: object, _pid: int, _channel: str, payload: object
+                ) -> None:
+                    callback(_decode_wakeup(payload))
+
+                connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
+                await connection.add_listener(self.channel, on_notification)
+                if started:
+                    _log.info("store_listener_reconnected", channel=self.channel)
+                    callback(Wakeup(None, ""))
+                else:
+                    started = True
+                    task_status.started()
+                delay = reconnect_delay_s
+                await lost.wait()
+                _log.warning("store_listener_lost", channel=self.channel)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                if not started:
+                    raise StoreError(f"{self._where}: cannot listen: {_reason(exc)}") from None
+                _log.warning("store_listener_failed", error=_reason(exc))
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if not connection.is_closed():
+                        await connection.close()
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._fetch(f"{_JOB_SELECT} WHERE id = $1", job_id)
+        return next((_job(row) for row in rows), None)
+
+    async def get_job_by_name(self, name: str) -> Job | None:
+        rows = await self._fetch(
+            f"{_JOB_SELECT} WHERE name = $1 AND status NOT IN {FINAL_STATUSES_SQL}", name
+        )
+        return next((_job(row) for row in rows), None)
+
+    async def list_jobs(self, where: JobFilter, limit: int, cursor: str | None = None) -> Page[Job]:
+        check_limit(limit)
+        clauses: list[str] = []
+        parameters: list[Any] = []
+
+        def parameter(value: Any) -> str:
+            parameters.append(value)
+            return f"${len(parameters)}"
+
+        if where.statuses:
+            statuses = sorted(s.value for s in where.statuses)
+            clauses.append(f"status = ANY({parameter(statuses)}::text[])")
+        if where.job_type is not None:
+            clauses.append(f"job_type = {parameter(where.job_type)}")
+        if where.target_id is not None:
+            clauses.append(f"target_id = {parameter(where.target_id)}")
+        if where.due_before is not None:
+            clauses.append(
+                f"status = 'pending' AND run_at <= {parameter(to_micros(where.due_before))}"
+            )
+        if cursor is not None:
+            clauses.append(f"id > {parameter(decode_job_cursor(cursor))}")
+        sql = _JOB_SELECT
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY id LIMIT {parameter(limit + 1)}"
+        jobs = [_job(row) for row in await self._fetch(sql, *parameters)]
+        if len(jobs) > limit:
+            del jobs[limit:]
+            return Page(jobs, encode_job_cursor(jobs[-1].id))
+        return Page(jobs, None)
+
+    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+        check_limit(limit)
+        if after is None:
+            rows = await self._fetch(
+                f"{_JOB_SELECT} WHERE status = 'pending' ORDER BY run_at, id LIMIT $1", limit
+            )
+        else:
+            rows = await self._fetch(
+                f"{_JOB_SELECT} WHERE status = 'pending' AND (run_at, id) > ($1, $2)"
+                " ORDER BY run_at, id LIMIT $3",
+                to_micros(after[0]),
+                after[1],
+                limit,
+            )
+        return [_job(row) for row in rows]
+
+    async def jobs_in_status(self, status: JobStatus) -> list[Job]:
+        rows = await self._fetch(f"{_JOB_SELECT} WHERE status = $1 ORDER BY id", status.value)
+        return [_job(row) for row in rows]
+
+    async def open_runs(self) -> list[Run]:
+        rows = await self._fetch(f"{_RUN_SELECT} WHERE outcome IS NULL ORDER BY started_at, id")
+        return [_run(row) for row in rows]
+
+    async def list_runs(self, where: RunFilter, limit: int, cursor: str | None = None) -> Page[Run]:
+        check_limit(limit)
+        clauses: list[str] = []
+        parameters: list[Any] = []
+
+        def parameter(value: Any) -> str:
+            parameters.append(value)
+            return f"${len(parameters)}"
+
+        if where.job_id is not None:
+            clauses.append(f"job_id = {parameter(where.job_id)}")
+        if where.outcomes:
+            outcomes = sorted(o.value for o in where.outcomes)
+            clauses.append(f"outcome = ANY({parameter(outcomes)}::text[])")
+        if cursor is not None:
+            started_us, run_id = decode_run_cursor(cursor)
+            clauses.append(f"(started_at, id) < ({parameter(started_us)}, {parameter(run_id)})")
+        sql = _RUN_SELECT
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY started_at DESC, id DESC LIMIT {parameter(limit + 1)}"
+        runs = [_run(row) for row in await self._fetch(sql, *parameters)]
+        if len(runs) > limit:
+            del runs[limit:]
+            last = runs[-1]
+            return Page(runs, encode_run_cursor(to_micros(last.started_at), last.id))
+        return Page(runs, None)
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        rows = await self._fetch("SELECT status, count(*) FROM jobs GROUP BY status")
+        return {_STATUS[status]: count for status, count in rows}
+
+
+def _job(row: asyncpg.Record) -> Job:
+    return job_from_row(cast(Sequence[Any], row))
+
+
+def _run(row: asyncpg.Record) -> Run:
+    return run_from_row(cast(Sequence[Any], row))
+
+
+def _decode_wakeup(payload: object) -> Wakeup:
+    """A notification's payload as a Wakeup; anything unreadable asks for a re-read."""
+    try:
+        data = json.loads(str(payload))
+        earliest, node = data["earliest"], data["node"]
+        if isinstance(earliest, int) and not isinstance(earliest, bool) and isinstance(node, str):
+            return Wakeup(from_micros(earliest), node)
+    except (ValueError, TypeError, KeyError, OverflowError):
+        pass
+    return Wakeup(None, "")
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+__all__ = [
+    "Durability",
+    "PostgresStore",
+    "Wakeup",
+    "WakeupCallback",
+    "postgres_options_from_url",
+]

@@ -1,0 +1,121 @@
+"""The PostgreSQL schema and its forward migrations.
+
+The applied migrations are rows of ``schema_migrations`` in the store's schema
+(one row per version, so a migration applied twice would fail on its primary
+key instead of going unnoticed). Migrations run under a session advisory lock
+keyed on the schema, so nodes that start together take turns: the first
+creates the schema, the others find it current.
+
+Columns use the encoding of the SQLite store: instants are ``bigint``
+microseconds since the Unix epoch (UTC), JSON is compact text. Rows convert with
+the same functions on both backends, and pagination keys compare the same way.
+Two columns exist only here: ``lease_owner`` and ``lease_expires_at`` (the
+multi-node claim of a running job; the model's ``Job`` has no lease fields).
+"""
+
+from __future__ import annotations
+
+import re
+
+from nexus_schedd.errors import StoreError
+from nexus_schedd.store.schema import FINAL_STATUSES_SQL, Migration
+
+ADVISORY_LOCK_CLASS = 0x6E78_7364
+"""First key of ``pg_advisory_lock(int4, int4)`` ("nxsd"); the second is ``hashtext(schema)``."""
+
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,46}")
+"""Schema names the store accepts: plain lower-case identifiers, short enough that the
+notification channel ``nexus_schedd_<schema>`` stays within PostgreSQL's 63 bytes."""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="jobs and runs with leases",
+        statements=(
+            """
+            CREATE TABLE jobs (
+                id text NOT NULL PRIMARY KEY,
+                name text,
+                job_type text NOT NULL,
+                target_id text,
+                status text NOT NULL,
+                run_at bigint,
+                scheduled_for bigint,
+                anchor_at bigint NOT NULL,
+                created_at bigint NOT NULL,
+                updated_at bigint NOT NULL,
+                payload text NOT NULL,
+                recurrence text,
+                priority integer NOT NULL,
+                max_retries integer NOT NULL,
+                retry_count integer NOT NULL,
+                occurrence_count bigint NOT NULL,
+                timeout_s double precision,
+                misfire text NOT NULL,
+                misfire_grace_s double precision NOT NULL,
+                overlap text NOT NULL,
+                jitter_s double precision NOT NULL,
+                last_result text,
+                static smallint NOT NULL,
+                lease_owner text,
+                lease_expires_at bigint
+            )
+            """,
+            # The engine's heap window and next_due_at: pending jobs by (run_at, id).
+            "CREATE INDEX jobs_pending ON jobs (run_at, id) WHERE status = 'pending'",
+            # claim_due's order when more jobs are due than a node takes at once.
+            "CREATE INDEX jobs_claim ON jobs (priority DESC, run_at, id) WHERE status = 'pending'",
+            # Names are unique among jobs that are not final (reported as JobExists).
+            f"""
+            CREATE UNIQUE INDEX jobs_live_name ON jobs (name)
+            WHERE name IS NOT NULL AND status NOT IN {FINAL_STATUSES_SQL}
+            """,
+            "CREATE INDEX jobs_status ON jobs (status, id)",
+            "CREATE INDEX jobs_job_type ON jobs (job_type, id)",
+            "CREATE INDEX jobs_target ON jobs (target_id, id) WHERE target_id IS NOT NULL",
+            # take_over_expired: running jobs by lease expiry.
+            "CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE status = 'running'",
+            """
+            CREATE TABLE runs (
+                id text NOT NULL PRIMARY KEY,
+                job_id text NOT NULL,
+                job_type text NOT NULL,
+                scheduled_for bigint NOT NULL,
+                attempt integer NOT NULL,
+                started_at bigint NOT NULL,
+                finished_at bigint,
+                outcome text,
+                error text,
+                output text,
+                node text NOT NULL
+            )
+            """,
+            "CREATE INDEX runs_newest ON runs (started_at, id)",
+            "CREATE INDEX runs_job_newest ON runs (job_id, started_at, id)",
+            "CREATE INDEX runs_open ON runs (job_id, started_at) WHERE outcome IS NULL",
+        ),
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+"""The schema version this code writes."""
+
+
+def check_schema_name(schema: str) -> str:
+    """Return ``schema`` if the store accepts it as a schema name, else raise StoreError."""
+    if not isinstance(schema, str) or SCHEMA_NAME.fullmatch(schema) is None:
+        raise StoreError(
+            f"PostgreSQL schema {schema!r}: use a lower-case identifier of at most 47 "
+            "characters (letters, digits, underscores; not starting with a digit)"
+        )
+    return schema
+
+
+def pending_migrations(version: int, where: str) -> tuple[Migration, ...]:
+    """The migrations a schema at ``version`` still needs; StoreError if it is newer."""
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{where}: schema version {version} is newer than this nexus-schedd "
+            f"({SCHEMA_VERSION}); upgrade nexus-schedd"
+        )
+    return tuple(m for m in MIGRATIONS if m.version > version)
