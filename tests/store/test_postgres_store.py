@@ -1,0 +1,163 @@
+"""PostgreSQL store behaviour beyond the shared suite: schema, migrations, URLs, errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import asyncpg
+import pytest
+
+from nexus_schedd.errors import StoreError
+from nexus_schedd.store import open_store
+from nexus_schedd.store.postgres import PostgresStore, postgres_options_from_url
+from nexus_schedd.store.postgres_schema import SCHEMA_VERSION
+from tests.store.factories import (
+    POSTGRES_DSN,
+    check_postgres_reachable,
+    drop_schema,
+    fresh_schema_name,
+    make_job,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    """A schema name nobody uses yet; dropped after the test."""
+    await check_postgres_reachable()
+    name = fresh_schema_name()
+    try:
+        yield name
+    finally:
+        await drop_schema(name)
+
+
+async def sql(statement: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        return await connection.fetch(statement)
+    finally:
+        await connection.close()
+
+
+async def test_stores_opening_a_fresh_schema_together_create_it_once(schema: str) -> None:
+    stores = [PostgresStore(POSTGRES_DSN, schema=schema, pool_size=2) for _ in range(5)]
+    try:
+        async with anyio.create_task_group() as tg:
+            for store in stores:
+                tg.start_soon(store.open)
+        await stores[0].insert_jobs([make_job(1)])
+        assert [await s.get_job("J0001") for s in stores] == [make_job(1)] * 5
+    finally:
+        for store in stores:
+            await store.close()
+
+    applied = await sql(f"SELECT version FROM {schema}.schema_migrations ORDER BY version")
+    assert [row[0] for row in applied] == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_reopening_keeps_the_data_and_migrates_nothing(schema: str) -> None:
+    first = PostgresStore(POSTGRES_DSN, schema=schema)
+    await first.open()
+    await first.insert_jobs([make_job(1, name="kept")])
+    await first.close()
+
+    second = PostgresStore(POSTGRES_DSN, schema=schema)
+    await second.open()
+    try:
+        assert await second.get_job_by_name("kept") == make_job(1, name="kept")
+    finally:
+        await second.close()
+    applied = await sql(f"SELECT count(*) FROM {schema}.schema_migrations")
+    assert applied[0][0] == SCHEMA_VERSION
+
+
+async def test_a_schema_from_a_newer_version_is_refused_untouched(schema: str) -> None:
+    store = PostgresStore(POSTGRES_DSN, schema=schema)
+    await store.open()
+    await store.close()
+    await sql(
+        f"INSERT INTO {schema}.schema_migrations (version, description)"
+        f" VALUES ({SCHEMA_VERSION + 1}, 'from the future')"
+    )
+
+    newer = PostgresStore(POSTGRES_DSN, schema=schema)
+    with pytest.raises(StoreError, match="newer than this nexus-schedd"):
+        await newer.open()
+    with pytest.raises(StoreError, match="not open"):
+        await newer.get_job("J0001")
+
+
+async def test_a_schema_with_foreign_jobs_tables_is_refused(schema: str) -> None:
+    await sql(f"CREATE SCHEMA {schema}")
+    await sql(f"CREATE TABLE {schema}.jobs (id int)")
+
+    with pytest.raises(StoreError, match="did not create"):
+        await PostgresStore(POSTGRES_DSN, schema=schema).open()
+    columns = await sql(
+        "SELECT column_name FROM information_schema.columns"
+        f" WHERE table_schema = '{schema}' AND table_name = 'jobs'"
+    )
+    assert [row[0] for row in columns] == ["id"]
+
+
+async def test_an_unreachable_server_is_a_store_error_without_the_password() -> None:
+    # Port 1 on loopback refuses at once.
+    store = PostgresStore("postgresql://someone:s3cret@127.0.0.1:1/test", schema="x")
+
+    with pytest.raises(StoreError) as caught:
+        await store.open()
+
+    assert "cannot connect to PostgreSQL" in caught.value.message
+    assert "s3cret" not in caught.value.message
+    assert "someone:***@127.0.0.1:1" in caught.value.message
+
+
+@pytest.mark.parametrize("bad", ["Upper", "1digit", "has-dash", "a" * 48, "x;drop", ""])
+def test_schema_names_that_are_not_plain_identifiers_are_refused(bad: str) -> None:
+    with pytest.raises(StoreError, match="schema"):
+        PostgresStore(POSTGRES_DSN, schema=bad)
+
+
+def test_a_store_url_names_its_schema_in_the_query() -> None:
+    assert postgres_options_from_url("postgresql://u@h:5432/db?schema=nodes&sslmode=disable") == (
+        "postgresql://u@h:5432/db?sslmode=disable",
+        "nodes",
+    )
+    assert postgres_options_from_url("postgres://h/db") == ("postgres://h/db", "public")
+    with pytest.raises(StoreError):
+        postgres_options_from_url("postgresql://h/db?schema=a&schema=b")
+
+    store = open_store("postgresql://u@h/db?schema=nodes", durability="normal")
+    assert isinstance(store, PostgresStore)
+    assert (store.dsn, store.schema, store.durability) == ("postgresql://u@h/db", "nodes", "normal")
+    assert store.channel == "nexus_schedd_nodes"
+
+
+async def test_a_store_opened_from_its_url_works_in_its_schema(schema: str) -> None:
+    store = open_store(f"{POSTGRES_DSN}?schema={schema}")
+    await store.open()
+    try:
+        await store.insert_jobs([make_job(1)])
+    finally:
+        await store.close()
+
+    rows = await sql(f"SELECT id FROM {schema}.jobs")
+    assert [row[0] for row in rows] == ["J0001"]
+
+
+async def test_durability_normal_turns_synchronous_commit_off_for_the_store_only(
+    schema: str,
+) -> None:
+    relaxed = PostgresStore(POSTGRES_DSN, schema=schema, durability="normal")
+    strict = PostgresStore(POSTGRES_DSN, schema=schema)
+    await relaxed.open()
+    await strict.open()
+    try:
+        assert [tuple(r) for r in await relaxed._fetch("SHOW synchronous_commit")] == [("off",)]
+        assert [tuple(r) for r in await strict._fetch("SHOW synchronous_commit")] == [("on",)]
+    finally:
+        await relaxed.close()
+        await strict.close()
