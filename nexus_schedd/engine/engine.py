@@ -1,0 +1,1086 @@
+"""The engine: a heap of due times, dispatch to long-lived workers, the retry,
+misfire and overlap policies, and batched checkpoints to the store.
+
+Flow of one attempt::
+
+    timer heap --due--> ready heap --slot free--> start batch --on disk--> worker
+    (run_at, seq)       (-priority, run_at)       (RUNNING + open run)      handler
+                                                                              |
+    timer heap <--next occurrence / retry-- result (staged, group commit) <---+
+
+The scheduler task sleeps with ``clock.deadline_scope(earliest due)`` on a wake-up
+event; it never wakes while nothing is due. State lives in three places: the
+store (durable), the checkpointer's staged rows (newer than the store), and
+``_jobs`` (the newest version of every job in the heap window or running).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import statistics
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from nexus_schedd.clock import Clock
+from nexus_schedd.engine.checkpoint import Checkpointer
+from nexus_schedd.engine.events import EventHub
+from nexus_schedd.engine.policies import Occurrence, backoff_delay, following, walk_missed
+from nexus_schedd.engine.service import UNSET, EngineStatus, Event, EventKind
+from nexus_schedd.engine.settings import EngineSettings
+from nexus_schedd.errors import InvalidJobState, JobExists, JobNotFound, UnknownJobType
+from nexus_schedd.handlers.base import Handler, HandlerContext
+from nexus_schedd.handlers.registry import HandlerRegistry
+from nexus_schedd.model import (
+    Job,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    LastResult,
+    MisfirePolicy,
+    OverlapPolicy,
+    Recurrence,
+    Run,
+    RunOutcome,
+    new_id,
+    truncate_output,
+)
+from nexus_schedd.model.schedule import first_occurrence, validate_schedule
+from nexus_schedd.store.base import JobFilter, Page, RunFilter, Store
+
+PRUNE_EVERY_RUNS = 10_000
+"""Finished runs between two history prunes (pruning only happens while busy)."""
+
+LATENCY_SAMPLES = 1000
+TRIGGER_PRIORITY = -(2**40)
+"""Ready-heap key of a triggered attempt: ahead of every priority a job can have."""
+
+_NOT_FINAL = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.PAUSED})
+
+
+@dataclass(eq=False, slots=True)
+class _Attempt:
+    """One handler call in flight."""
+
+    job: Job
+    run: Run
+    handler: Handler | None
+    extra: bool
+    deadline: datetime | None
+    lateness_ms: float
+    scope: anyio.CancelScope | None = None
+    cancel_reason: str | None = None
+    """Set by cancel/replace ("canceled") or shutdown ("shutdown") before cancelling."""
+
+
+@dataclass(eq=False, slots=True)
+class _Running:
+    """What the engine knows about a job with attempts in flight."""
+
+    current: _Attempt | None
+    """The attempt the job's RUNNING status stands for (None once it ended)."""
+    upcoming: Occurrence | None
+    """Where the schedule goes when ``current`` ends; its run_at is the overlap timer."""
+    detached: set[_Attempt] = field(default_factory=set)
+    """Attempts overtaken by a newer occurrence (overlap allow/replace): recorded only."""
+
+
+class _AttemptLog:
+    """A logger bound with the attempt's keys on first use (most handlers never log)."""
+
+    __slots__ = ("_bound", "_keys", "_log")
+
+    def __init__(self, log: Any, keys: dict[str, Any]) -> None:
+        self._log = log
+        self._keys = keys
+        self._bound: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._bound is None:
+            self._bound = self._log.bind(**self._keys)
+        return getattr(self._bound, name)
+
+
+class Engine:
+    """The scheduler of SPEC sections 4 and 5 (single node); see the module docstring.
+
+    Start it with ``await tg.start(engine.run)``; stop it with ``await engine.stop()``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: HandlerRegistry,
+        clock: Clock,
+        settings: EngineSettings,
+        *,
+        log: Any | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._clock = clock
+        self._settings = settings
+        self._log: Any = log if log is not None else structlog.get_logger("nexus_schedd.engine")
+        self._rng = rng or random.Random()
+        self._ckpt = Checkpointer(store, self._log)
+        self._events = EventHub()
+
+        self._jobs: dict[str, Job] = {}
+        self._running: dict[str, _Running] = {}
+        self._timers: list[tuple[datetime, int, str]] = []
+        self._ready: list[tuple[int, datetime, int, str]] = []
+        self._blocked: dict[str, list[tuple[int, datetime, int, str]]] = {}
+        self._token: dict[str, int] = {}
+        self._seq = itertools.count()
+        self._triggers: dict[str, list[tuple[anyio.Event, list[Job | BaseException]]]] = {}
+
+        self._window_end: tuple[datetime, str] | None = None
+        self._window_complete = True
+
+        self._active = 0
+        self._active_by_type: dict[str, int] = {}
+        self._tally: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
+        self._lateness: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._loop_lag_ms = 0.0
+        self._finished_since_prune = 0
+        self._prune_due = False
+
+        self._wakeup = anyio.Event()
+        self._sleeping_until: datetime | None = None
+        self._sleeping = False
+        self._send: MemoryObjectSendStream[_Attempt] | None = None
+        self._receive: MemoryObjectReceiveStream[_Attempt] | None = None
+        self._tg: TaskGroup | None = None
+        self._stopping = False
+        self._drained: anyio.Event | None = None
+        self._done = anyio.Event()
+        self._alive = False
+        self.loop_iterations = 0
+        """Scheduler loop passes so far (grows only while there is work)."""
+        self.started_at = clock.now()
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Recover, load the heap window, report started, then schedule until stop()."""
+        send, receive = anyio.create_memory_object_stream[_Attempt](float("inf"))
+        self._send, self._receive = send, receive
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(self._ckpt.run)
+                self.started_at = self._clock.now()
+                await self._recover()
+                self._tally.update(await self._store.count_by_status())
+                await self._load_window(None)
+                for _ in range(self._settings.max_concurrency):
+                    tg.start_soon(self._worker)
+                tg.start_soon(self._schedule_loop)
+                self._alive = True
+                self._log.info(
+                    "engine_started",
+                    node=self._settings.node,
+                    pending=self._tally[JobStatus.PENDING],
+                    max_concurrency=self._settings.max_concurrency,
+                )
+                task_status.started()
+        finally:
+            self._alive = False
+            send.close()
+            receive.close()
+            self._done.set()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop starting jobs, give running attempts ``grace_s`` to finish, cancel the
+        rest (recorded canceled, retried on next start without counting), checkpoint,
+        and make run() return."""
+        if self._stopping:
+            await self._done.wait()
+            return
+        self._stopping = True
+        self._poke()
+        grace = self._settings.shutdown_grace_s if grace_s is None else grace_s
+        self._log.info("engine_stopping", running=self._active, grace_s=grace)
+        if self._active:
+            self._drained = anyio.Event()
+            with self._clock.deadline_scope(self._clock.now() + timedelta(seconds=grace)):
+                await self._drained.wait()
+        if self._active:
+            self._drained = anyio.Event()
+            for attempt in self._all_attempts():
+                self._cancel_attempt(attempt, "shutdown")
+            await self._drained.wait()
+        await self._ckpt.flush()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        await self._done.wait()
+        self._log.info("engine_stopped")
+
+    @property
+    def healthy(self) -> bool:
+        """True while run() is serving and its scheduler task is alive.
+
+        The daemon pings the systemd watchdog from a task on the same event loop,
+        so a blocked loop stops the pings by itself; this adds "the engine has not
+        died or stopped". (The scheduler sleeps while nothing is due, so an
+        iteration counter would not tell a quiet engine from a dead one.)
+        """
+        return self._alive and not self._stopping
+
+    def set_registry(self, registry: HandlerRegistry) -> None:
+        """Use ``registry`` for attempts started from now on (reload)."""
+        self._registry = registry
+
+    def set_type_limits(self, limits: Mapping[str, int]) -> None:
+        """Replace the per-job-type concurrency limits (reload)."""
+        self._settings = replace(self._settings, type_limits=dict(limits))
+        for queue in self._blocked.values():
+            for entry in queue:
+                heapq.heappush(self._ready, entry)
+        self._blocked.clear()
+        self._poke()
+
+    # -- SchedulerService: adding ---------------------------------------------------
+
+    async def add_job(self, spec: JobSpec) -> Job:
+        """Schedule a job (idempotent by name: an equal definition returns the existing job)."""
+        return (await self.add_jobs([spec]))[0]
+
+    async def add_jobs(self, specs: Sequence[JobSpec]) -> list[Job]:
+        """Schedule several jobs atomically: all are added or none."""
+        return await self._add(specs, static=False)
+
+    async def _add(self, specs: Sequence[JobSpec], *, static: bool) -> list[Job]:
+        now = self._clock.now()
+        result: list[Job] = []
+        fresh: list[Job] = []
+        by_name: dict[str, Job] = {}
+        for spec in specs:
+            if not self._registry.supports(spec.job_type):
+                raise UnknownJobType(spec.job_type)
+            job = Job.create(spec, now, self._settings.defaults)
+            if static:
+                job = replace(job, static=True)
+            if spec.name is not None:
+                existing = by_name.get(spec.name) or await self._find_by_name(spec.name)
+                if existing is not None:
+                    if existing.definition() != job.definition():
+                        raise JobExists(spec.name, existing.id)
+                    result.append(existing)
+                    continue
+                by_name[spec.name] = job
+            fresh.append(job)
+            result.append(job)
+        if fresh:
+            await self._store.insert_jobs(fresh)
+            for job in fresh:
+                self._tally[JobStatus.PENDING] += 1
+                self._place(job)
+                self._publish(EventKind.JOB_ADDED, job)
+            self._shrink_window_if_needed()
+        return result
+
+    # -- SchedulerService: reading --------------------------------------------------
+
+    async def get_job(self, ref: str) -> Job:
+        """The job with this id or (non-final) name."""
+        job = await self._find(ref)
+        if job is None:
+            raise JobNotFound(ref)
+        return job
+
+    async def list_jobs(self, where: JobFilter, limit: int, cursor: str | None = None) -> Page[Job]:
+        """A page of jobs from the store, with in-flight changes overlaid."""
+        await self._ckpt.flush()
+        page = await self._store.list_jobs(where, limit, cursor)
+        items = [self._jobs.get(job.id, job) for job in page.items]
+        return Page(items=items, next_cursor=page.next_cursor)
+
+    async def list_runs(self, where: RunFilter, limit: int, cursor: str | None = None) -> Page[Run]:
+        """A page of runs, newest first (finished runs are flushed first)."""
+        await self._ckpt.flush()
+        return await self._store.list_runs(where, limit, cursor)
+
+    def supported(self, job_type: str) -> bool:
+        """True if a loaded handler runs ``job_type``."""
+        return self._registry.supports(job_type)
+
+    def handler_names(self) -> list[str]:
+        """Names of the loaded handlers."""
+        return self._registry.names()
+
+    def status(self) -> EngineStatus:
+        """A cheap snapshot: counts from an in-memory tally, no store query."""
+        samples = sorted(self._lateness)
+        p50 = statistics.median(samples) if samples else None
+        p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] if samples else None
+        next_due = self._peek_timer()
+        return EngineStatus(
+            counts={status: count for status, count in self._tally.items() if count},
+            running=self._active,
+            due_backlog=len(self._ready) + sum(len(q) for q in self._blocked.values()),
+            next_due=next_due,
+            lateness_p50_ms=p50,
+            lateness_p99_ms=p99,
+            loop_lag_ms=self._loop_lag_ms,
+            started_at=self.started_at,
+            node=self._settings.node,
+            extra={"window_jobs": len(self._token), "checkpoint_pending": self._ckpt.pending},
+        )
+
+    def watch(self) -> AsyncIterator[Event]:
+        """Events from now on; a subscriber that falls behind loses the oldest."""
+        return self._events.subscribe()
+
+    # -- SchedulerService: operations ------------------------------------------------
+
+    async def cancel_job(self, ref: str) -> Job:
+        """End the job; running attempts are cancelled (their runs recorded canceled)."""
+        job = await self.get_job(ref)
+        if job.status.is_final:
+            raise InvalidJobState(f"job {job.id} is already {job.status.value}", status=job.status)
+        running = self._running.pop(job.id, None)
+        if running is not None:
+            for attempt in self._attempts_of(running):
+                self._cancel_attempt(attempt, "canceled")
+        updated = job.transition(JobStatus.CANCELED, self._clock.now())
+        self._fail_triggers(job.id, InvalidJobState("the job was canceled", status="canceled"))
+        return await self._commit_change(job, updated)
+
+    async def pause_job(self, ref: str) -> Job:
+        """Keep a pending job from running until resumed."""
+        job = await self.get_job(ref)
+        updated = job.transition(JobStatus.PAUSED, self._clock.now())
+        self._fail_triggers(job.id, InvalidJobState("the job was paused", status="paused"))
+        return await self._commit_change(job, updated)
+
+    async def resume_job(self, ref: str) -> Job:
+        """Resume a paused job; occurrences missed meanwhile follow its misfire policy."""
+        job = await self.get_job(ref)
+        if job.status is not JobStatus.PAUSED:
+            raise InvalidJobState(
+                f"only a paused job can be resumed; job {job.id} is {job.status.value}",
+                status=job.status,
+            )
+        return await self._commit_change(job, job.transition(JobStatus.PENDING, self._clock.now()))
+
+    async def trigger_job(self, ref: str) -> Job:
+        """Run one extra occurrence now; returns once its start is on disk.
+
+        A recurring job's schedule is unchanged (the extra attempt is not retried);
+        a one-shot job runs its only occurrence now.
+        """
+        job = await self.get_job(ref)
+        if job.status is not JobStatus.PENDING:
+            raise InvalidJobState(
+                f"only a pending job can be triggered; job {job.id} is {job.status.value}",
+                status=job.status,
+            )
+        if job.id not in self._jobs:
+            self._jobs[job.id] = job
+        waiter: tuple[anyio.Event, list[Job | BaseException]] = (anyio.Event(), [])
+        self._triggers.setdefault(job.id, []).append(waiter)
+        seq = next(self._seq)
+        self._token[job.id] = seq
+        heapq.heappush(self._ready, (TRIGGER_PRIORITY, self._clock.now(), seq, job.id))
+        self._poke()
+        await waiter[0].wait()
+        outcome = waiter[1][0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def reschedule_job(
+        self, ref: str, run_at: datetime | None = None, recurrence: Recurrence | None = UNSET
+    ) -> Job:
+        """Give a pending or paused job a new run_at and/or recurrence."""
+        job = await self.get_job(ref)
+        if job.status not in (JobStatus.PENDING, JobStatus.PAUSED):
+            raise InvalidJobState(
+                f"only a pending or paused job can be rescheduled; job {job.id} is "
+                f"{job.status.value}",
+                status=job.status,
+            )
+        now = self._clock.now()
+        new_recurrence = job.recurrence if recurrence is UNSET else recurrence
+        first = run_at if run_at is not None else job.scheduled_for or now
+        if new_recurrence is not None:
+            validate_schedule(new_recurrence, first)
+        changes: dict[str, Any] = {"recurrence": new_recurrence, "updated_at": now}
+        if run_at is not None or recurrence is not UNSET:
+            start = first
+            if new_recurrence is not None:
+                start = first_occurrence(new_recurrence, first) or first
+            changes.update(scheduled_for=start, run_at=start, anchor_at=start, retry_count=0)
+        # Same status: a field update, not a transition.
+        updated = replace(job, **changes)
+        return await self._commit_change(job, updated)
+
+    # -- static schedules -------------------------------------------------------
+
+    async def reconcile_static(self, specs: Sequence[JobSpec]) -> dict[str, list[str]]:
+        """Reconcile the config's ``[[schedules]]`` by name, like a crontab."""
+        wanted = {spec.name: spec for spec in specs if spec.name is not None}
+        report: dict[str, list[str]] = {"added": [], "updated": [], "removed": []}
+        now = self._clock.now()
+        for job in await self._static_jobs():
+            assert job.name is not None
+            if job.name not in wanted:
+                await self.cancel_job(job.id)
+                report["removed"].append(job.name)
+        for name, spec in wanted.items():
+            existing = await self._find_by_name(name)
+            if existing is not None and not existing.static:
+                self._log.warning("static_schedule_name_taken", name=name, job_id=existing.id)
+                continue
+            if existing is None:
+                await self._add([spec], static=True)
+                report["added"].append(name)
+                continue
+            candidate = Job.create(spec, now, self._settings.defaults)
+            same_start = spec.run_at is None or spec.run_at == existing.anchor_at
+            if candidate.definition() == existing.definition() and same_start:
+                continue
+            await self.cancel_job(existing.id)
+            await self._add([spec], static=True)
+            report["updated"].append(name)
+        return report
+
+    async def _static_jobs(self) -> list[Job]:
+        found: list[Job] = []
+        cursor: str | None = None
+        where = JobFilter(statuses=_NOT_FINAL)
+        while True:
+            page = await self.list_jobs(where, 500, cursor)
+            found.extend(job for job in page.items if job.static)
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
+
+    # -- lookups ----------------------------------------------------------------
+
+    async def _find(self, ref: str) -> Job | None:
+        job = self._jobs.get(ref) or self._ckpt.staged_job(ref)
+        if job is not None:
+            return job
+        stored = await self._store.get_job(ref)
+        if stored is not None:
+            return self._jobs.get(ref) or self._ckpt.staged_job(ref) or stored
+        return await self._find_by_name(ref)
+
+    async def _find_by_name(self, name: str) -> Job | None:
+        # Names are only given at insert (written directly), so the store knows every
+        # holder; a holder that became final in memory is overlaid below.
+        stored = await self._store.get_job_by_name(name)
+        if stored is None:
+            return None
+        newest = self._jobs.get(stored.id) or self._ckpt.staged_job(stored.id) or stored
+        return None if newest.status.is_final else newest
+
+    # -- state changes ------------------------------------------------------------
+
+    async def _commit_change(self, old: Job, new: Job) -> Job:
+        """Apply a control operation in memory and return once it is on disk."""
+        self._count(old.status, new.status)
+        self._place(new)
+        self._publish(EventKind.JOB_REMOVED if new.status.is_final else EventKind.JOB_UPDATED, new)
+        await self._ckpt.commit([new])
+        return new
+
+    def _count(self, old: JobStatus, new: JobStatus) -> None:
+        if old is not new:
+            self._tally[old] -= 1
+            self._tally[new] += 1
+
+    def _place(self, job: Job) -> None:
+        """Make ``job`` the engine's newest version and put it on (or off) the heap."""
+        if job.status is JobStatus.PENDING:
+            assert job.run_at is not None
+            end = self._window_end
+            if self._window_complete or end is None or (job.run_at, job.id) <= end:
+                self._jobs[job.id] = job
+                self._arm(job.id, job.run_at)
+                return
+        elif job.status is JobStatus.RUNNING:
+            self._jobs[job.id] = job
+            return
+        self._jobs.pop(job.id, None)
+        self._token.pop(job.id, None)
+
+    def _arm(self, job_id: str, at: datetime) -> None:
+        """Put the job's one timer at ``at`` (earlier timers of the job go stale)."""
+        seq = next(self._seq)
+        self._token[job_id] = seq
+        heapq.heappush(self._timers, (at, seq, job_id))
+        if self._sleeping and (self._sleeping_until is None or at < self._sleeping_until):
+            self._poke()
+
+    def _poke(self) -> None:
+        self._wakeup.set()
+
+    def _publish(self, kind: EventKind, job: Job | None = None, run: Run | None = None) -> None:
+        if self._events.active:
+            self._events.publish(Event(kind, self._clock.now(), job=job, run=run))
+
+    # -- the heap window ----------------------------------------------------------
+
+    async def _load_window(self, after: tuple[datetime, str] | None) -> None:
+        """Load the next ``window_size`` pending jobs from the store into the heap."""
+        size = self._settings.window_size
+        await self._ckpt.flush()
+        jobs = await self._store.next_pending(after, size)
+        for job in jobs:
+            if job.id not in self._jobs:
+                self._jobs[job.id] = job
+                assert job.run_at is not None
+                self._arm(job.id, job.run_at)
+        self._window_complete = len(jobs) < size
+        if jobs:
+            last = jobs[-1]
+            assert last.run_at is not None
+            self._window_end = (last.run_at, last.id)
+        elif after is None:
+            self._window_end = None
+
+    def _shrink_window_if_needed(self) -> None:
+        """Keep at most about 2 x window_size pending jobs in memory: beyond that,
+        forget the latest (they are on disk) and narrow the window to match."""
+        size = self._settings.window_size
+        if len(self._jobs) <= 2 * size:
+            return
+        pending = [job for job in self._jobs.values() if job.status is JobStatus.PENDING]
+        if len(pending) <= 2 * size:
+            return
+        pending.sort(key=lambda job: (job.run_at, job.id))
+        keep, drop = pending[:size], pending[size:]
+        for job in drop:
+            if job.id in self._triggers:
+                continue
+            del self._jobs[job.id]
+            self._token.pop(job.id, None)
+        last = keep[-1]
+        assert last.run_at is not None
+        self._window_end = (last.run_at, last.id)
+        self._window_complete = False
+
+    def _peek_timer(self) -> datetime | None:
+        """The earliest live timer, dropping stale entries from the top."""
+        timers = self._timers
+        while timers:
+            at, seq, job_id = timers[0]
+            if self._token.get(job_id) == seq:
+                return at
+            heapq.heappop(timers)
+        return None
+
+    # -- the scheduler loop -------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        while not self._stopping:
+            self.loop_iterations += 1
+            now = self._clock.now()
+            self._collect_due(now)
+            if self._ready and self._active < self._settings.max_concurrency:
+                self._dispatch(now)
+            next_at = self._peek_timer()
+            if next_at is None and not self._window_complete:
+                await self._load_window(self._window_end)
+                continue
+            if next_at is not None and next_at <= self._clock.now():
+                await anyio.lowlevel.checkpoint()
+                continue
+            if self._prune_due:
+                self._prune_due = False
+                await self._prune()
+            self._sleeping_until = next_at
+            self._sleeping = True
+            if not self._wakeup.is_set():
+                with self._clock.deadline_scope(next_at):
+                    await self._wakeup.wait()
+            self._sleeping = False
+            self._wakeup = anyio.Event()
+            if next_at is not None:
+                lag = (self._clock.now() - next_at).total_seconds() * 1000.0
+                self._loop_lag_ms = max(0.0, lag)
+
+    def _collect_due(self, now: datetime) -> None:
+        """Move due timers to the ready heap (or apply the overlap policy)."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            at, seq, job_id = heapq.heappop(timers)
+            if self._token.get(job_id) != seq:
+                continue
+            job = self._jobs[job_id]
+            if job.status is JobStatus.PENDING:
+                heapq.heappush(self._ready, (-job.priority, at, seq, job_id))
+            elif job.status is JobStatus.RUNNING:
+                self._overlap(job, now)
+
+    def _dispatch(self, now: datetime) -> None:
+        """Start as many ready jobs as slots allow, highest priority first."""
+        limits = self._settings.type_limits
+        starts: list[_Attempt] = []
+        ready = self._ready
+        while ready and self._active < self._settings.max_concurrency:
+            entry = heapq.heappop(ready)
+            job_id = entry[3]
+            if self._token.get(job_id) != entry[2]:
+                continue
+            job = self._jobs[job_id]
+            if job.status is not JobStatus.PENDING:
+                continue
+            limit = limits.get(job.job_type)
+            if limit is not None and self._active_by_type.get(job.job_type, 0) >= limit:
+                heapq.heappush(self._blocked.setdefault(job.job_type, []), entry)
+                continue
+            self._token.pop(job_id, None)
+            attempt = self._begin(job, now, triggered=job_id in self._triggers)
+            if attempt is not None:
+                starts.append(attempt)
+        if starts:
+            self._ckpt.stage(
+                [a.job for a in starts],
+                [a.run for a in starts],
+                on_durable=lambda error: self._started(starts, error),
+            )
+
+    def _begin(self, job: Job, now: datetime, *, triggered: bool) -> _Attempt | None:
+        """Turn a due pending job into an attempt (in memory; staged by the caller)."""
+        extra = triggered and job.recurring
+        if not triggered and job.recurring and job.retry_count == 0:
+            job = self._apply_misfire(job, now)
+            if job.status is not JobStatus.PENDING:
+                return None
+        assert job.run_at is not None and job.scheduled_for is not None
+        upcoming = Occurrence.of(job) if extra else following(job, Occurrence.of(job), self._rng)
+        running = job.transition(JobStatus.RUNNING, now)
+        scheduled_for = now if extra else job.scheduled_for
+        run = Run(
+            id=new_id(),
+            job_id=job.id,
+            scheduled_for=scheduled_for,
+            attempt=1 if extra else job.retry_count + 1,
+            started_at=now,
+            node=self._settings.node,
+            job_type=job.job_type,
+        )
+        timeout = job.timeout_s if job.timeout_s is not None else self._settings.defaults.timeout_s
+        lateness_ms = 0.0 if triggered else max(0.0, (now - job.run_at).total_seconds() * 1000)
+        attempt = _Attempt(
+            job=running,
+            run=run,
+            handler=self._registry.resolve(job.job_type),
+            extra=extra,
+            deadline=now + timedelta(seconds=timeout) if timeout else None,
+            lateness_ms=lateness_ms,
+        )
+        state = self._running.get(job.id)
+        if state is None:
+            self._running[job.id] = _Running(attempt, upcoming)
+        else:
+            state.current, state.upcoming = attempt, upcoming
+        if upcoming is not None:
+            self._arm(job.id, upcoming.run_at)
+        self._count(JobStatus.PENDING, JobStatus.RUNNING)
+        self._jobs[job.id] = running
+        self._active += 1
+        self._active_by_type[job.job_type] = self._active_by_type.get(job.job_type, 0) + 1
+        self._lateness.append(lateness_ms)
+        return attempt
+
+    def _apply_misfire(self, job: Job, now: datetime) -> Job:
+        """Apply run_once / skip to a recurring occurrence later than its grace."""
+        assert job.run_at is not None
+        if job.misfire is MisfirePolicy.RUN_ALL:
+            return job
+        if (now - job.run_at).total_seconds() <= job.misfire_grace_s:
+            return job
+        walk = walk_missed(job, now, self._rng)
+        if job.misfire is MisfirePolicy.RUN_ONCE:
+            if walk.missed == 1:
+                return job
+            # One run stands for every missed occurrence; the others are counted.
+            latest = walk.latest_missed
+            self._log.info("misfire_run_once", job_id=job.id, missed=walk.missed)
+            return replace(
+                job, scheduled_for=latest.scheduled_for, occurrence_count=latest.occurrence_count
+            )
+        runs = [
+            Run(
+                id=new_id(),
+                job_id=job.id,
+                scheduled_for=instant,
+                attempt=1,
+                started_at=now,
+                finished_at=now,
+                outcome=RunOutcome.SKIPPED,
+                error=f"misfire: {walk.missed} occurrence(s) missed, policy skip",
+                node=self._settings.node,
+                job_type=job.job_type,
+            )
+            for instant in walk.recent
+        ]
+        self._log.info("misfire_skip", job_id=job.id, missed=walk.missed)
+        if walk.upcoming is None:
+            # The schedule ended while nobody ran it: through running to completed,
+            # the only path the transition table allows.
+            done = job.transition(JobStatus.RUNNING, now).transition(
+                JobStatus.COMPLETED,
+                now,
+                occurrence_count=walk.latest_missed.occurrence_count + 1,
+            )
+        else:
+            done = job.transition(JobStatus.RUNNING, now).transition(
+                JobStatus.PENDING, now, **walk.upcoming.changes()
+            )
+        self._count(job.status, done.status)
+        self._place(done)
+        self._ckpt.stage([done], runs)
+        self._publish(EventKind.JOB_UPDATED, done)
+        return done
+
+    def _overlap(self, job: Job, now: datetime) -> None:
+        """The next occurrence came due while the job still runs: apply its overlap policy."""
+        state = self._running.get(job.id)
+        if state is None or state.current is None or state.upcoming is None:
+            return
+        upcoming = state.upcoming
+        if job.overlap is OverlapPolicy.FORBID:
+            skipped = Run(
+                id=new_id(),
+                job_id=job.id,
+                scheduled_for=upcoming.scheduled_for,
+                attempt=1,
+                started_at=now,
+                finished_at=now,
+                outcome=RunOutcome.SKIPPED,
+                error="overlap forbid: the previous occurrence was still running",
+                node=self._settings.node,
+                job_type=job.job_type,
+            )
+            self._ckpt.stage(runs=[skipped])
+            self._publish(EventKind.RUN_FINISHED, job, skipped)
+            state.upcoming = following(job, upcoming, self._rng)
+            if state.upcoming is not None:
+                self._arm(job.id, state.upcoming.run_at)
+            return
+        current = state.current
+        state.current = None
+        state.detached.add(current)
+        if job.overlap is OverlapPolicy.REPLACE:
+            self._cancel_attempt(current, "canceled")
+        pending = job.transition(JobStatus.PENDING, now, **upcoming.changes())
+        self._count(JobStatus.RUNNING, JobStatus.PENDING)
+        self._place(pending)
+        self._ckpt.stage([pending])
+
+    def _started(self, attempts: list[_Attempt], error: BaseException | None) -> None:
+        """The start batch is on disk (or failed): hand the attempts to the workers."""
+        assert self._send is not None
+        now = self._clock.now()
+        for attempt in attempts:
+            waiters = (
+                self._triggers.pop(attempt.job.id, None)
+                if attempt.job.id in self._triggers
+                else None
+            )
+            if error is not None:
+                self._abandon_start(attempt, now, error)
+                for event, box in waiters or ():
+                    box.append(error)
+                    event.set()
+                continue
+            for event, box in waiters or ():
+                box.append(attempt.job)
+                event.set()
+            self._publish(EventKind.RUN_STARTED, attempt.job, attempt.run)
+            self._send.send_nowait(attempt)
+
+    def _abandon_start(self, attempt: _Attempt, now: datetime, error: BaseException) -> None:
+        """A start that never reached the disk: the job goes back to pending soon."""
+        self._log.error("start_not_checkpointed", job_id=attempt.job.id, error=str(error))
+        self._release(attempt)
+        state = self._running.get(attempt.job.id)
+        if state is None or state.current is not attempt:
+            return
+        state.current = None
+        if not state.detached:
+            del self._running[attempt.job.id]
+        job = self._jobs.get(attempt.job.id, attempt.job)
+        if job.status is JobStatus.RUNNING:
+            retry = job.transition(JobStatus.PENDING, now, run_at=now + timedelta(seconds=1))
+            self._count(JobStatus.RUNNING, JobStatus.PENDING)
+            self._place(retry)
+
+    # -- workers ------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        receive = self._receive
+        assert receive is not None
+        # No loop variable: a finished attempt (and its deadline scope) must not
+        # stay referenced while the worker waits for the next one.
+        while True:
+            try:
+                await self._execute(await receive.receive())
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+
+    async def _execute(self, attempt: _Attempt) -> None:
+        """Call the handler under the attempt's deadline and cancel scope."""
+        job, run = attempt.job, attempt.run
+        keys = {"job_id": job.id, "job_type": job.job_type, "attempt": run.attempt}
+        self._log.info("run_started", **keys, lateness_ms=round(attempt.lateness_ms, 3))
+        result: JobResult | None = None
+        outcome: RunOutcome
+        error: str | None = None
+        started = time.perf_counter()
+        with self._clock.deadline_scope(attempt.deadline) as scope:
+            attempt.scope = scope
+            if attempt.cancel_reason is not None:
+                scope.cancel()  # canceled before it started: the handler is not called
+            elif attempt.handler is None:
+                error = f"no loaded handler supports job type {job.job_type!r}"
+            else:
+                ctx = HandlerContext(
+                    attempt=run.attempt,
+                    idempotency_key=job.idempotency_key,
+                    deadline=attempt.deadline,
+                    scheduled_for=run.scheduled_for,
+                    log=_AttemptLog(self._log, keys),
+                )
+                try:
+                    value = await attempt.handler.handle(job, ctx)
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                else:
+                    if isinstance(value, JobResult):
+                        result = value
+                    else:
+                        error = f"handler returned {type(value).__name__}, not a JobResult"
+        if scope.cancel_called:
+            if attempt.cancel_reason is not None:
+                outcome = RunOutcome.CANCELED
+                error = "canceled" if attempt.cancel_reason == "canceled" else "daemon shutdown"
+            else:
+                outcome = RunOutcome.TIMEOUT
+                limit = attempt.deadline - run.started_at if attempt.deadline else timedelta()
+                error = f"timed out after {limit.total_seconds():g} s"
+            result = None
+        elif result is not None:
+            outcome = RunOutcome.SUCCESS if result.ok else RunOutcome.FAILURE
+            error = result.error
+        else:
+            outcome = RunOutcome.FAILURE
+        duration_ms = (time.perf_counter() - started) * 1000.0
+        self._log.info(
+            "run_finished", **keys, outcome=outcome.value, duration_ms=round(duration_ms, 3)
+        )
+        self._finish(attempt, outcome, result, error)
+
+    def _finish(
+        self, attempt: _Attempt, outcome: RunOutcome, result: JobResult | None, error: str | None
+    ) -> None:
+        """Record the attempt's run and move the job on (retry, next occurrence, final)."""
+        now = self._clock.now()
+        run = replace(
+            attempt.run,
+            finished_at=now,
+            outcome=outcome,
+            error=error,
+            output=None if result is None else truncate_output(result.output),
+        )
+        self._release(attempt)
+        job_id = attempt.job.id
+        state = self._running.get(job_id)
+        job = self._jobs.get(job_id)
+        if state is None or job is None or state.current is not attempt:
+            # Canceled, overtaken by a newer occurrence, or left behind: history only.
+            if state is not None:
+                state.detached.discard(attempt)
+                if state.current is None and not state.detached:
+                    del self._running[job_id]
+            self._ckpt.stage(runs=[run])
+            self._publish(EventKind.RUN_FINISHED, job, run)
+            return
+        state.current = None
+        if not state.detached:
+            del self._running[job_id]
+        last = LastResult(
+            success=outcome is RunOutcome.SUCCESS,
+            output=run.output,
+            error=error,
+            started_at=run.started_at,
+            finished_at=now,
+            duration_ms=(now - run.started_at).total_seconds() * 1000.0,
+        )
+        new = self._next_state(job, attempt, state.upcoming, outcome, result, now, last)
+        self._count(job.status, new.status)
+        self._place(new)
+        self._ckpt.stage([new], [run])
+        self._publish(EventKind.RUN_FINISHED, new, run)
+
+    def _next_state(
+        self,
+        job: Job,
+        attempt: _Attempt,
+        upcoming: Occurrence | None,
+        outcome: RunOutcome,
+        result: JobResult | None,
+        now: datetime,
+        last: LastResult,
+    ) -> Job:
+        if outcome is RunOutcome.CANCELED:
+            # Shutdown: the occurrence is retried on next start, the cancel not counted.
+            if attempt.extra and upcoming is not None:
+                return job.transition(JobStatus.PENDING, now, **upcoming.changes())
+            return job.transition(JobStatus.PENDING, now, run_at=now)
+        if attempt.extra:
+            assert upcoming is not None
+            return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
+        if outcome is not RunOutcome.SUCCESS:
+            retriable = result.should_retry if result is not None else True
+            if retriable and job.retry_count < job.max_retries:
+                if result is not None and result.retry_delay_s is not None:
+                    delay = result.retry_delay_s
+                else:
+                    delay = backoff_delay(job.retry_count, self._settings.defaults, self._rng)
+                return job.transition(
+                    JobStatus.PENDING,
+                    now,
+                    retry_count=job.retry_count + 1,
+                    run_at=now + timedelta(seconds=delay),
+                    last_result=last,
+                )
+            if not job.recurring:
+                return job.transition(JobStatus.FAILED_PERMANENT, now, last_result=last)
+        if upcoming is not None:
+            return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
+        return job.transition(
+            JobStatus.COMPLETED,
+            now,
+            last_result=last,
+            occurrence_count=job.occurrence_count + 1,
+        )
+
+    def _release(self, attempt: _Attempt) -> None:
+        """Free the attempt's slot and let a job waiting on its type limit move up."""
+        job_type = attempt.job.job_type
+        self._active -= 1
+        self._active_by_type[job_type] -= 1
+        blocked = self._blocked.get(job_type)
+        while blocked:
+            entry = heapq.heappop(blocked)
+            if self._token.get(entry[3]) == entry[2]:
+                heapq.heappush(self._ready, entry)
+                break
+        if blocked is not None and not blocked:
+            del self._blocked[job_type]
+        self._finished_since_prune += 1
+        if self._finished_since_prune >= PRUNE_EVERY_RUNS:
+            self._finished_since_prune = 0
+            self._prune_due = True
+        if self._ready or self._prune_due:
+            self._poke()
+        if self._active == 0 and self._drained is not None:
+            self._drained.set()
+
+    def _cancel_attempt(self, attempt: _Attempt, reason: str) -> None:
+        attempt.cancel_reason = reason
+        if attempt.scope is not None:
+            attempt.scope.cancel()
+
+    def _attempts_of(self, state: _Running) -> list[_Attempt]:
+        attempts = list(state.detached)
+        if state.current is not None:
+            attempts.append(state.current)
+        return attempts
+
+    def _all_attempts(self) -> list[_Attempt]:
+        return [a for state in self._running.values() for a in self._attempts_of(state)]
+
+    def _fail_triggers(self, job_id: str, error: BaseException) -> None:
+        for event, box in self._triggers.pop(job_id, ()):
+            box.append(error)
+            event.set()
+
+    # -- recovery and housekeeping ------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Close runs a crash left open (``crashed``, counted as an attempt) and put
+        jobs left RUNNING back to pending by the retry rules."""
+        now = self._clock.now()
+        open_runs = await self._store.open_runs()
+        running = await self._store.jobs_in_status(JobStatus.RUNNING)
+        if not open_runs and not running:
+            return
+        crashed = [
+            replace(
+                run,
+                finished_at=now,
+                outcome=RunOutcome.CRASHED,
+                error="the daemon stopped during this attempt (crash or kill)",
+            )
+            for run in open_runs
+        ]
+        by_job: dict[str, list[Run]] = {}
+        for run in open_runs:
+            by_job.setdefault(run.job_id, []).append(run)
+        recovered: list[Job] = []
+        for job in running:
+            runs = by_job.get(job.id, [])
+            regular = not runs or any(run.scheduled_for == job.scheduled_for for run in runs)
+            recovered.append(self._after_crash(job, now, regular=regular))
+        self._log.warning("recovered_after_crash", crashed_runs=len(crashed), jobs=len(recovered))
+        await self._ckpt.commit(recovered, crashed)
+
+    def _after_crash(self, job: Job, now: datetime, *, regular: bool) -> Job:
+        if not regular:
+            return job.transition(JobStatus.PENDING, now)
+        last = LastResult(
+            success=False,
+            output=None,
+            error="crashed",
+            started_at=job.updated_at,
+            finished_at=now,
+            duration_ms=max(0.0, (now - job.updated_at).total_seconds() * 1000.0),
+        )
+        if job.retry_count < job.max_retries:
+            delay = backoff_delay(job.retry_count, self._settings.defaults, self._rng)
+            return job.transition(
+                JobStatus.PENDING,
+                now,
+                retry_count=job.retry_count + 1,
+                run_at=now + timedelta(seconds=delay),
+                last_result=last,
+            )
+        if not job.recurring:
+            return job.transition(JobStatus.FAILED_PERMANENT, now, last_result=last)
+        upcoming = following(job, Occurrence.of(job), self._rng)
+        if upcoming is None:
+            return job.transition(
+                JobStatus.COMPLETED,
+                now,
+                last_result=last,
+                occurrence_count=job.occurrence_count + 1,
+            )
+        return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
+
+    async def _prune(self) -> None:
+        cutoff = self._clock.now() - timedelta(days=self._settings.history_keep_days)
+        try:
+            deleted = await self._store.prune_runs(cutoff, self._settings.history_keep_per_job)
+        except Exception as exc:
+            self._log.warning("prune_failed", error=str(exc))
+        else:
+            self._log.info("runs_pruned", deleted=deleted)

@@ -1,0 +1,36 @@
+"""The engine's settings (a slice of the daemon config)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from nexus_schedd.model import JobDefaults
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """How the engine runs jobs.
+
+    ``window_size`` bounds how many pending jobs sit in the in-memory heap; the
+    rest stay in the store until the window drains. ``commit_interval_ms`` is the
+    longest a finished run waits before its checkpoint starts.
+    """
+
+    node: str = ""
+    max_concurrency: int = 64
+    type_limits: Mapping[str, int] = field(default_factory=dict)
+    defaults: JobDefaults = field(default_factory=JobDefaults)
+    commit_interval_ms: float = 5.0
+    shutdown_grace_s: float = 30.0
+    window_size: int = 100_000
+    history_keep_days: float = 30
+    history_keep_per_job: int = 100
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        if self.window_size < 1:
+            raise ValueError("window_size must be >= 1")
+        if any(limit < 0 for limit in self.type_limits.values()):
+            raise ValueError("type limits must be >= 0")

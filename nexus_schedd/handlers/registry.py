@@ -1,0 +1,44 @@
+"""The handler registry: which loaded handler runs which job type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from nexus_schedd.handlers.base import Handler
+
+
+class HandlerRegistry:
+    """Loaded handlers by name, and the answer to "who runs this job type?".
+
+    ``resolve`` asks each handler's ``supports()`` in mapping order and caches the
+    answer per job type, so the dispatch path pays for the lookup once per type.
+    ``broken`` names plugins that failed to load (name -> error), for ListHandlers.
+    """
+
+    def __init__(
+        self, handlers: Mapping[str, Handler], *, broken: Mapping[str, str] | None = None
+    ) -> None:
+        self._handlers = dict(handlers)
+        self.broken: Mapping[str, str] = dict(broken or {})
+        self._by_type: dict[str, Handler | None] = {}
+
+    def resolve(self, job_type: str) -> Handler | None:
+        """The first handler that supports ``job_type``, or None."""
+        try:
+            return self._by_type[job_type]
+        except KeyError:
+            pass
+        found = next((h for h in self._handlers.values() if h.supports(job_type)), None)
+        self._by_type[job_type] = found
+        return found
+
+    def supports(self, job_type: str) -> bool:
+        """True if some loaded handler runs ``job_type``."""
+        return self.resolve(job_type) is not None
+
+    def names(self) -> list[str]:
+        """Names of the loaded handlers, in resolution order."""
+        return list(self._handlers)
+
+    def __repr__(self) -> str:
+        return f"HandlerRegistry(handlers={self.names()!r}, broken={sorted(self.broken)!r})"

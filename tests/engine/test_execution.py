@@ -1,0 +1,236 @@
+"""One-shot jobs, recurrences, results, retries and timeouts on the virtual clock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import pytest
+
+from nexus_schedd.clock import VirtualClock
+from nexus_schedd.handlers.base import HandlerContext
+from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus, Recurrence, RecurrenceKind
+from nexus_schedd.model.status import RunOutcome
+from tests.engine.harness import (
+    T0,
+    ScriptedHandler,
+    TrackedStore,
+    at,
+    engine_running,
+    is_final,
+    wait_until,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_one_shot_job_runs_once_at_its_time_and_completes(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(600), payload={"n": 1}))
+        done = await wait_until(engine, job.id, is_final, store)
+    assert done.status is JobStatus.COMPLETED
+    assert [call.at for call in handler.calls] == [at(600)]
+    assert handler.calls[0].key == f"{job.id}:0"
+    assert handler.calls[0].deadline == at(600 + 300)
+    runs = await store.runs_of(job.id)
+    assert [(r.outcome, r.scheduled_for, r.attempt) for r in runs] == [
+        (RunOutcome.SUCCESS, at(600), 1)
+    ]
+    assert runs[0].output == {"ok": True}
+    assert done.last_result is not None and done.last_result.success
+    assert done.occurrence_count == 1
+
+
+@pytest.mark.parametrize(
+    ("recurrence", "first", "expected"),
+    [
+        (Recurrence(RecurrenceKind.MINUTELY, interval=2), at(0), [at(0), at(120), at(240)]),
+        (Recurrence(RecurrenceKind.HOURLY), at(0), [at(0), at(3600), at(7200)]),
+        (Recurrence(RecurrenceKind.DAILY), at(0), [at(0), at(86400), at(2 * 86400)]),
+        (Recurrence(RecurrenceKind.WEEKLY), at(0), [at(0), at(7 * 86400), at(14 * 86400)]),
+        (
+            Recurrence(RecurrenceKind.MONTHLY),
+            T0.replace(month=1, day=31),
+            [
+                T0.replace(month=1, day=31),
+                T0.replace(month=2, day=28),
+                T0.replace(month=3, day=31),
+            ],
+        ),
+        (
+            Recurrence(RecurrenceKind.YEARLY),
+            at(0),
+            [at(0), T0.replace(year=2026), T0.replace(year=2027)],
+        ),
+        (
+            Recurrence(RecurrenceKind.CRON, cron="30 9 * * 1-5"),
+            at(0),
+            [at(5400), at(5400 + 86400), at(5400 + 2 * 86400)],
+        ),
+    ],
+    ids=["minutely", "hourly", "daily", "weekly", "monthly", "yearly", "cron"],
+)
+async def test_recurring_job_runs_exactly_max_occurrences_on_schedule(
+    store: TrackedStore, recurrence: Recurrence, first: Any, expected: list[Any]
+) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    limited = Recurrence(recurrence.kind, recurrence.interval, recurrence.cron, max_occurrences=3)
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=first, recurrence=limited))
+        done = await wait_until(engine, job.id, is_final, store)
+    assert done.status is JobStatus.COMPLETED
+    assert done.occurrence_count == 3
+    assert [call.scheduled_for for call in handler.calls] == expected
+    assert [call.at for call in handler.calls] == expected
+    assert [call.key for call in handler.calls] == [f"{job.id}:{n}" for n in range(3)]
+
+
+async def test_recurrence_stops_at_ends_at(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    recurrence = Recurrence(RecurrenceKind.HOURLY, ends_at=at(3 * 3600))
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(0), recurrence=recurrence))
+        done = await wait_until(engine, job.id, is_final, store)
+    assert done.status is JobStatus.COMPLETED
+    assert [call.at for call in handler.calls] == [at(h * 3600) for h in range(4)]
+
+
+def failing(error: str = "boom", **kwargs: Any) -> Any:
+    async def behave(job: Job, ctx: HandlerContext) -> JobResult:
+        return JobResult.failure(error, **kwargs)
+
+    return behave
+
+
+async def test_retries_follow_backoff_doubling_from_60_capped_at_3600(
+    store: TrackedStore,
+) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock, behaviour=failing())
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(0), max_retries=8))
+        done = await wait_until(engine, job.id, is_final, store)
+    starts = [call.at for call in handler.calls]
+    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    assert gaps == [60, 120, 240, 480, 960, 1920, 3600, 3600]
+    assert [call.attempt for call in handler.calls] == list(range(1, 10))
+    assert {call.key for call in handler.calls} == {f"{job.id}:0"}
+    assert done.status is JobStatus.FAILED_PERMANENT
+    assert done.retry_count == 8
+    runs = await store.runs_of(job.id)
+    assert [run.outcome for run in runs] == [RunOutcome.FAILURE] * 9
+    assert runs[-1].error == "boom"
+
+
+async def test_retry_uses_handler_delay_over_backoff(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock, behaviour=failing(retry_delay_s=5))
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(0), max_retries=2))
+        await wait_until(engine, job.id, is_final, store)
+    assert [call.at for call in handler.calls] == [at(0), at(5), at(10)]
+
+
+async def test_should_retry_false_fails_permanently_at_once(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock, behaviour=failing("bad input", should_retry=False))
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(0), max_retries=5))
+        done = await wait_until(engine, job.id, is_final, store)
+    assert len(handler.calls) == 1
+    assert done.status is JobStatus.FAILED_PERMANENT
+    assert done.last_result is not None and done.last_result.error == "bad input"
+
+
+async def _raise(job: Job, ctx: HandlerContext) -> JobResult:
+    raise RuntimeError("handler exploded")
+
+
+async def _hang(job: Job, ctx: HandlerContext) -> JobResult:
+    await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def _garbage(job: Job, ctx: HandlerContext) -> Any:
+    return {"not": "a JobResult"}
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "outcome", "error_part"),
+    [
+        (_raise, RunOutcome.FAILURE, "RuntimeError: handler exploded"),
+        (_hang, RunOutcome.TIMEOUT, "timed out after 30 s"),
+        (_garbage, RunOutcome.FAILURE, "handler returned dict, not a JobResult"),
+    ],
+    ids=["exception", "timeout", "non-jobresult"],
+)
+async def test_exception_timeout_and_garbage_are_retriable_failures(
+    store: TrackedStore, behaviour: Any, outcome: RunOutcome, error_part: str
+) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock, behaviour=behaviour)
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(
+            JobSpec(job_type="work", run_at=at(0), max_retries=1, timeout_s=30)
+        )
+        done = await wait_until(engine, job.id, is_final, store)
+    assert done.status is JobStatus.FAILED_PERMANENT
+    runs = await store.runs_of(job.id)
+    assert [run.outcome for run in runs] == [outcome, outcome]
+    assert all(error_part in (run.error or "") for run in runs)
+    if outcome is RunOutcome.TIMEOUT:
+        assert all(run.duration_ms == 30_000 for run in runs)
+    assert [call.at for call in handler.calls][1] >= at(60)
+
+
+async def test_recurring_job_carries_on_after_exhausting_retries(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock, behaviour=failing())
+    recurrence = Recurrence(RecurrenceKind.DAILY, max_occurrences=2)
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(
+            JobSpec(job_type="work", run_at=at(0), recurrence=recurrence, max_retries=1)
+        )
+        done = await wait_until(engine, job.id, is_final, store)
+    assert [call.at for call in handler.calls] == [at(0), at(60), at(86400), at(86460)]
+    assert [call.key for call in handler.calls] == [
+        f"{job.id}:0",
+        f"{job.id}:0",
+        f"{job.id}:1",
+        f"{job.id}:1",
+    ]
+    assert done.status is JobStatus.COMPLETED
+    assert done.occurrence_count == 2
+    assert done.last_result is not None and not done.last_result.success
+
+
+async def test_unknown_job_type_is_refused_at_add(store: TrackedStore) -> None:
+    from nexus_schedd.errors import UnknownJobType
+
+    clock = VirtualClock(T0)
+    async with engine_running(store, clock, ScriptedHandler(clock)) as engine:
+        with pytest.raises(UnknownJobType):
+            await engine.add_job(JobSpec(job_type="nobody-runs-this"))
+
+
+async def test_name_makes_add_idempotent_and_refuses_a_different_definition(
+    store: TrackedStore,
+) -> None:
+    from nexus_schedd.errors import JobExists
+
+    clock = VirtualClock(T0)
+    async with engine_running(store, clock, ScriptedHandler(clock)) as engine:
+        spec = JobSpec(job_type="work", name="report", run_at=at(3600), payload={"a": 1})
+        first = await engine.add_job(spec)
+        again = await engine.add_job(spec)
+        assert again.id == first.id
+        with pytest.raises(JobExists):
+            await engine.add_job(JobSpec(job_type="work", name="report", payload={"a": 2}))
+
+
+_ = timedelta
