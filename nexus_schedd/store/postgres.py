@@ -11,6 +11,9 @@ primitives the engine needs to share the schedule between nodes:
   :meth:`~PostgresStore.write` that moves a job out of ``running`` clears its lease;
 - :meth:`~PostgresStore.take_over_expired` hands the running jobs of a dead node
   (lease expired) to a survivor, with the run that was open;
+- :meth:`~PostgresStore.write_leased` replaces a job row only while the writing
+  node still holds its lease, so a node that lost it cannot undo the new
+  owner's work;
 - inserts and writes that make a job due earlier send a notification in their
   own transaction, and :meth:`~PostgresStore.listen` delivers them, so nodes
   wake each other without polling.
@@ -106,6 +109,10 @@ _JOB_UPSERT = (
     f"{_JOB_INSERT} ON CONFLICT (id) DO UPDATE SET {_set_all(_JOB_COLUMNS)}, "
     "lease_owner = CASE WHEN excluded.status = 'running' THEN jobs.lease_owner END, "
     "lease_expires_at = CASE WHEN excluded.status = 'running' THEN jobs.lease_expires_at END"
+)
+_JOB_UPSERT_FENCED = (
+    f"{_JOB_UPSERT} WHERE jobs.status = 'running'"
+    f" AND jobs.lease_owner = ${len(_JOB_COLUMNS) + 1} RETURNING id"
 )
 _RUN_UPSERT = f"{_unnest_insert('runs', _RUN_COLUMNS)} ON CONFLICT (id) DO UPDATE SET {_set_all(_RUN_COLUMNS)}"
 _PENDING_BEFORE = "SELECT id, status, run_at FROM jobs WHERE id = ANY($1::text[])"
@@ -458,14 +465,31 @@ class PostgresStore(Store):
         await self._guarded("insert", body, list(jobs))
 
     async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
+        await self._write(jobs, runs, None)
+
+    async def write_leased(
+        self, node: str, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()
+    ) -> set[str]:
+        """Like :meth:`write`, but a job row is only replaced while ``node`` holds it.
+
+        A job that exists and is not running under ``node``'s lease (taken over
+        by another node after the lease expired, or cancelled through another
+        node) is left as it is; the ids of those jobs are returned. New jobs and
+        every run are written. The engine checkpoints the jobs it claimed with
+        this, so a node that lost its lease cannot overwrite the new owner's state.
+        """
+        return await self._write(jobs, runs, node)
+
+    async def _write(self, jobs: Sequence[Job], runs: Sequence[Run], fence: str | None) -> set[str]:
         if not jobs and not runs:
-            return
+            return set()
         # One upsert cannot touch a row twice: the last version of a job or run wins,
         # as it would with one statement per row.
         unique_jobs = list({job.id: job for job in jobs}.values())
         unique_runs = list({run.id: run for run in runs}.values())
         job_rows = _columns([job_row(j) for j in unique_jobs], len(_JOB_COLUMNS))
         run_rows = _columns([run_row(r) for r in unique_runs], len(_RUN_COLUMNS))
+        refused: set[str] = set()
 
         async def body(connection: Connection) -> None:
             if unique_jobs:
@@ -473,14 +497,23 @@ class PostgresStore(Store):
                     record[0]: (record[1], record[2])
                     for record in await connection.fetch(_PENDING_BEFORE, job_rows[0])
                 }
-                await connection.execute(_JOB_UPSERT, *job_rows)
-                earliest = _became_due_earlier(unique_jobs, before)
+                written = unique_jobs
+                if fence is None:
+                    await connection.execute(_JOB_UPSERT, *job_rows)
+                else:
+                    kept = {
+                        r[0] for r in await connection.fetch(_JOB_UPSERT_FENCED, *job_rows, fence)
+                    }
+                    written = [job for job in unique_jobs if job.id in kept]
+                    refused.update(job.id for job in unique_jobs if job.id not in kept)
+                earliest = _became_due_earlier(written, before)
                 if earliest is not None:
                     await self._notify(connection, earliest)
             if unique_runs:
                 await connection.execute(_RUN_UPSERT, *run_rows)
 
         await self._guarded("write", body, unique_jobs)
+        return refused
 
     async def _guarded(
         self, action: str, body: Callable[[Connection], Awaitable[None]], jobs: list[Job]

@@ -11,6 +11,7 @@ import pytest
 
 from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.model import JobStatus, RunOutcome
+from nexus_schedd.store import RunFilter
 from nexus_schedd.store.postgres import PostgresStore, Wakeup
 from tests.store.factories import (
     POSTGRES_DSN,
@@ -296,3 +297,31 @@ async def test_a_listener_whose_connection_is_killed_reconnects_and_asks_for_a_r
         with anyio.fail_after(10):
             assert await receive.receive() == Wakeup(T0 + timedelta(seconds=7), "a")
         tg.cancel_scope.cancel()
+
+
+async def test_a_node_that_lost_its_lease_cannot_overwrite_the_new_owner(
+    nodes: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = nodes
+    await a.insert_jobs([make_job(1), make_job(2)])
+    now = T0 + timedelta(seconds=5)
+    first, second = await a.claim_due("a", now, 10, LEASE_S)
+    expiry = now + timedelta(seconds=LEASE_S)
+    [(taken, _)] = await b.take_over_expired("b", expiry, 1, LEASE_S)
+    assert taken.id == "J0001"
+
+    stale = replace(first, status=JobStatus.COMPLETED, run_at=None, occurrence_count=1)
+    done = replace(second, status=JobStatus.COMPLETED, run_at=None, occurrence_count=1)
+    history = make_run(1, "J0001", node="a")
+    refused = await a.write_leased("a", jobs=[stale, done, make_job(3)], runs=[history])
+
+    assert refused == {"J0001"}
+    assert await b.get_job("J0001") == taken
+    assert await b.lease_of("J0001") is not None
+    assert await b.get_job("J0002") == done
+    assert await b.get_job("J0003") == make_job(3)
+    assert (await b.list_runs(RunFilter(job_id="J0001"), 5)).items == [history]
+    finished = replace(taken, status=JobStatus.COMPLETED, run_at=None)
+    assert await b.write_leased("b", jobs=[finished]) == set()
+    assert await a.get_job("J0001") == finished
+    assert await a.lease_of("J0001") is None
