@@ -1,0 +1,102 @@
+"""``nexus-schedweb``: serve the dashboard with Hypercorn until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import structlog
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from nexus_schedd.daemon.logging import configure_logging
+from nexus_schedd.errors import EXIT_OK, EXIT_USAGE, ConfigError
+from nexus_schedd.web.app import Dashboard
+from nexus_schedd.web.config import WebConfig, load_config, parse_listen
+
+log = structlog.get_logger("nexus_schedd.web")
+
+# Open Server-Sent Events streams are ended on shutdown; this bounds the rest.
+GRACEFUL_TIMEOUT_S = 5.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``nexus-schedweb``."""
+    parser = argparse.ArgumentParser(
+        prog="nexus-schedweb",
+        description="Web dashboard and Prometheus metrics for a nexus-schedd daemon.",
+    )
+    parser.add_argument("--socket", help="the daemon's control socket (default: as nexus-schedctl)")
+    parser.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:8470)")
+    parser.add_argument("--config", help="TOML file with a [web] table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config).with_overrides(listen=args.listen, socket=args.socket)
+        if args.listen:
+            parse_listen(args.listen)
+    except ConfigError as exc:
+        sys.stderr.write(f"nexus-schedweb: {exc}\n")
+        return EXIT_USAGE
+    configure_logging(config.log_level, config.log_format)
+    backend_options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401  # optional: faster, and what the daemon uses
+
+        backend_options["use_uvloop"] = True
+    except ImportError:
+        pass
+    try:
+        anyio.run(run, config, backend="asyncio", backend_options=backend_options)
+    except OSError as exc:
+        log.error("web cannot listen", listen=config.listen, reason=exc.strerror or str(exc))
+        return 1
+    return EXIT_OK
+
+
+async def run(config: WebConfig) -> None:
+    """Serve until SIGTERM/SIGINT, then close live streams and drain requests."""
+    dashboard = Dashboard(config)
+    host, port = parse_listen(config.listen)
+    server_config = HypercornConfig()
+    server_config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    server_config.graceful_timeout = GRACEFUL_TIMEOUT_S
+    server_config.accesslog = None
+    stop = anyio.Event()
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        # Ends the /events streams, so open pages do not hold the drain.
+        dashboard.broadcaster.close()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_wait_for_signal, stop)
+        log.info(
+            "web starting",
+            listen=config.listen,
+            socket=config.socket or "default",
+            actions_enabled=config.actions_enabled,
+        )
+        await serve(dashboard.asgi(), server_config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        log.info("web stopped")
+        tg.cancel_scope.cancel()
+
+
+async def _wait_for_signal(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            log.info("web stopping")
+            stop.set()
+            return
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
