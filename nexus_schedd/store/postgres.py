@@ -337,7 +337,7 @@ class PostgresStore(Store):
             raise StoreError(f"{self._where}: cannot open the store: {_reason(exc)}") from None
         finally:
             with anyio.CancelScope(shield=True):
-                await connection.close()
+                await _close_quietly(connection)
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn,
@@ -735,6 +735,7 @@ class PostgresStore(Store):
         started = False
         while True:
             lost = anyio.Event()
+            failed = False
             try:
                 connection = await self._connect()
             except StoreError as exc:
@@ -765,11 +766,14 @@ class PostgresStore(Store):
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 if not started:
                     raise StoreError(f"{self._where}: cannot listen: {_reason(exc)}") from None
-                _log.warning("store_listener_failed", error=_reason(exc))
+                _log.warning("store_listener_failed", error=_reason(exc), delay_s=delay)
+                failed = True
             finally:
                 with anyio.CancelScope(shield=True):
-                    if not connection.is_closed():
-                        await connection.close()
+                    await _close_quietly(connection)
+            if failed:
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     # -- reads ----------------------------------------------------------------------
 
@@ -890,6 +894,16 @@ def _decode_wakeup(payload: object) -> Wakeup:
     except (ValueError, TypeError, KeyError, OverflowError):
         pass
     return Wakeup(None, "")
+
+
+async def _close_quietly(connection: asyncpg.Connection) -> None:
+    """Close a connection, giving up (and dropping it) if the server does not answer."""
+    if connection.is_closed():
+        return
+    try:
+        await connection.close(timeout=5)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        connection.terminate()
 
 
 def _reason(exc: BaseException) -> str:
