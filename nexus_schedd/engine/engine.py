@@ -659,9 +659,10 @@ class Engine:
         """Turn a due pending job into an attempt (in memory; staged by the caller)."""
         extra = triggered and job.recurring
         if not triggered and job.recurring and job.retry_count == 0:
-            job = self._apply_misfire(job, now)
-            if job.status is not JobStatus.PENDING:
+            misfired = self._apply_misfire(job, now)
+            if misfired is None:
                 return None
+            job = misfired
         assert job.run_at is not None and job.scheduled_for is not None
         upcoming = Occurrence.of(job) if extra else following(job, Occurrence.of(job), self._rng)
         running = job.transition(JobStatus.RUNNING, now)
@@ -690,7 +691,9 @@ class Engine:
             self._running[job.id] = _Running(attempt, upcoming)
         else:
             state.current, state.upcoming = attempt, upcoming
-        if upcoming is not None:
+        if upcoming is not None and upcoming.run_at > now:
+            # Overlap timer. An upcoming occurrence already due is a catch-up
+            # (run_all after downtime or backlog): it runs after this one instead.
             self._arm(job.id, upcoming.run_at)
         self._count(JobStatus.PENDING, JobStatus.RUNNING)
         self._jobs[job.id] = running
@@ -699,8 +702,9 @@ class Engine:
         self._lateness.append(lateness_ms)
         return attempt
 
-    def _apply_misfire(self, job: Job, now: datetime) -> Job:
-        """Apply run_once / skip to a recurring occurrence later than its grace."""
+    def _apply_misfire(self, job: Job, now: datetime) -> Job | None:
+        """Apply run_once / skip to a recurring occurrence later than its grace:
+        the job to run now, or None when the occurrences were skipped."""
         assert job.run_at is not None
         if job.misfire is MisfirePolicy.RUN_ALL:
             return job
@@ -748,7 +752,7 @@ class Engine:
         self._place(done)
         self._ckpt.stage([done], runs)
         self._publish(EventKind.JOB_UPDATED, done)
-        return done
+        return None
 
     def _overlap(self, job: Job, now: datetime) -> None:
         """The next occurrence came due while the job still runs: apply its overlap policy."""

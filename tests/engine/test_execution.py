@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import itertools
 from typing import Any
 
 import anyio
@@ -116,7 +116,7 @@ async def test_retries_follow_backoff_doubling_from_60_capped_at_3600(
         job = await engine.add_job(JobSpec(job_type="work", run_at=at(0), max_retries=8))
         done = await wait_until(engine, job.id, is_final, store)
     starts = [call.at for call in handler.calls]
-    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     assert gaps == [60, 120, 240, 480, 960, 1920, 3600, 3600]
     assert [call.attempt for call in handler.calls] == list(range(1, 10))
     assert {call.key for call in handler.calls} == {f"{job.id}:0"}
@@ -231,6 +231,3 @@ async def test_name_makes_add_idempotent_and_refuses_a_different_definition(
         assert again.id == first.id
         with pytest.raises(JobExists):
             await engine.add_job(JobSpec(job_type="work", name="report", payload={"a": 2}))
-
-
-_ = timedelta

@@ -1,0 +1,316 @@
+"""Misfire after downtime, overlap, priority and type limits, job operations, crash
+recovery, and the no-polling guarantee."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import anyio
+import pytest
+
+from nexus_schedd.clock import VirtualClock
+from nexus_schedd.engine import EngineSettings
+from nexus_schedd.model import (
+    Job,
+    JobSpec,
+    JobStatus,
+    MisfirePolicy,
+    OverlapPolicy,
+    Recurrence,
+    RecurrenceKind,
+    Run,
+    RunOutcome,
+)
+from tests.engine.harness import (
+    EXACT,
+    T0,
+    ScriptedHandler,
+    TrackedStore,
+    at,
+    crashing_engine,
+    engine_running,
+    is_final,
+    quiesce,
+    sleeper,
+    wait_until,
+)
+
+pytestmark = pytest.mark.anyio
+
+HOUR = 3600
+
+
+@pytest.mark.parametrize("policy", list(MisfirePolicy))
+async def test_misfire_policy_after_downtime(store: TrackedStore, policy: MisfirePolicy) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    recurrence = Recurrence(RecurrenceKind.HOURLY, max_occurrences=8)
+    spec = JobSpec(job_type="work", run_at=at(0), recurrence=recurrence, misfire=policy)
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        job = await engine.add_job(spec)
+        await quiesce(store)
+        assert len(handler.calls) == 1
+    # Down for a little over five hours: occurrences 2..6 (T0+1h..T0+5h) are missed.
+    clock.advance(5 * HOUR + 600)
+    restart = clock.now()
+    async with engine_running(store, clock, handler) as engine:
+        done = await wait_until(engine, job.id, is_final, store)
+    assert done.status is JobStatus.COMPLETED
+    assert done.occurrence_count == 8
+    ran = [(call.scheduled_for, call.at) for call in handler.calls[1:]]
+    on_time = [(at(6 * HOUR), at(6 * HOUR)), (at(7 * HOUR), at(7 * HOUR))]
+    runs = await store.runs_of(job.id)
+    skipped = [run.scheduled_for for run in runs if run.outcome is RunOutcome.SKIPPED]
+    if policy is MisfirePolicy.RUN_ALL:
+        assert ran == [(at(h * HOUR), restart) for h in range(1, 6)] + on_time
+        assert skipped == []
+    elif policy is MisfirePolicy.RUN_ONCE:
+        assert ran == [(at(5 * HOUR), restart), *on_time]
+        assert skipped == []
+    else:
+        assert ran == on_time
+        assert skipped == [at(h * HOUR) for h in range(1, 6)]
+
+
+@pytest.mark.parametrize("policy", list(OverlapPolicy))
+async def test_overlap_policy_when_an_occurrence_outlasts_the_interval(
+    store: TrackedStore, policy: OverlapPolicy
+) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock, behaviour=sleeper(clock, 90 * 60))
+    recurrence = Recurrence(RecurrenceKind.HOURLY, max_occurrences=3)
+    spec = JobSpec(
+        job_type="work", run_at=at(0), recurrence=recurrence, overlap=policy, timeout_s=10 * HOUR
+    )
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(spec)
+        await wait_until(engine, job.id, is_final, store)
+    runs = await store.runs_of(job.id)
+    summary = [(run.scheduled_for, run.outcome, run.started_at, run.finished_at) for run in runs]
+    if policy is OverlapPolicy.FORBID:
+        assert summary == [
+            (at(0), RunOutcome.SUCCESS, at(0), at(90 * 60)),
+            (at(HOUR), RunOutcome.SKIPPED, at(HOUR), at(HOUR)),
+            (at(2 * HOUR), RunOutcome.SUCCESS, at(2 * HOUR), at(2 * HOUR + 90 * 60)),
+        ]
+        assert handler.max_running["work"] == 1
+    elif policy is OverlapPolicy.ALLOW:
+        assert summary == [
+            (at(h * HOUR), RunOutcome.SUCCESS, at(h * HOUR), at(h * HOUR + 90 * 60))
+            for h in range(3)
+        ]
+        assert handler.max_running["work"] == 2
+    else:
+        assert summary == [
+            (at(0), RunOutcome.CANCELED, at(0), at(HOUR)),
+            (at(HOUR), RunOutcome.CANCELED, at(HOUR), at(2 * HOUR)),
+            (at(2 * HOUR), RunOutcome.SUCCESS, at(2 * HOUR), at(2 * HOUR + 90 * 60)),
+        ]
+        assert handler.max_running["work"] == 1
+
+
+async def test_higher_priority_then_earlier_run_at_wins_when_saturated(
+    store: TrackedStore,
+) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock, behaviour=sleeper(clock, 100))
+    settings = EngineSettings(max_concurrency=1, defaults=EXACT)
+    async with engine_running(store, clock, handler, settings=settings) as engine:
+        blocker = await engine.add_job(JobSpec(job_type="work", run_at=at(0), name="blocker"))
+        await wait_until(engine, blocker.id, lambda j: j.status is JobStatus.RUNNING, store)
+        specs = [
+            JobSpec(job_type="work", run_at=at(50), priority=0, name="low-early"),
+            JobSpec(job_type="work", run_at=at(10), priority=0, name="low-earliest"),
+            JobSpec(job_type="work", run_at=at(60), priority=5, name="high-late"),
+            JobSpec(job_type="work", run_at=at(20), priority=5, name="high-early"),
+            JobSpec(job_type="work", run_at=at(30), priority=-3, name="lowest"),
+        ]
+        added = await engine.add_jobs(specs)
+        for job in added:
+            await wait_until(engine, job.id, is_final, store)
+    names = {job.id: job.name for job in [blocker, *added]}
+    order = [names[call.job_id] for call in handler.calls]
+    assert order == ["blocker", "high-early", "high-late", "low-earliest", "low-early", "lowest"]
+
+
+async def test_type_limit_is_never_exceeded_and_does_not_block_other_types(
+    store: TrackedStore,
+) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(
+        clock, types=frozenset({"export", "mail"}), behaviour=sleeper(clock, 10)
+    )
+    settings = EngineSettings(max_concurrency=10, type_limits={"export": 2}, defaults=EXACT)
+    async with engine_running(store, clock, handler, settings=settings) as engine:
+        jobs = await engine.add_jobs(
+            [JobSpec(job_type="export", run_at=at(0)) for _ in range(6)]
+            + [JobSpec(job_type="mail", run_at=at(0)) for _ in range(3)]
+        )
+        for job in jobs:
+            await wait_until(engine, job.id, is_final, store)
+    assert handler.max_running == {"export": 2, "mail": 3}
+    assert sorted(call.at for call in handler.calls if call.job_type == "export") == [
+        at(0),
+        at(0),
+        at(10),
+        at(10),
+        at(20),
+        at(20),
+    ]
+    assert [call.at for call in handler.calls if call.job_type == "mail"] == [at(0)] * 3
+
+
+async def test_pause_keeps_a_job_from_running_and_resume_follows_misfire(
+    store: TrackedStore,
+) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    recurrence = Recurrence(RecurrenceKind.HOURLY, max_occurrences=5)
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(HOUR), recurrence=recurrence))
+        paused = await engine.pause_job(job.id)
+        assert paused.status is JobStatus.PAUSED
+        clock.advance(3 * HOUR + 60)
+        await quiesce(store)
+        assert handler.calls == []
+        resumed = await engine.resume_job(job.id)
+        assert resumed.status is JobStatus.PENDING
+        await quiesce(store)
+        # run_once: one run for the three missed occurrences (T0+1h..3h), now.
+        assert [(c.scheduled_for, c.at) for c in handler.calls] == [(at(3 * HOUR), clock.now())]
+        current = await engine.get_job(job.id)
+        assert current.run_at == at(4 * HOUR)
+        assert current.occurrence_count == 3
+
+
+async def test_trigger_runs_one_extra_occurrence_without_moving_the_schedule(
+    store: TrackedStore,
+) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    recurrence = Recurrence(RecurrenceKind.DAILY)
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(HOUR), recurrence=recurrence))
+        triggered = await engine.trigger_job(job.id)
+        assert triggered.status is JobStatus.RUNNING
+        await quiesce(store)
+        after = await engine.get_job(job.id)
+    assert [(c.at, c.scheduled_for) for c in handler.calls] == [(at(0), at(0))]
+    assert after.status is JobStatus.PENDING
+    assert (after.run_at, after.scheduled_for, after.occurrence_count) == (at(HOUR), at(HOUR), 0)
+
+
+async def test_cancel_while_running_cancels_the_attempt(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    cancelled = anyio.Event()
+
+    async def stuck(job: Job, ctx: object) -> object:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+        raise AssertionError("unreachable")
+
+    handler = ScriptedHandler(clock, behaviour=stuck)
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(0)))
+        await handler.started.wait()
+        result = await engine.cancel_job(job.id)
+        assert result.status is JobStatus.CANCELED
+        await cancelled.wait()
+        await quiesce(store)
+        stored = await store.get_job(job.id)
+        runs = await store.runs_of(job.id)
+    assert stored is not None and stored.status is JobStatus.CANCELED
+    assert [(run.outcome, run.error) for run in runs] == [(RunOutcome.CANCELED, "canceled")]
+
+
+async def test_reschedule_moves_a_pending_job(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(HOUR)))
+        moved = await engine.reschedule_job(job.id, run_at=at(600))
+        assert moved.run_at == at(600)
+        stored = await store.get_job(job.id)
+        assert stored is not None and stored.run_at == at(600)
+        await wait_until(engine, job.id, is_final, store)
+    assert [call.at for call in handler.calls] == [at(600)]
+
+
+async def test_crashed_run_is_recorded_and_its_job_retried(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    job = Job.create(JobSpec(job_type="work", run_at=at(0)), at(0), EXACT)
+    running = job.transition(JobStatus.RUNNING, at(0))
+    open_run = Run(id="run-1", job_id=job.id, scheduled_for=at(0), attempt=1, started_at=at(0))
+    await store.insert_jobs([job])
+    await store.write([running], [open_run])
+    clock.advance(30)
+    handler = ScriptedHandler(clock)
+    async with engine_running(store, clock, handler) as engine:
+        done = await wait_until(engine, job.id, is_final, store)
+    runs = await store.runs_of(job.id)
+    assert [(run.outcome, run.attempt) for run in runs] == [
+        (RunOutcome.CRASHED, 1),
+        (RunOutcome.SUCCESS, 2),
+    ]
+    assert done.status is JobStatus.COMPLETED
+    assert handler.calls[0].at == at(30 + 60)
+    assert handler.calls[0].key == f"{job.id}:0"
+
+
+async def test_poison_job_ends_failed_permanent_after_max_retries_crashes(
+    store: TrackedStore,
+) -> None:
+    clock = VirtualClock(T0)
+
+    async def crash_the_daemon(job: Job, ctx: object) -> object:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    max_retries = 2
+    job_id = ""
+    for life in range(max_retries + 1):
+        handler = ScriptedHandler(clock, behaviour=crash_the_daemon)
+        async with crashing_engine(store, clock, handler) as engine:
+            if life == 0:
+                job_id = (
+                    await engine.add_job(
+                        JobSpec(job_type="work", run_at=at(0), max_retries=max_retries)
+                    )
+                ).id
+            # The handler is only called once the start is on disk: crash now.
+            await handler.started.wait()
+    handler = ScriptedHandler(clock)
+    async with engine_running(store, clock, handler) as engine:
+        final = await engine.get_job(job_id)
+    assert handler.calls == []
+    assert final.status is JobStatus.FAILED_PERMANENT
+    runs = await store.runs_of(job_id)
+    assert [run.outcome for run in runs] == [RunOutcome.CRASHED] * (max_retries + 1)
+    assert [run.attempt for run in runs] == [1, 2, 3]
+
+
+async def test_no_wakeups_while_only_far_future_jobs_exist(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        far = await engine.add_jobs(
+            [JobSpec(job_type="work", run_at=at(30 * 86400 + n)) for n in range(50)]
+        )
+        await quiesce(store)
+        armed, loops = clock.timers_armed, engine.loop_iterations
+        for _ in range(5):
+            clock.advance(86400)  # days pass with nothing due
+            await quiesce(store)
+        assert (clock.timers_armed, engine.loop_iterations) == (armed, loops)
+        # A change that makes an earlier job due wakes it once, to re-arm.
+        near = await engine.add_job(
+            JobSpec(job_type="work", run_at=clock.now() + timedelta(hours=1))
+        )
+        await quiesce(store)
+        assert clock.timers_armed == armed + 1
+        clock.advance(3600)
+        await quiesce(store)
+        assert [call.job_id for call in handler.calls] == [near.id]
+        assert len(far) == 50
