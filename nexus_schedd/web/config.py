@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -119,7 +120,8 @@ def _from_table(file: str, base: Path, table: dict[str, Any]) -> WebConfig:
     if token and token_file:
         raise ConfigError(file, "web.token_file", "set token or token_file, not both")
     if token_file:
-        token = _read_token(file, base / token_file)
+        # $CREDENTIALS_DIRECTORY: systemd's LoadCredential= hands the token over there.
+        token = _read_token(file, base / os.path.expandvars(token_file))
     log_format = text("log_format", "auto")
     if log_format not in ("auto", "json", "console"):
         raise ConfigError(file, "web.log_format", "must be auto, json or console")
