@@ -131,7 +131,11 @@ class Engine:
         self._registry = registry
         self._clock = clock
         self._settings = settings
-        self._log: Any = log if log is not None else structlog.get_logger("nexus_schedd.engine")
+        # bind() turns structlog's lazy proxy into a real logger once, instead of
+        # re-binding on every per-run event.
+        self._log: Any = (
+            log if log is not None else structlog.get_logger("nexus_schedd.engine").bind()
+        )
         self._rng = rng or random.Random()
         self._ckpt = Checkpointer(store, self._log)
         self._events = EventHub()
@@ -897,12 +901,21 @@ class Engine:
     ) -> None:
         """Record the attempt's run and move the job on (retry, next occurrence, final)."""
         now = self._clock.now()
-        run = replace(
-            attempt.run,
+        started = attempt.run
+        run = Run(
+            id=started.id,
+            job_id=started.job_id,
+            scheduled_for=started.scheduled_for,
+            attempt=started.attempt,
+            started_at=started.started_at,
             finished_at=now,
             outcome=outcome,
             error=error,
-            output=None if result is None else truncate_output(result.output),
+            output=None
+            if result is None or result.output is None
+            else truncate_output(result.output),
+            node=started.node,
+            job_type=started.job_type,
         )
         self._release(attempt)
         job_id = attempt.job.id
