@@ -1,0 +1,95 @@
+"""The handler registry, Watch, status() and static-schedule reconciliation."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from nexus_schedd.clock import VirtualClock
+from nexus_schedd.engine.service import EventKind
+from nexus_schedd.handlers.registry import HandlerRegistry
+from nexus_schedd.model import JobSpec, JobStatus, Recurrence, RecurrenceKind
+from tests.engine.harness import (
+    T0,
+    ScriptedHandler,
+    TrackedStore,
+    at,
+    engine_running,
+    is_final,
+    wait_until,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def test_registry_resolves_the_first_supporting_handler_and_caches_it() -> None:
+    clock = VirtualClock(T0)
+    first = ScriptedHandler(clock, types=frozenset({"a"}))
+    second = ScriptedHandler(clock, types=frozenset({"a", "b"}))
+    registry = HandlerRegistry({"one": first, "two": second}, broken={"three": "ImportError"})
+    assert registry.resolve("a") is first
+    assert registry.resolve("b") is second
+    assert registry.resolve("c") is None
+    first.types = frozenset()  # a cached answer does not ask supports() again
+    assert registry.resolve("a") is first
+    assert registry.names() == ["one", "two"]
+    assert registry.supports("b") and not registry.supports("c")
+    assert registry.broken == {"three": "ImportError"}
+
+
+async def test_watch_streams_job_and_run_events(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    async with engine_running(store, clock, ScriptedHandler(clock)) as engine:
+        events = engine.watch()
+        kinds: list[EventKind] = []
+
+        async def collect() -> None:
+            async for event in events:
+                kinds.append(event.kind)
+                if event.kind is EventKind.RUN_FINISHED:
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect)
+            await anyio.lowlevel.checkpoint()
+            await engine.add_job(JobSpec(job_type="work", run_at=at(10)))
+        await events.aclose()  # type: ignore[attr-defined]
+    assert kinds == [EventKind.JOB_ADDED, EventKind.RUN_STARTED, EventKind.RUN_FINISHED]
+
+
+async def test_status_counts_follow_transitions_without_store_queries(
+    store: TrackedStore,
+) -> None:
+    clock = VirtualClock(T0)
+    async with engine_running(store, clock, ScriptedHandler(clock)) as engine:
+        done = await engine.add_job(JobSpec(job_type="work", run_at=at(10)))
+        later = await engine.add_job(JobSpec(job_type="work", run_at=at(86400)))
+        await engine.pause_job(later.id)
+        await wait_until(engine, done.id, is_final, store)
+        status = engine.status()
+    assert status.counts == {JobStatus.COMPLETED: 1, JobStatus.PAUSED: 1}
+    assert status.running == 0
+    assert status.lateness_p50_ms == 0.0
+
+
+async def test_reconcile_static_adds_updates_removes_and_keeps_by_name(
+    store: TrackedStore,
+) -> None:
+    clock = VirtualClock(T0)
+    daily = Recurrence(RecurrenceKind.DAILY)
+    keep = JobSpec(job_type="work", name="keep", run_at=at(3600), recurrence=daily)
+    change = JobSpec(job_type="work", name="change", run_at=at(3600), recurrence=daily)
+    drop = JobSpec(job_type="work", name="drop", run_at=at(3600), recurrence=daily)
+    async with engine_running(store, clock, ScriptedHandler(clock), jump=False) as engine:
+        first = await engine.reconcile_static([keep, change, drop])
+        assert first == {"added": ["keep", "change", "drop"], "updated": [], "removed": []}
+        kept = await engine.get_job("keep")
+        changed = JobSpec(
+            job_type="work", name="change", run_at=at(3600), recurrence=daily, priority=3
+        )
+        second = await engine.reconcile_static([keep, changed])
+        assert second == {"added": [], "updated": ["change"], "removed": ["drop"]}
+        assert (await engine.get_job("keep")).id == kept.id
+        assert (await engine.get_job("change")).priority == 3
+        assert (await engine.get_job("change")).static
