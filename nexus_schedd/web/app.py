@@ -349,15 +349,15 @@ class Dashboard:
             with self.broadcaster.subscribe() as messages:
                 yield sse_message("daemon", {"up": self.pump.connected, "reason": ""})
                 while True:
+                    message: str | None = None
+                    # Never yield inside the scope: the consumer would run inside it.
                     with anyio.move_on_after(SSE_KEEPALIVE_S):
                         try:
                             message = await messages.receive()
                         except anyio.EndOfStream:
                             return
-                        yield message
-                        continue
-                    # A comment line keeps proxies from closing an idle stream.
-                    yield ": keep-alive\n\n"
+                    # On timeout a comment line keeps proxies from closing an idle stream.
+                    yield message if message is not None else ": keep-alive\n\n"
 
         return StreamingResponse(
             stream(),

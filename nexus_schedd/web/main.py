@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +24,7 @@ log = structlog.get_logger("nexus_schedd.web")
 
 # Open Server-Sent Events streams are ended on shutdown; this bounds the rest.
 GRACEFUL_TIMEOUT_S = 5.0
+EXIT_CANNOT_LISTEN = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,22 +57,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend_options["use_uvloop"] = True
     except ImportError:
         pass
-    try:
-        anyio.run(run, config, backend="asyncio", backend_options=backend_options)
-    except OSError as exc:
-        log.error("web cannot listen", listen=config.listen, reason=exc.strerror or str(exc))
-        return 1
-    return EXIT_OK
+    return anyio.run(run, config, backend="asyncio", backend_options=backend_options)
 
 
-async def run(config: WebConfig) -> None:
-    """Serve until SIGTERM/SIGINT, then close live streams and drain requests."""
+async def run(config: WebConfig) -> int:
+    """Serve until SIGTERM/SIGINT, then close live streams and drain requests.
+
+    Returns the exit code: 0 after a clean stop, 1 when the address cannot be bound.
+    """
     dashboard = Dashboard(config)
     host, port = parse_listen(config.listen)
+    try:
+        listener = _bind(host, port)
+    except OSError as exc:
+        log.error("web cannot listen", listen=config.listen, reason=exc.strerror or str(exc))
+        return EXIT_CANNOT_LISTEN
+    bound = listener.getsockname()
     server_config = HypercornConfig()
-    server_config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    # Bound here, handed over by descriptor: a bind error is reported above, before
+    # Hypercorn has started the app's lifespan.
+    server_config.bind = [f"fd://{listener.detach()}"]
     server_config.graceful_timeout = GRACEFUL_TIMEOUT_S
     server_config.accesslog = None
+    # Hypercorn's own messages go through the root handler configure_logging installed.
+    server_config.errorlog = logging.getLogger("hypercorn.error")
     stop = anyio.Event()
 
     async def shutdown_trigger() -> None:
@@ -81,13 +92,28 @@ async def run(config: WebConfig) -> None:
         tg.start_soon(_wait_for_signal, stop)
         log.info(
             "web starting",
-            listen=config.listen,
+            listen=f"{bound[0]}:{bound[1]}",
             socket=config.socket or "default",
             actions_enabled=config.actions_enabled,
         )
-        await serve(dashboard.asgi(), server_config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
-        log.info("web stopped")
-        tg.cancel_scope.cancel()
+        try:
+            await serve(dashboard.asgi(), server_config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        finally:
+            tg.cancel_scope.cancel()
+    log.info("web stopped")
+    return EXIT_OK
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 async def _wait_for_signal(stop: anyio.Event) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +106,26 @@ def test_dashboard_follows_the_daemon_when_it_goes_away(tmp_path: Path) -> None:
     finally:
         web.close()
         daemon.close()
+
+
+def test_real_process_reports_an_address_in_use_and_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                console_script("nexus-schedweb"),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--socket",
+                str(tmp_path / "none.sock"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [event["event"] for event in events] == ["web cannot listen"]
+    assert events[0]["reason"] == "Address already in use"
