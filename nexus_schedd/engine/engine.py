@@ -30,12 +30,17 @@ from typing import Any
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from nexus_schedd.clock import Clock
 from nexus_schedd.engine.checkpoint import Checkpointer
 from nexus_schedd.engine.events import EventHub
-from nexus_schedd.engine.policies import Occurrence, backoff_delay, following, walk_missed
+from nexus_schedd.engine.policies import (
+    Occurrence,
+    RunIds,
+    backoff_delay,
+    following,
+    walk_missed,
+)
 from nexus_schedd.engine.service import UNSET, EngineStatus, Event, EventKind
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.errors import InvalidJobState, JobExists, JobNotFound, UnknownJobType
@@ -52,7 +57,6 @@ from nexus_schedd.model import (
     Recurrence,
     Run,
     RunOutcome,
-    new_id,
     truncate_output,
 )
 from nexus_schedd.model.schedule import first_occurrence, validate_schedule
@@ -163,8 +167,9 @@ class Engine:
         self._wakeup = anyio.Event()
         self._sleeping_until: datetime | None = None
         self._sleeping = False
-        self._send: MemoryObjectSendStream[_Attempt] | None = None
-        self._receive: MemoryObjectReceiveStream[_Attempt] | None = None
+        self._work: deque[_Attempt] = deque()
+        self._idle_workers: deque[anyio.Event] = deque()
+        self._run_ids = RunIds(random.Random())  # unseeded: ids must differ across engines
         self._tg: TaskGroup | None = None
         self._stopping = False
         self._drained: anyio.Event | None = None
@@ -178,8 +183,6 @@ class Engine:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Recover, load the heap window, report started, then schedule until stop()."""
-        send, receive = anyio.create_memory_object_stream[_Attempt](float("inf"))
-        self._send, self._receive = send, receive
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -201,8 +204,6 @@ class Engine:
                 task_status.started()
         finally:
             self._alive = False
-            send.close()
-            receive.close()
             self._done.set()
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -672,7 +673,7 @@ class Engine:
         running = job.transition(JobStatus.RUNNING, now)
         scheduled_for = now if extra else job.scheduled_for
         run = Run(
-            id=new_id(),
+            id=self._run_ids.next(now),
             job_id=job.id,
             scheduled_for=scheduled_for,
             attempt=1 if extra else job.retry_count + 1,
@@ -726,7 +727,7 @@ class Engine:
             )
         runs = [
             Run(
-                id=new_id(),
+                id=self._run_ids.next(now),
                 job_id=job.id,
                 scheduled_for=instant,
                 attempt=1,
@@ -766,7 +767,7 @@ class Engine:
         upcoming = state.upcoming
         if job.overlap is OverlapPolicy.FORBID:
             skipped = Run(
-                id=new_id(),
+                id=self._run_ids.next(now),
                 job_id=job.id,
                 scheduled_for=upcoming.scheduled_for,
                 attempt=1,
@@ -795,7 +796,6 @@ class Engine:
 
     def _started(self, attempts: list[_Attempt], error: BaseException | None) -> None:
         """The start batch is on disk (or failed): hand the attempts to the workers."""
-        assert self._send is not None
         now = self._clock.now()
         for attempt in attempts:
             waiters = (
@@ -813,7 +813,9 @@ class Engine:
                 box.append(attempt.job)
                 event.set()
             self._publish(EventKind.RUN_STARTED, attempt.job, attempt.run)
-            self._send.send_nowait(attempt)
+            self._work.append(attempt)
+            if self._idle_workers:
+                self._idle_workers.popleft().set()
 
     def _abandon_start(self, attempt: _Attempt, now: datetime, error: BaseException) -> None:
         """A start that never reached the disk: the job goes back to pending soon."""
@@ -834,15 +836,17 @@ class Engine:
     # -- workers ------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        receive = self._receive
-        assert receive is not None
+        # A deque and one event per idle worker: cheaper than a memory stream hop.
         # No loop variable: a finished attempt (and its deadline scope) must not
         # stay referenced while the worker waits for the next one.
+        work = self._work
         while True:
-            try:
-                await self._execute(await receive.receive())
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                return
+            if work:
+                await self._execute(work.popleft())
+            else:
+                wake = anyio.Event()
+                self._idle_workers.append(wake)
+                await wake.wait()
 
     async def _execute(self, attempt: _Attempt) -> None:
         """Call the handler under the attempt's deadline and cancel scope."""

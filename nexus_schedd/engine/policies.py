@@ -112,3 +112,27 @@ def walk_missed(job: Job, now: datetime, rng: random.Random) -> MissedWalk:
         missed += 1
         upcoming = following(job, current, rng)
     return MissedWalk(current, missed, tuple(recent), upcoming)
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class RunIds:
+    """ULID-format run ids from the engine's clock, without the cost of the ulid
+    package on the dispatch path (about 1 us instead of 15).
+
+    48 bits of milliseconds then 80 random bits, Crockford base32, 26 characters:
+    they sort by start time like every other id in the store.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def next(self, now: datetime) -> str:
+        """A new id for a run starting at ``now``."""
+        value = (int(now.timestamp() * 1000) << 80) | self._rng.getrandbits(80)
+        chars = []
+        for _ in range(26):
+            chars.append(_CROCKFORD[value & 31])
+            value >>= 5
+        return "".join(reversed(chars))
