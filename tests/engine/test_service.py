@@ -93,3 +93,22 @@ async def test_reconcile_static_adds_updates_removes_and_keeps_by_name(
         assert (await engine.get_job("keep")).id == kept.id
         assert (await engine.get_job("change")).priority == 3
         assert (await engine.get_job("change")).static
+
+
+async def test_jobs_beyond_the_heap_window_are_loaded_when_it_drains(
+    store: TrackedStore,
+) -> None:
+    from nexus_schedd.engine import EngineSettings
+    from tests.engine.harness import EXACT
+
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    specs = [JobSpec(job_type="work", run_at=at(60 * n)) for n in range(1, 11)]
+    async with engine_running(store, clock, handler, jump=False) as loader:
+        jobs = await loader.add_jobs(specs)
+    settings = EngineSettings(window_size=3, defaults=EXACT)
+    async with engine_running(store, clock, handler, settings=settings) as engine:
+        assert engine.status().extra["window_jobs"] == 3
+        for job in jobs:
+            await wait_until(engine, job.id, is_final, store)
+    assert [call.at for call in handler.calls] == [at(60 * n) for n in range(1, 11)]
