@@ -153,7 +153,9 @@ class Dashboard:
             InvalidSpec: self._scheduler_error(400, "Bad request"),
             InvalidJobState: self._scheduler_error(409, "Not possible in this state"),
             PermissionDenied: self._scheduler_error(
-                403, "The daemon refused this dashboard (add its user to control.read_group)"
+                403,
+                "The daemon refused this dashboard's user (control.read_group may read,"
+                " control.admin_group may also act)",
             ),
             SchedulerError: self._scheduler_error(502, "The daemon refused the request"),
         }
