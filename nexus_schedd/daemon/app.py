@@ -29,6 +29,7 @@ from nexus_schedd.daemon.systemd import Notifier, listen_fds, watchdog_interval
 from nexus_schedd.engine import Engine
 from nexus_schedd.errors import ConfigError, SchedulerError
 from nexus_schedd.handlers.loading import load_handlers
+from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.store import open_store
 
 EXIT_FORCED = 1
@@ -46,6 +47,9 @@ class Daemon:
         self.notifier = Notifier.from_environment()
         self._reload_lock = anyio.Lock()
         self._engine: Engine | None = None
+        self._registries: list[HandlerRegistry] = []
+        """Every registry loaded so far; all are closed at shutdown (a reload must not
+        close handlers that attempts still running may be using)."""
         self._stopping = False
 
     async def run(self) -> None:
@@ -54,7 +58,8 @@ class Daemon:
         store = open_store(config.store.url, durability=config.store.durability)
         await store.open()
         try:
-            registry = load_handlers(config.handlers, log=log)
+            registry = load_handlers(config.handlers, log=log, config_file=self._config_name)
+            self._registries.append(registry)
             engine = Engine(store, registry, SystemClock(), config.engine_settings(), log=log)
             self._engine = engine
             listener = self._control_socket()
@@ -83,6 +88,8 @@ class Daemon:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                for loaded in self._registries:
+                    await loaded.aclose()
                 await store.close()
         log.info("daemon_stopped")
 
@@ -123,7 +130,7 @@ class Daemon:
         refused (ConfigError) and the old one kept."""
         engine = self._engine
         if engine is None:
-            raise ConfigError(str(self.config_path or "<defaults>"), "", "daemon is not started")
+            raise ConfigError(self._config_name, "", "daemon is not started")
         async with self._reload_lock:
             self.notifier.reloading()
             try:
@@ -132,7 +139,8 @@ class Daemon:
                 except ConfigError as exc:
                     log.error("reload_refused", error=exc.message)
                     raise
-                registry = load_handlers(new.handlers, log=log)
+                registry = load_handlers(new.handlers, log=log, config_file=self._config_name)
+                self._registries.append(registry)
                 engine.set_registry(registry)
                 engine.set_type_limits(new.limits)
                 report = await engine.reconcile_static(new.schedules)
@@ -141,6 +149,10 @@ class Daemon:
                 return {key: list(value) for key, value in report.items()}
             finally:
                 self.notifier.ready(self._status_line())
+
+    @property
+    def _config_name(self) -> str:
+        return str(self.config_path) if self.config_path is not None else "<defaults>"
 
     async def _watchdog(self) -> None:
         """Ping the systemd watchdog at half of WATCHDOG_USEC while the engine is healthy,

@@ -40,5 +40,13 @@ class HandlerRegistry:
         """Names of the loaded handlers, in resolution order."""
         return list(self._handlers)
 
+    async def aclose(self) -> None:
+        """Close every handler that holds resources (an ``aclose()`` method, like
+        the http handler's connection pool). Called when the registry is unloaded."""
+        for handler in self._handlers.values():
+            close = getattr(handler, "aclose", None)
+            if close is not None:
+                await close()
+
     def __repr__(self) -> str:
         return f"HandlerRegistry(handlers={self.names()!r}, broken={sorted(self.broken)!r})"
