@@ -8,13 +8,19 @@ schedule in milliseconds of real time.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import heapq
 import itertools
+import os
+import sys
 import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 
 
@@ -141,3 +147,127 @@ class VirtualClock:
             if scope is not None and not scope.cancel_called:
                 return
             heapq.heappop(self._timers)
+
+
+class WallClockSteps:
+    """Tells when the system wall clock is stepped (``date -s``, an NTP step, a VM resume).
+
+    :class:`SystemClock` sleeps on the event loop's monotonic clock, so a step would
+    otherwise go unnoticed until the current sleep ends: a job due at 10:00 would
+    run hours late after the clock jumps forward. Linux reports steps without
+    polling through a ``timerfd`` on ``CLOCK_REALTIME`` armed with
+    ``TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET``: its ``read()`` fails with
+    ``ECANCELED`` whenever the clock is set. :meth:`open` returns None where that
+    is unavailable (not Linux, no libc), and callers simply go without.
+    """
+
+    _CLOCK_REALTIME = 0
+    _TFD_TIMER_ABSTIME = 1
+    _TFD_TIMER_CANCEL_ON_SET = 2
+    _FAR_FUTURE_S = 1 << 40
+    """Armed so far ahead that it never expires; only a clock step wakes it."""
+
+    def __init__(self, fd: int, libc: ctypes.CDLL) -> None:
+        self._fd = fd
+        self._libc = libc
+
+    @classmethod
+    def open(cls) -> WallClockSteps | None:
+        """A watcher, or None when this platform cannot report clock steps."""
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            create = libc.timerfd_create
+        except (OSError, AttributeError):
+            return None
+        create.argtypes = [ctypes.c_int, ctypes.c_int]
+        create.restype = ctypes.c_int
+        fd = create(cls._CLOCK_REALTIME, os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            return None
+        watcher = cls(fd, libc)
+        try:
+            watcher._arm()
+        except OSError:
+            watcher.close()
+            return None
+        return watcher
+
+    @property
+    def fileno(self) -> int:
+        """The timerfd (for tests that read it directly)."""
+        return self._fd
+
+    def _arm(self) -> None:
+        spec = _ITimerSpec(
+            it_interval=_TimeSpec(0, 0), it_value=_TimeSpec(self._FAR_FUTURE_S, 0)
+        )
+        settime = self._libc.timerfd_settime
+        settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        settime.restype = ctypes.c_int
+        flags = self._TFD_TIMER_ABSTIME | self._TFD_TIMER_CANCEL_ON_SET
+        if settime(self._fd, flags, ctypes.byref(spec), None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    def consume(self) -> bool:
+        """Read the timerfd once it is readable; True when the clock was stepped.
+
+        A step is reported once per arming, so the timer is re-armed after it.
+        """
+        try:
+            os.read(self._fd, 8)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno != errno.ECANCELED:
+                raise
+            self._arm()
+            return True
+        self._arm()  # the far-future expiry itself: not a step, but re-arm anyway
+        return False
+
+    async def wait(self) -> None:
+        """Return after the next wall-clock step."""
+        while True:
+            await anyio.wait_readable(self._fd)
+            if self.consume():
+                return
+
+    def close(self) -> None:
+        """Release the timerfd."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _TimeSpec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _ITimerSpec(ctypes.Structure):
+    _fields_ = [("it_interval", _TimeSpec), ("it_value", _TimeSpec)]
+
+
+async def watch_clock_steps(
+    on_step: Callable[[], None],
+    *,
+    task_status: anyio.abc.TaskStatus[bool] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Call ``on_step`` after every wall-clock step, forever.
+
+    Reports ``started(True)`` when steps can be watched here, ``started(False)``
+    (and returns) when they cannot.
+    """
+    watcher = WallClockSteps.open()
+    if watcher is None:
+        task_status.started(False)
+        return
+    try:
+        task_status.started(True)
+        while True:
+            await watcher.wait()
+            on_step()
+    finally:
+        watcher.close()

@@ -22,7 +22,7 @@ import anyio.abc
 import structlog
 
 from nexus_schedd import __version__
-from nexus_schedd.clock import SystemClock
+from nexus_schedd.clock import SystemClock, watch_clock_steps
 from nexus_schedd.control.server import ControlServer, bind_control_socket
 from nexus_schedd.daemon.config import Config, load_config
 from nexus_schedd.daemon.systemd import Notifier, listen_fds, watchdog_interval
@@ -66,6 +66,11 @@ class Daemon:
             server = ControlServer(engine, config.control, reload=self.reload, log=log)
             async with anyio.create_task_group() as tg:
                 await tg.start(engine.run)
+                if not await tg.start(watch_clock_steps, engine.clock_stepped):
+                    log.warning(
+                        "clock_steps_unwatched",
+                        reason="no timerfd here: a wall-clock step is noticed at the next wake-up",
+                    )
                 report = await engine.reconcile_static(config.schedules)
                 if any(report.values()):
                     log.info("static_schedules_reconciled", **report)

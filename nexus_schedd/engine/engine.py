@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 import statistics
 import time
@@ -66,6 +67,8 @@ PRUNE_EVERY_RUNS = 10_000
 """Finished runs between two history prunes (pruning only happens while busy)."""
 
 LATENCY_SAMPLES = 1000
+LOOP_LAG_WARN_MS = 250.0
+"""A timer wake-up this late is logged as ``event_loop_lag`` (something blocked the loop)."""
 TRIGGER_PRIORITY = -(2**40)
 """Ready-heap key of a triggered attempt: ahead of every priority a job can have."""
 
@@ -242,6 +245,12 @@ class Engine:
         iteration counter would not tell a quiet engine from a dead one.)
         """
         return self._alive and not self._stopping
+
+    def clock_stepped(self) -> None:
+        """The wall clock was stepped: re-evaluate due times now, not when the
+        current sleep (measured in elapsed time) would have ended."""
+        self._log.info("wall_clock_stepped", now=self._clock.now().isoformat())
+        self._poke()
 
     def set_registry(self, registry: HandlerRegistry) -> None:
         """Use ``registry`` for attempts started from now on (reload)."""
@@ -611,13 +620,27 @@ class Engine:
             self._sleeping_until = next_at
             self._sleeping = True
             if not self._wakeup.is_set():
-                with self._clock.deadline_scope(next_at):
+                with self._clock.deadline_scope(next_at) as scope:
                     await self._wakeup.wait()
+                if scope.cancelled_caught and next_at is not None:
+                    self._note_wakeup_lag(scope, next_at)
             self._sleeping = False
             self._wakeup = anyio.Event()
-            if next_at is not None:
-                lag = (self._clock.now() - next_at).total_seconds() * 1000.0
-                self._loop_lag_ms = max(0.0, lag)
+
+    def _note_wakeup_lag(self, scope: anyio.CancelScope, due: datetime) -> None:
+        """How late the timer wake-up came: a blocked event loop shows here first.
+
+        Measured on the loop's monotonic clock where the scope has a real deadline,
+        so a wall-clock step is not mistaken for lag; only timer wake-ups count
+        (a poke is not late for anything).
+        """
+        if math.isfinite(scope.deadline):
+            lag = (anyio.current_time() - scope.deadline) * 1000.0
+        else:
+            lag = (self._clock.now() - due).total_seconds() * 1000.0
+        self._loop_lag_ms = max(0.0, lag)
+        if lag >= LOOP_LAG_WARN_MS:
+            self._log.warning("event_loop_lag", lag_ms=round(lag, 1), source="scheduler")
 
     def _collect_due(self, now: datetime) -> None:
         """Move due timers to the ready heap (or apply the overlap policy)."""
