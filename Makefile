@@ -35,5 +35,10 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+## Long reliability runs: 50 kill -9 cycles of the real daemon under load (see docs/reliability.md).
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.reliability_soak --cycles 50
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
