@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from nexus_schedd import __version__
 from nexus_schedd.daemon.app import Daemon, event_loop_options
@@ -81,7 +84,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_START_FAILED
     except KeyboardInterrupt:
         return 130
+    exit_despite_leaked_threads(0)
     return 0
+
+
+def exit_despite_leaked_threads(code: int) -> None:
+    """Exit with ``code`` now if a handler left non-daemon threads running.
+
+    Everything of ours is closed by now; the interpreter would otherwise join those
+    threads at exit and a drained daemon would hang until systemd kills it.
+    """
+    leftovers = [
+        thread.name
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
+    ]
+    if not leftovers:
+        return
+    structlog.get_logger("nexus_schedd.daemon").warning(
+        "threads_left_running", threads=leftovers, note="left behind by handlers; exiting anyway"
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ class DaemonProcess:
         self.log_lines: list[dict[str, Any]] = []
         self.raw_stderr: list[str] = []
         self.notifications: list[str] = []
+        self.notification_times: list[tuple[float, str]] = []
+        """Each notify line with the ``time.monotonic()`` at which it was received."""
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._notify_sock: socket.socket | None = None
@@ -133,8 +135,11 @@ class DaemonProcess:
                 continue
             except OSError:
                 return
+            received = time.monotonic()
             with self._lock:
-                self.notifications.extend(data.decode().splitlines())
+                lines = data.decode().splitlines()
+                self.notifications.extend(lines)
+                self.notification_times.extend((received, line) for line in lines)
 
     def wait_until(self, predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
         """Poll ``predicate`` until true; fail with the daemon's stderr tail otherwise."""
