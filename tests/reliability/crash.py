@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 
 from nexus_schedd.client import Client
+from nexus_schedd.daemon.config import DB_FILE
 from nexus_schedd.errors import DaemonUnreachable, SchedulerError
 from nexus_schedd.model import Job, JobSpec, JobStatus, MisfirePolicy, Recurrence, RecurrenceKind
 from tests.daemon.daemon_process import DaemonProcess
@@ -70,6 +71,8 @@ class CrashReport:
     """Operations cut off by the kill: no promise was made, none is checked."""
     uncertain_jobs: int = 0
     """Jobs whose last change was cut off (either outcome is correct; not checked)."""
+    integrity_checks: int = 0
+    """``PRAGMA integrity_check`` runs that passed or were recorded as problems."""
     crashed_runs: int = 0
     """Runs open at a kill (recorded ``crashed`` on restart)."""
     duplicates: int = 0
@@ -113,7 +116,7 @@ class CrashRun:
 
     @property
     def db_path(self) -> Path:
-        return self.workdir / "state" / "nexus-schedd.db"
+        return self.workdir / "state" / DB_FILE
 
     def cycle(self) -> None:
         """Start the daemon, load it, kill -9 it at a random moment, check what it promised."""
@@ -207,11 +210,13 @@ class CrashRun:
     # -- checks --------------------------------------------------------------------
 
     def check_integrity(self) -> None:
-        connection = sqlite3.connect(self.db_path)
+        # mode=rw: a missing file is an error, not a new empty database that passes.
+        connection = sqlite3.connect(f"file:{self.db_path}?mode=rw", uri=True)
         try:
             result = connection.execute("PRAGMA integrity_check").fetchall()
         finally:
             connection.close()
+        self.report.integrity_checks += 1
         if result != [("ok",)]:
             self.report.problems.append(
                 f"integrity_check after cycle {self.report.cycles}: {result}"

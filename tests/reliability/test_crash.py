@@ -25,5 +25,6 @@ def test_kill_9_under_load_loses_nothing_acknowledged_and_runs_every_due_occurre
     structlog.get_logger("tests.reliability").info("crash_run", **report.summary())
     assert report.problems == [], json.dumps(report.problems[:20], indent=1)
     assert report.cycles == CI_CYCLES
+    assert report.integrity_checks == CI_CYCLES + 1
     assert report.adds > CI_CYCLES, "the load did not reach the daemon"
     assert report.cancels + report.pauses > 0, "no cancel/pause was acknowledged"
