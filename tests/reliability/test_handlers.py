@@ -18,6 +18,7 @@ from nexus_schedd.model import (
     JobSpec,
     JobStatus,
     MisfirePolicy,
+    OverlapPolicy,
     Recurrence,
     RecurrenceKind,
     Run,
@@ -79,7 +80,15 @@ def add_steady(daemon: DaemonProcess) -> Job:
     recurrence = Recurrence(
         RecurrenceKind.CRON, cron="* * * * * *", max_occurrences=STEADY_OCCURRENCES
     )
-    return add(daemon, "steady", recurrence=recurrence, misfire=MisfirePolicy.RUN_ALL)
+    # ALLOW: an occurrence due while the previous one is still being finished (the
+    # blocked loop delays that) runs anyway instead of being skipped by overlap policy.
+    return add(
+        daemon,
+        "steady",
+        recurrence=recurrence,
+        misfire=MisfirePolicy.RUN_ALL,
+        overlap=OverlapPolicy.ALLOW,
+    )
 
 
 def final(daemon: DaemonProcess, job: Job, timeout: float = 30.0) -> tuple[Job, list[Run]]:
