@@ -200,9 +200,7 @@ class WallClockSteps:
         return self._fd
 
     def _arm(self) -> None:
-        spec = _ITimerSpec(
-            it_interval=_TimeSpec(0, 0), it_value=_TimeSpec(self._FAR_FUTURE_S, 0)
-        )
+        spec = _ITimerSpec(it_interval=_TimeSpec(0, 0), it_value=_TimeSpec(self._FAR_FUTURE_S, 0))
         settime = self._libc.timerfd_settime
         settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
         settime.restype = ctypes.c_int
