@@ -30,6 +30,10 @@ class JobFilter:
     target_id: str | None = None
     due_before: datetime | None = None
     """Only pending jobs whose run_at is at or before this instant (``--overdue``)."""
+    static: bool | None = None
+    """Only jobs declared in the config's ``[[schedules]]`` (True) or not (False).
+    Added for reconcile at start-up; a store may ignore it and return more, so
+    callers re-check ``Job.static``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -814,6 +814,9 @@ class SQLiteStore(Store):
         if where.due_before is not None:
             clauses.append("status = 'pending' AND run_at <= ?")
             parameters.append(to_micros(where.due_before))
+        if where.static is not None:
+            clauses.append("static = ?")
+            parameters.append(1 if where.static else 0)
         if cursor is not None:
             clauses.append("id > ?")
             parameters.append(decode_job_cursor(cursor))
