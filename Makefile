@@ -40,5 +40,19 @@ soak: $(STAMP)
 	$(BIN)/python -m benchmarks.reliability_soak --cycles 50
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
 
+## Benchmarks (issue 6): their own venv with APScheduler 3.11 + SQLAlchemy (not
+## package dependencies); prints one table and JSON. BENCH_ARGS=--quick for a smoke run.
+BENCH_VENV  := benchmarks/.venv
+BENCH_STAMP := $(BENCH_VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e . 'APScheduler>=3.11,<3.12' SQLAlchemy
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m benchmarks.run_all --json-out benchmarks/results.json $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) var .pytest_cache .mypy_cache .ruff_cache

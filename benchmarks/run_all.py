@@ -1,0 +1,66 @@
+"""All five workloads in one run, printed as one table plus JSON (``make bench``).
+
+    python -m benchmarks.run_all [--quick] [--json-out benchmarks/results.json]
+
+Defaults keep the whole run under about 15 minutes on the project's 2-core
+machine: throughput 100,000 jobs (APScheduler's SQL store 10,000), lateness
+30 s, idle 30 s, scale 1,000,000 and 2,000,000 jobs (5,000,000 is measured once
+for docs/performance.md: ``python -m benchmarks.scale --jobs 1000000,5000000``).
+``--quick`` shrinks everything for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+from benchmarks import add_rate, idle, lateness, scale, throughput
+from benchmarks.common import Report, emit
+
+
+def machine() -> dict[str, object]:
+    """The numbers' context: cores, CPU model, Python."""
+    import os
+
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    quick = args.quick
+    started = time.monotonic()
+    reports: list[Report] = [
+        throughput.run(20_000 if quick else 100_000, 1_000 if quick else 10_000),
+        add_rate.run(10 if quick else 100, 1_600 if quick else 8_000, 300 if quick else 2_000),
+        lateness.run(1000, 5 if quick else 30),
+        idle.run(20_000 if quick else 100_000, 5 if quick else 30),
+        scale.run(
+            [100_000, 200_000] if quick else [1_000_000, 2_000_000],
+            100_000 if quick else 1_000_000,
+        ),
+    ]
+    print(f"\nmachine: {machine()}; total {time.monotonic() - started:.0f} s\n")
+    emit(reports)
+    if args.json_out is not None:
+        document = {"machine": machine(), "reports": [r.to_json() for r in reports]}
+        args.json_out.write_text(json.dumps(document, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Workload 1, throughput: N one-shot jobs due now, a no-op handler, the SQLite store
+with durability full, uvloop; jobs/s from the first start to the last checkpoint.
+APScheduler 3.11: AsyncIOScheduler with its SQLAlchemy job store on SQLite, and with
+its memory store (jobs/s from resume to the last call).
+
+    python -m benchmarks.throughput [--jobs 100000] [--aps-sql-jobs 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import anyio
+import structlog
+
+from benchmarks.common import Report, Row, emit, run_apscheduler
+from benchmarks.engine_throughput import measure
+
+
+def run(jobs: int, aps_sql_jobs: int, concurrency: int = 64) -> Report:
+    """Measure both schedulers; APScheduler's SQL store gets fewer jobs (it is slow)."""
+    # Per-run log events would measure the log sink, not the engine.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        ours = anyio.run(
+            measure,
+            jobs,
+            concurrency,
+            Path(tmp) / "bench.db",
+            backend_options={"use_uvloop": True},
+        )
+    memory = run_apscheduler("throughput", "--jobs", str(jobs), "--store", "memory")
+    sql = run_apscheduler("throughput", "--jobs", str(aps_sql_jobs), "--store", "sqlalchemy")
+    report = Report("1 throughput")
+    report.rows.append(
+        Row(
+            "durable jobs/s (SQLite)",
+            ours["jobs_per_s"],
+            None if sql is None else round(sql["jobs_per_s"]),
+            theirs_label=f"SQLAlchemy store, {aps_sql_jobs:,} jobs",
+        )
+    )
+    report.rows.append(
+        Row(
+            "jobs/s vs in-memory",
+            ours["jobs_per_s"],
+            None if memory is None else round(memory["jobs_per_s"]),
+            theirs_label=f"memory store, {jobs:,} jobs",
+        )
+    )
+    report.details = {
+        "nexus_schedd": ours,
+        "apscheduler_sqlalchemy": sql,
+        "apscheduler_memory": memory,
+    }
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--aps-sql-jobs", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    emit([run(args.jobs, args.aps_sql_jobs, args.concurrency)])
+
+
+if __name__ == "__main__":
+    main()
