@@ -84,7 +84,8 @@ class _Attempt:
     handler: Handler | None
     extra: bool
     deadline: datetime | None
-    lateness_ms: float
+    due: datetime | None
+    """The run_at it was due at, for its lateness (None for a trigger: never late)."""
     scope: anyio.CancelScope | None = None
     cancel_reason: str | None = None
     """Set by cancel/replace ("canceled") or shutdown ("shutdown") before cancelling."""
@@ -163,6 +164,7 @@ class Engine:
         self._active_by_type: dict[str, int] = {}
         self._tally: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
         self._lateness: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._ahead = timedelta(milliseconds=settings.start_ahead_ms)
         self._loop_lag_ms = 0.0
         self._finished_since_prune = 0
         self._prune_due = False
@@ -603,17 +605,18 @@ class Engine:
     # -- the scheduler loop -------------------------------------------------------
 
     async def _schedule_loop(self) -> None:
+        ahead = self._ahead
         while not self._stopping:
             self.loop_iterations += 1
             now = self._clock.now()
-            self._collect_due(now)
+            self._collect_due(now + ahead)
             if self._ready and self._active < self._settings.max_concurrency:
                 self._dispatch(now)
             next_at = self._peek_timer()
             if next_at is None and not self._window_complete:
                 await self._load_window(self._window_end)
                 continue
-            if next_at is not None and next_at <= self._clock.now():
+            if next_at is not None and next_at <= self._clock.now() + ahead:
                 await anyio.lowlevel.checkpoint()
                 continue
             if self._prune_due:
@@ -621,11 +624,12 @@ class Engine:
                 await self._prune()
             self._sleeping_until = next_at
             self._sleeping = True
+            wake_at = None if next_at is None else next_at - ahead
             if not self._wakeup.is_set():
-                with self._clock.deadline_scope(next_at) as scope:
+                with self._clock.deadline_scope(wake_at) as scope:
                     await self._wakeup.wait()
-                if scope.cancelled_caught and next_at is not None:
-                    self._note_wakeup_lag(scope, next_at)
+                if scope.cancelled_caught and wake_at is not None:
+                    self._note_wakeup_lag(scope, wake_at)
             self._sleeping = False
             self._wakeup = anyio.Event()
 
@@ -644,10 +648,13 @@ class Engine:
         if lag >= LOOP_LAG_WARN_MS:
             self._log.warning("event_loop_lag", lag_ms=round(lag, 1), source="scheduler")
 
-    def _collect_due(self, now: datetime) -> None:
-        """Move due timers to the ready heap (or apply the overlap policy)."""
+    def _collect_due(self, horizon: datetime) -> None:
+        """Move timers due by ``horizon`` (now + start_ahead) to the ready heap, or
+        apply the overlap policy (overlap timers are armed start_ahead late, so
+        they fire on time)."""
+        now = horizon - self._ahead
         timers = self._timers
-        while timers and timers[0][0] <= now:
+        while timers and timers[0][0] <= horizon:
             at, seq, job_id = heapq.heappop(timers)
             if self._token.get(job_id) != seq:
                 continue
@@ -697,24 +704,26 @@ class Engine:
         upcoming = Occurrence.of(job) if extra else following(job, Occurrence.of(job), self._rng)
         running = job.transition(JobStatus.RUNNING, now)
         scheduled_for = now if extra else job.scheduled_for
+        # Started up to start_ahead early: the start is on disk by run_at and the
+        # worker calls the handler at run_at (started_at), off the fsync's latency.
+        start = job.run_at if not triggered and job.run_at > now else now
         run = Run(
             id=self._run_ids.next(now),
             job_id=job.id,
             scheduled_for=scheduled_for,
             attempt=1 if extra else job.retry_count + 1,
-            started_at=now,
+            started_at=start,
             node=self._settings.node,
             job_type=job.job_type,
         )
         timeout = job.timeout_s if job.timeout_s is not None else self._settings.defaults.timeout_s
-        lateness_ms = 0.0 if triggered else max(0.0, (now - job.run_at).total_seconds() * 1000)
         attempt = _Attempt(
             job=running,
             run=run,
             handler=self._registry.resolve(job.job_type),
             extra=extra,
-            deadline=now + timedelta(seconds=timeout) if timeout else None,
-            lateness_ms=lateness_ms,
+            deadline=start + timedelta(seconds=timeout) if timeout else None,
+            due=None if triggered else job.run_at,
         )
         state = self._running.get(job.id)
         if state is None:
@@ -724,12 +733,11 @@ class Engine:
         if upcoming is not None and upcoming.run_at > now:
             # Overlap timer. An upcoming occurrence already due is a catch-up
             # (run_all after downtime or backlog): it runs after this one instead.
-            self._arm(job.id, upcoming.run_at)
+            self._arm(job.id, upcoming.run_at + self._ahead)
         self._count(JobStatus.PENDING, JobStatus.RUNNING)
         self._jobs[job.id] = running
         self._active += 1
         self._active_by_type[job.job_type] = self._active_by_type.get(job.job_type, 0) + 1
-        self._lateness.append(lateness_ms)
         return attempt
 
     def _apply_misfire(self, job: Job, now: datetime) -> Job | None:
@@ -807,7 +815,7 @@ class Engine:
             self._publish(EventKind.RUN_FINISHED, job, skipped)
             state.upcoming = following(job, upcoming, self._rng)
             if state.upcoming is not None:
-                self._arm(job.id, state.upcoming.run_at)
+                self._arm(job.id, state.upcoming.run_at + self._ahead)
             return
         current = state.current
         state.current = None
@@ -877,13 +885,24 @@ class Engine:
         """Call the handler under the attempt's deadline and cancel scope."""
         job, run = attempt.job, attempt.run
         keys = {"job_id": job.id, "job_type": job.job_type, "attempt": run.attempt}
-        self._log.info("run_started", **keys, lateness_ms=round(attempt.lateness_ms, 3))
         result: JobResult | None = None
         outcome: RunOutcome
         error: str | None = None
         started = time.perf_counter()
         with self._clock.deadline_scope(attempt.deadline) as scope:
             attempt.scope = scope
+            now = self._clock.now()
+            if run.started_at > now and attempt.cancel_reason is None:
+                # Started ahead: wait for run_at. Loop timers are rounded to the
+                # millisecond and may fire early; a handler must never run early.
+                while run.started_at > now:
+                    await self._clock.sleep_until(run.started_at)
+                    now = self._clock.now()
+                started = time.perf_counter()
+            due = attempt.due
+            lateness_ms = 0.0 if due is None else max(0.0, (now - due).total_seconds() * 1000.0)
+            self._lateness.append(lateness_ms)
+            self._log.info("run_started", **keys, lateness_ms=round(lateness_ms, 3))
             if attempt.cancel_reason is not None:
                 scope.cancel()  # canceled before it started: the handler is not called
             elif attempt.handler is None:

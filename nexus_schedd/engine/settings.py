@@ -14,7 +14,9 @@ class EngineSettings:
 
     ``window_size`` bounds how many pending jobs sit in the in-memory heap; the
     rest stay in the store until the window drains. ``commit_interval_ms`` is the
-    longest a finished run waits before its checkpoint starts.
+    longest a finished run waits before its checkpoint starts. ``start_ahead_ms``:
+    a due job's start is checkpointed up to this long before its run_at and its
+    handler is called at run_at, so the start's fsync is not part of its lateness.
     """
 
     node: str = ""
@@ -24,6 +26,7 @@ class EngineSettings:
     commit_interval_ms: float = 5.0
     shutdown_grace_s: float = 30.0
     window_size: int = 100_000
+    start_ahead_ms: float = 10.0
     history_keep_days: float = 30
     history_keep_per_job: int = 100
 
@@ -32,5 +35,7 @@ class EngineSettings:
             raise ValueError("max_concurrency must be >= 1")
         if self.window_size < 1:
             raise ValueError("window_size must be >= 1")
+        if not 0 <= self.start_ahead_ms <= 1000:
+            raise ValueError("start_ahead_ms must be within 0..1000")
         if any(limit < 0 for limit in self.type_limits.values()):
             raise ValueError("type limits must be >= 0")
