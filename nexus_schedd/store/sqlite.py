@@ -16,8 +16,9 @@ Reads go through a separate connection, so they never queue behind a commit
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -191,6 +192,17 @@ def _decode_recurrence(text: str) -> Recurrence:
 
 
 def _encode_last_result(result: LastResult) -> str:
+    # Written once per finished run: formatted directly (~2 us) rather than
+    # through json.dumps of a dict (~8 us). Same JSON, same key order.
+    duration = result.duration_ms
+    if type(duration) is float and math.isfinite(duration):
+        output = "null" if result.output is None else _encode_payload(result.output)
+        error = "null" if result.error is None else _encode_string(result.error)
+        return (
+            f'{{"success":{"true" if result.success else "false"},"output":{output},'
+            f'"error":{error},"started_at":{_micros(result.started_at)},'
+            f'"finished_at":{_micros(result.finished_at)},"duration_ms":{duration!r}}}'
+        )
     return json.dumps(
         {
             "success": result.success,
@@ -218,6 +230,7 @@ def _decode_last_result(text: str) -> LastResult:
 
 
 _encode_payload = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 _decode_json = json.JSONDecoder().decode
 
 
