@@ -285,7 +285,9 @@ class Engine:
         for spec in specs:
             if not self._registry.supports(spec.job_type):
                 raise UnknownJobType(spec.job_type)
-            job = Job.create(spec, now, self._settings.defaults)
+            # Ids from the engine's ULID-format generator: the ulid package costs
+            # ~15 us an id, a quarter of a batched add.
+            job = Job.create(spec, now, self._settings.defaults, self._run_ids.next(now))
             if static:
                 job = replace(job, static=True)
             if spec.name is not None:

@@ -120,7 +120,7 @@ _PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
 
 
 class RunIds:
-    """ULID-format run ids from the engine's clock, without the cost of the ulid
+    """ULID-format run (and job) ids from the engine's clock, without the cost of the ulid
     package on the dispatch path (about 1 us instead of 15).
 
     48 bits of milliseconds then 80 random bits, Crockford base32, 26 characters:
