@@ -51,18 +51,28 @@ class Daemon:
         """Every registry loaded so far; all are closed at shutdown (a reload must not
         close handlers that attempts still running may be using)."""
         self._stopping = False
+        self._socket_inherited = False
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT, then drain and return (exit code 0)."""
         config = self.config
+        # The socket first: a second daemon on a live socket is refused before it
+        # touches the store.
+        listener = self._control_socket()
         store = open_store(config.store.url, durability=config.store.durability)
-        await store.open()
+        try:
+            await store.open()
+        except BaseException:
+            listener.close()
+            if not self._socket_inherited:
+                with contextlib.suppress(OSError):
+                    os.unlink(config.daemon.socket)
+            raise
         try:
             registry = load_handlers(config.handlers, log=log, config_file=self._config_name)
             self._registries.append(registry)
             engine = Engine(store, registry, SystemClock(), config.engine_settings(), log=log)
             self._engine = engine
-            listener = self._control_socket()
             server = ControlServer(engine, config.control, reload=self.reload, log=log)
             async with anyio.create_task_group() as tg:
                 await tg.start(engine.run)
@@ -100,13 +110,17 @@ class Daemon:
 
     def _control_socket(self) -> socket.socket:
         inherited = listen_fds()
+        self._socket_inherited = bool(inherited)
         if inherited:
             log.info("control_socket_inherited", fds=len(inherited))
             return inherited[0]
         control = self.config.control
-        return bind_control_socket(
-            self.config.daemon.socket, control.socket_mode, control.admin_group
-        )
+        path = self.config.daemon.socket
+        try:
+            return bind_control_socket(path, control.socket_mode, control.admin_group)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise SchedulerError(f"cannot listen on control socket {path}: {reason}") from None
 
     async def _main_loop(self) -> None:
         """Wait for signals: SIGHUP reloads; the first SIGTERM/SIGINT returns; a second exits."""

@@ -76,16 +76,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend, options = event_loop_options(config)
     try:
         anyio.run(daemon.run, backend=backend, backend_options=options)
-    except StoreError as exc:
-        print(f"nexus-schedd: cannot open the store: {exc.message}", file=sys.stderr)
-        return EXIT_START_FAILED
-    except SchedulerError as exc:
-        print(f"nexus-schedd: {exc.message}", file=sys.stderr)
+    except (SchedulerError, BaseExceptionGroup) as exc:
+        # Failures inside the task group arrive wrapped in an exception group.
+        error = _scheduler_error(exc)
+        if error is None:
+            raise
+        prefix = "cannot open the store: " if isinstance(error, StoreError) else ""
+        print(f"nexus-schedd: {prefix}{error.message}", file=sys.stderr)
         return EXIT_START_FAILED
     except KeyboardInterrupt:
         return 130
     exit_despite_leaked_threads(0)
     return 0
+
+
+def _scheduler_error(exc: BaseException) -> SchedulerError | None:
+    """The SchedulerError behind ``exc`` (itself, or the first inside a group)."""
+    if isinstance(exc, SchedulerError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _scheduler_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def exit_despite_leaked_threads(code: int) -> None:
