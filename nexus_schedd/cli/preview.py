@@ -17,7 +17,7 @@ from typing import Any
 from nexus_schedd.clock import SystemClock
 from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.model.recurrence import UNIT_KINDS, Recurrence, RecurrenceKind
-from nexus_schedd.model.schedule import occurrences, validate_schedule
+from nexus_schedd.model.schedule import preview, validate_schedule
 from nexus_schedd.model.times import parse_instant, parse_interval, parse_unit, resolve_zone
 
 DEFAULT_COUNT = 10
@@ -74,16 +74,14 @@ def run(args: argparse.Namespace) -> int:
     start = SystemClock().now() if args.start is None else parse_instant(args.start, zone, "--from")
     if args.cron is not None:
         recurrence = Recurrence(kind=RecurrenceKind.CRON, cron=args.cron, timezone=zone_name)
-        inclusive = False
     else:
         number, unit = args.every
         kind = UNIT_KINDS[parse_unit(unit, "--every")]
         recurrence = Recurrence(
             kind=kind, interval=parse_interval(number, "--every"), timezone=zone_name
         )
-        inclusive = True
     validate_schedule(recurrence, start)
-    times = occurrences(recurrence, start, start, count, inclusive=inclusive)
+    times = preview(recurrence, start, count)
     if getattr(args, "json", False):
         sys.stdout.write(json.dumps({"times": [t.isoformat() for t in times]}) + "\n")
     else:

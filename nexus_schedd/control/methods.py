@@ -23,7 +23,7 @@ from nexus_schedd.control.varlink import ParameterError
 from nexus_schedd.engine.service import UNSET, Event, SchedulerService
 from nexus_schedd.errors import InvalidSpec, UnknownJobType
 from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, RunOutcome
-from nexus_schedd.model.schedule import occurrences, validate_schedule
+from nexus_schedd.model.schedule import preview, validate_schedule
 from nexus_schedd.model.times import format_instant, parse_instant, resolve_zone
 from nexus_schedd.store.base import JobFilter, RunFilter
 
@@ -130,7 +130,7 @@ class SchedulerMethods:
         )
         count = _bounded(params, "count", DEFAULT_PREVIEW, MAX_PREVIEW)
         validate_schedule(recurrence, start)
-        found = occurrences(recurrence, start, start, count, inclusive=True)
+        found = preview(recurrence, start, count)
         return {"occurrences": [format_instant(instant, zone) for instant in found]}
 
     async def ListHandlers(self, params: Params) -> Params:

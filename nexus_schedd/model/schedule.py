@@ -192,6 +192,14 @@ def occurrences(
     return list(islice(_iterate(recurrence, anchor, after, inclusive=inclusive), count))
 
 
+def preview(recurrence: Recurrence, start: datetime, count: int) -> list[datetime]:
+    """The next ``count`` occurrences as ``preview`` shows them: interval kinds
+    start at ``start`` itself (it is their anchor); cron lists matches strictly
+    after ``start``. The CLI and the protocol's Preview both use this."""
+    inclusive = recurrence.kind is not RecurrenceKind.CRON
+    return occurrences(recurrence, start, start, count, inclusive=inclusive)
+
+
 def validate_schedule(recurrence: Recurrence, first: datetime) -> None:
     """Check that a recurrence starting at ``first`` can fire, or raise InvalidSpec.
 

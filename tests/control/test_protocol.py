@@ -233,6 +233,17 @@ async def test_status_handlers_preview_and_calendar(daemon: Daemon) -> None:
         "2025-03-29T02:30:00+01:00",
         "2025-03-30T03:00:00+02:00",  # the DST gap runs at its end, never skipped
     ]
+    # Like `nexus-schedctl preview`: cron lists matches strictly after the start.
+    exact = await call(
+        daemon,
+        "Preview",
+        {
+            "recurrence": {"kind": "cron", "cron": "30 2 * * *", "timezone": "UTC"},
+            "start": "2027-03-27T02:30:00Z",
+            "count": 1,
+        },
+    )
+    assert exact["parameters"]["occurrences"] == ["2027-03-28T02:30:00+00:00"]
     export = await call(daemon, "ExportCalendar", {"days": 7})
     calendar = icalendar.Calendar.from_ical(export["parameters"]["ical"])
     [event] = calendar.walk("VEVENT")
