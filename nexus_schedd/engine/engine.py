@@ -912,7 +912,11 @@ class Engine:
             else:
                 ctx = HandlerContext(
                     attempt=run.attempt,
-                    idempotency_key=job.idempotency_key,
+                    # A triggered extra run is not one of the schedule's occurrences:
+                    # it must not share the key of the occurrence that comes next.
+                    idempotency_key=(
+                        f"{job.id}:extra:{run.id}" if attempt.extra else job.idempotency_key
+                    ),
                     deadline=attempt.deadline,
                     scheduled_for=run.scheduled_for,
                     log=_AttemptLog(self._log, keys),

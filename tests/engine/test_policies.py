@@ -200,6 +200,20 @@ async def test_trigger_runs_one_extra_occurrence_without_moving_the_schedule(
     assert (after.run_at, after.scheduled_for, after.occurrence_count) == (at(HOUR), at(HOUR), 0)
 
 
+async def test_a_triggered_run_has_its_own_idempotency_key(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    recurrence = Recurrence(RecurrenceKind.DAILY, max_occurrences=1)
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(HOUR), recurrence=recurrence))
+        await engine.trigger_job(job.id)
+        await wait_until(engine, job.id, lambda j: j.status is JobStatus.COMPLETED, store)
+    extra, scheduled = handler.calls
+    assert scheduled.key == f"{job.id}:0"  # the first real occurrence keeps its key
+    assert extra.key != scheduled.key
+    assert extra.key.startswith(f"{job.id}:extra:")
+
+
 async def test_cancel_while_running_cancels_the_attempt(store: TrackedStore) -> None:
     clock = VirtualClock(T0)
     cancelled = anyio.Event()
