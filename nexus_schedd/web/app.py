@@ -558,13 +558,17 @@ class Dashboard:
             if remaining < 1:
                 return [job.run_at]
             recurrence = replace(recurrence, max_occurrences=remaining)
+        current = job.scheduled_for or job.run_at
         try:
-            return await client.preview(
-                recurrence, start=job.scheduled_for or job.run_at, count=count
-            )
+            following = await client.preview(recurrence, start=current, count=count)
         except InvalidSpec:
             # A schedule whose end has passed has no further occurrences.
             return [job.run_at]
+        # Preview lists cron matches strictly after the start: the current
+        # occurrence comes first either way.
+        if not following or following[0] != current:
+            following = [current, *following]
+        return following[:count]
 
     async def _job_names(self, client: Client, runs: Sequence[Run]) -> dict[str, str]:
         """Names (else ids) of the jobs of ``runs``; a pruned job keeps its id."""
