@@ -70,6 +70,18 @@ _SCHEDULE_KEYS = frozenset(
         "max_occurrences",
     }
 )
+# [[schedules]] keys that are JobSpec fields under the same name.
+_JOB_FIELDS = (
+    "job_type",
+    "target_id",
+    "priority",
+    "max_retries",
+    "timeout_s",
+    "misfire",
+    "misfire_grace_s",
+    "overlap",
+    "jitter_s",
+)
 # Where a JobSpec/Recurrence field comes from in a [[schedules]] entry.
 _SPEC_FIELD_TO_KEY = {
     "run_at": "at",
@@ -495,21 +507,10 @@ class _Parser:
         payload = entry.get("payload", {})
         if not isinstance(payload, dict):
             raise InvalidSpec("payload", "must be a table")
-        return JobSpec(
-            job_type=entry.get("job_type"),  # type: ignore[arg-type]  # JobSpec checks it
-            target_id=entry.get("target_id"),
-            payload=payload,
-            run_at=at,
-            recurrence=recurrence,
-            name=entry["name"],
-            priority=entry.get("priority", 0),
-            max_retries=entry.get("max_retries"),
-            timeout_s=_optional_seconds(entry.get("timeout_s"), "timeout_s"),
-            misfire=_optional_enum(MisfirePolicy, entry.get("misfire"), "misfire"),
-            misfire_grace_s=_optional_seconds(entry.get("misfire_grace_s"), "misfire_grace_s"),
-            overlap=_optional_enum(OverlapPolicy, entry.get("overlap"), "overlap"),
-            jitter_s=_optional_seconds(entry.get("jitter_s"), "jitter_s") or 0.0,
-        )
+        # The job fields are those of the protocol's JSON form: one validation for both.
+        fields = {key: entry[key] for key in _JOB_FIELDS if key in entry}
+        spec = JobSpec.from_json({**fields, "payload": payload, "name": entry["name"]}, zone_name)
+        return replace(spec, run_at=at, recurrence=recurrence)
 
     # -- values ------------------------------------------------------------------
 
@@ -673,24 +674,6 @@ def _instant(value: Any, zone: Any, key: str) -> datetime | None:
     if isinstance(value, str):
         return parse_instant(value, zone, key)
     raise InvalidSpec(key, f"must be a date-time (RFC 3339), got {_describe(value)}")
-
-
-def _optional_seconds(value: Any, key: str) -> float | None:
-    if value is None:
-        return None
-    if not _is_number(value):
-        raise InvalidSpec(key, f"must be a number of seconds, got {_describe(value)}")
-    return float(value)
-
-
-def _optional_enum(kind: type[_E], value: Any, key: str) -> _E | None:
-    if value is None:
-        return None
-    try:
-        return kind(value)
-    except ValueError:
-        options = " | ".join(member.value for member in kind)
-        raise InvalidSpec(key, f"must be one of {options}, got {value!r}") from None
 
 
 __all__ = [
