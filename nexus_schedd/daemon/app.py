@@ -27,6 +27,7 @@ from nexus_schedd.control.server import ControlServer, bind_control_socket
 from nexus_schedd.daemon.config import Config, load_config
 from nexus_schedd.daemon.systemd import Notifier, listen_fds, watchdog_interval
 from nexus_schedd.engine import Engine
+from nexus_schedd.engine.shared import engine_for
 from nexus_schedd.errors import ConfigError, SchedulerError
 from nexus_schedd.handlers.loading import load_handlers
 from nexus_schedd.handlers.registry import HandlerRegistry
@@ -59,7 +60,8 @@ class Daemon:
         # The socket first: a second daemon on a live socket is refused before it
         # touches the store.
         listener = self._control_socket()
-        store = open_store(config.store.url, durability=config.store.durability)
+        settings = config.engine_settings()
+        store = open_store(config.store.url, durability=config.store.durability, node=settings.node)
         try:
             await store.open()
         except BaseException:
@@ -71,7 +73,8 @@ class Daemon:
         try:
             registry = load_handlers(config.handlers, log=log, config_file=self._config_name)
             self._registries.append(registry)
-            engine = Engine(store, registry, SystemClock(), config.engine_settings(), log=log)
+            # A shared (PostgreSQL) store gets the multi-node engine.
+            engine = engine_for(store, registry, SystemClock(), settings, log=log)
             self._engine = engine
             server = ControlServer(engine, config.control, reload=self.reload, log=log)
             async with anyio.create_task_group() as tg:
@@ -93,6 +96,7 @@ class Daemon:
                     store=config.store.url,
                     handlers=registry.names(),
                     pid=os.getpid(),
+                    node=settings.node,
                 )
                 tg.start_soon(self._watchdog)
                 await self._main_loop()

@@ -118,6 +118,17 @@ class StoreConfig:
     url: str
     durability: Durability = "full"
     commit_interval_ms: int = 5
+    lease_s: float = 30.0
+    """Multi-node (PostgreSQL): how long a claim holds a job without renewal."""
+    safety_recheck_s: float = 60.0
+    """Multi-node: how often a node re-reads the store against lost notifications."""
+    node: str = ""
+    """Multi-node: this node's name; empty = ``HOSTNAME-PID`` (unique per process)."""
+
+    @property
+    def shared(self) -> bool:
+        """True when the URL names a store several nodes share (PostgreSQL)."""
+        return self.url.startswith(("postgresql://", "postgres://"))
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -155,9 +166,17 @@ class Config:
     """Problems that do not stop the daemon (e.g. a control group that does not exist)."""
 
     def engine_settings(self, node: str | None = None) -> EngineSettings:
-        """The engine's slice of this config; ``node`` defaults to the host name."""
+        """The engine's slice of this config; ``node`` defaults to ``[store] node``,
+        else the host name (plus the pid on a shared store, so two daemons on one
+        machine hold separate leases)."""
+        if node is None:
+            node = self.store.node or socket.gethostname()
+            if self.store.shared and not self.store.node:
+                node = f"{node}-{os.getpid()}"
         return EngineSettings(
-            node=socket.gethostname() if node is None else node,
+            node=node,
+            lease_s=self.store.lease_s,
+            safety_recheck_s=self.store.safety_recheck_s,
             max_concurrency=self.daemon.max_concurrency,
             type_limits=dict(self.limits),
             defaults=self.defaults,
@@ -308,7 +327,11 @@ class _Parser:
         )
 
     def parse_store(self, table: dict[str, Any], state_dir: Path) -> StoreConfig:
-        self.refuse_unknown(table, {"url", "durability", "commit_interval_ms"}, "store")
+        self.refuse_unknown(
+            table,
+            {"url", "durability", "commit_interval_ms", "lease_s", "safety_recheck_s", "node"},
+            "store",
+        )
         url = self.string(table, "url", "store", "")
         if not url:
             url = f"sqlite://{state_dir / DB_FILE}"
@@ -325,7 +348,18 @@ class _Parser:
             url=url,
             durability=self.choice(table, "durability", "store", _DURABILITIES, "full"),
             commit_interval_ms=self.integer(table, "commit_interval_ms", "store", 5, 0, 10_000),
+            lease_s=self.bounded(table, "lease_s", 30.0, 1.0, 3600.0),
+            safety_recheck_s=self.bounded(table, "safety_recheck_s", 60.0, 1.0, 86_400.0),
+            node=self.string(table, "node", "store", ""),
         )
+
+    def bounded(
+        self, table: Mapping[str, Any], key: str, default: float, low: float, high: float
+    ) -> float:
+        value = self.seconds(table, key, "store", default, zero=False)
+        if not low <= value <= high:
+            raise self.error(f"store.{key}", f"must be within {low:g} .. {high:g} s, got {value:g}")
+        return value
 
     def parse_defaults(self, table: dict[str, Any], timezone: str) -> JobDefaults:
         keys = {

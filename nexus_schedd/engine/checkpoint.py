@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -17,6 +17,9 @@ DurableCallback = Callable[[BaseException | None], None]
 """Called once a staged change is on disk (None) or its write failed (the error)."""
 
 RETRY_AFTER_FAILURE_S = 1.0
+
+Writer = Callable[[Sequence[Job], Sequence[Run]], Awaitable[None]]
+"""How a batch reaches the store (default ``store.write``; shared mode fences leased jobs)."""
 
 
 class _Batch:
@@ -38,8 +41,9 @@ class Checkpointer:
     timer: an idle engine never wakes for it. The newest version of a row wins.
     """
 
-    def __init__(self, store: Store, log: Any) -> None:
+    def __init__(self, store: Store, log: Any, writer: Writer | None = None) -> None:
         self._store = store
+        self._writer: Writer = writer if writer is not None else store.write
         self._log = log
         self._jobs: dict[str, Job] = {}
         self._runs: dict[str, Run] = {}
@@ -102,7 +106,7 @@ class Checkpointer:
             self._writing = True
             try:
                 if jobs or runs:
-                    await self._store.write(list(jobs.values()), list(runs.values()))
+                    await self._writer(list(jobs.values()), list(runs.values()))
             except Exception as exc:
                 batch.error = exc
                 self._log.error("checkpoint_failed", error=str(exc), jobs=len(jobs), runs=len(runs))

@@ -933,7 +933,9 @@ class Engine:
         if scope.cancel_called:
             if attempt.cancel_reason is not None:
                 outcome = RunOutcome.CANCELED
-                error = "canceled" if attempt.cancel_reason == "canceled" else "daemon shutdown"
+                reason = attempt.cancel_reason
+                # Other reasons (shared mode: a lost lease) are recorded as given.
+                error = {"canceled": "canceled", "shutdown": "daemon shutdown"}.get(reason, reason)
             else:
                 outcome = RunOutcome.TIMEOUT
                 limit = attempt.deadline - run.started_at if attempt.deadline else timedelta()

@@ -29,6 +29,10 @@ class EngineSettings:
     start_ahead_ms: float = 10.0
     history_keep_days: float = 30
     history_keep_per_job: int = 100
+    lease_s: float = 30.0
+    """Shared mode (multi-node): how long a claim holds a job; renewed every lease_s / 3."""
+    safety_recheck_s: float = 60.0
+    """Shared mode: re-read the store this often against lost notifications."""
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
@@ -37,5 +41,9 @@ class EngineSettings:
             raise ValueError("window_size must be >= 1")
         if not 0 <= self.start_ahead_ms <= 1000:
             raise ValueError("start_ahead_ms must be within 0..1000")
+        if not 1.0 <= self.lease_s <= 3600.0:
+            raise ValueError("lease_s must be within 1..3600")
+        if not 1.0 <= self.safety_recheck_s <= 86400.0:
+            raise ValueError("safety_recheck_s must be within 1..86400")
         if any(limit < 0 for limit in self.type_limits.values()):
             raise ValueError("type limits must be >= 0")

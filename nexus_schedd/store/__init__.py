@@ -19,13 +19,14 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, durability: Durability = "full") -> Store:
+def open_store(url: str, *, durability: Durability = "full", node: str = "") -> Store:
     """The store a ``[store] url`` names, not yet opened (``await store.open()`` next).
 
     ``sqlite:///abs/path.db`` and ``sqlite:relative/path.db`` give an
     :class:`SQLiteStore`; ``postgresql://...`` (or ``postgres://``) a
     :class:`~nexus_schedd.store.postgres.PostgresStore` in the URL's ``?schema=``
-    (default ``public``); ``memory:`` a :class:`MemoryStore` (tests only).
+    (default ``public``), whose notifications name ``node``; ``memory:`` a
+    :class:`MemoryStore` (tests only).
     """
     if url == "memory:":
         return MemoryStore()
@@ -36,7 +37,7 @@ def open_store(url: str, *, durability: Durability = "full") -> Store:
         from nexus_schedd.store.postgres import PostgresStore, postgres_options_from_url
 
         dsn, schema = postgres_options_from_url(url)
-        return PostgresStore(dsn, schema=schema, durability=durability)
+        return PostgresStore(dsn, schema=schema, durability=durability, node=node)
     raise StoreError(
         f"unsupported store URL {url!r}: use sqlite:///absolute/path.db, "
         "sqlite:relative/path.db, postgresql://user@host/db?schema=name or memory:"

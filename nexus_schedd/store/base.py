@@ -11,10 +11,10 @@ whole.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from nexus_schedd.model import Job, JobStatus, Run, RunOutcome
 
@@ -123,3 +123,62 @@ class Store(ABC):
     @abstractmethod
     async def count_by_status(self) -> dict[JobStatus, int]:
         """How many jobs are in each status (statuses with none may be absent)."""
+
+
+class StoreWakeup(Protocol):
+    """A cross-node notification: ``earliest`` newly due run_at, None = re-read the store."""
+
+    @property
+    def earliest(self) -> datetime | None: ...
+
+    @property
+    def node(self) -> str: ...
+
+
+@runtime_checkable
+class ClaimingStore(Protocol):
+    """The extra primitives of a store shared by several nodes (PostgreSQL).
+
+    An engine on such a store runs in shared mode: it claims due work under
+    leases instead of marking jobs running by itself (docs/multi-node.md).
+    """
+
+    async def claim_due(self, node: str, now: datetime, limit: int, lease_s: float) -> list[Job]:
+        """Claim up to ``limit`` due pending jobs under ``node``'s lease (now marked running)."""
+        ...
+
+    async def claim_job(self, node: str, job_id: str, now: datetime, lease_s: float) -> Job | None:
+        """Claim one pending job, due or not (a trigger); None when it is not pending."""
+        ...
+
+    async def extend_leases(self, node: str, job_ids: Sequence[str], until: datetime) -> set[str]:
+        """Renew ``node``'s leases; the ids it still holds."""
+        ...
+
+    async def release(self, node: str, job_ids: Sequence[str]) -> set[str]:
+        """Give unstarted claims back (pending again)."""
+        ...
+
+    async def write_leased(
+        self, node: str, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()
+    ) -> set[str]:
+        """Write jobs only while ``node`` holds them; the ids it refused."""
+        ...
+
+    async def take_over_expired(
+        self, node: str, now: datetime, limit: int, lease_s: float
+    ) -> list[tuple[Job, Run | None]]:
+        """Take running jobs whose lease expired, with their open run."""
+        ...
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest pending run_at."""
+        ...
+
+    async def next_lease_expiry(self) -> datetime | None:
+        """The earliest lease expiry among running jobs."""
+        ...
+
+    async def listen(self, callback: Callable[[Any], None], *, task_status: Any = ...) -> None:
+        """Deliver notifications (:class:`StoreWakeup`) to ``callback`` until cancelled."""
+        ...

@@ -149,6 +149,11 @@ SELECT DISTINCT ON (job_id) {_names(_RUN_COLUMNS)} FROM runs
 WHERE job_id = ANY($1::text[]) AND outcome IS NULL
 ORDER BY job_id, started_at DESC, id DESC
 """
+_CLAIM_ONE = f"""
+UPDATE jobs SET status = 'running', lease_owner = $2, lease_expires_at = $3, updated_at = $4
+WHERE id = $1 AND status = 'pending'
+RETURNING {_names(_JOB_COLUMNS)}
+"""
 _EXTEND = """
 UPDATE jobs SET lease_expires_at = $3
 WHERE id = ANY($2::text[]) AND lease_owner = $1 AND status = 'running'
@@ -612,6 +617,22 @@ class PostgresStore(Store):
         claimed = await self._transaction("claim", body)
         claimed.sort(key=lambda j: (-j.priority, to_micros(j.run_at or now), j.id))
         return claimed
+
+    async def claim_job(self, node: str, job_id: str, now: datetime, lease_s: float) -> Job | None:
+        """Claim one pending job for ``node`` whether due or not (a trigger runs it now).
+
+        Returns it, now ``running`` under the lease, or None when it is not pending
+        (claimed by another node, paused, final or unknown).
+        """
+        if lease_s <= 0:
+            raise InvalidSpec("lease_s", "must be > 0")
+        until_us = to_micros(now + timedelta(seconds=lease_s))
+
+        async def body(connection: Connection) -> Job | None:
+            row = await connection.fetchrow(_CLAIM_ONE, job_id, node, until_us, to_micros(now))
+            return None if row is None else _job(row)
+
+        return await self._transaction("claim", body)
 
     async def extend_leases(self, node: str, job_ids: Sequence[str], until: datetime) -> set[str]:
         """Extend ``node``'s leases on ``job_ids`` to ``until``.

@@ -1,0 +1,271 @@
+"""Shared mode: several engines (nodes) in one process on one real PostgreSQL schema."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import pytest
+
+from nexus_schedd.clock import SystemClock
+from nexus_schedd.engine import EngineSettings
+from nexus_schedd.engine.shared import SharedEngine, engine_for
+from nexus_schedd.errors import InvalidJobState
+from nexus_schedd.handlers.base import HandlerContext
+from nexus_schedd.handlers.registry import HandlerRegistry
+from nexus_schedd.model import (
+    Job,
+    JobDefaults,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    Recurrence,
+    RecurrenceKind,
+    RunOutcome,
+)
+from nexus_schedd.store import MemoryStore, RunFilter
+from nexus_schedd.store.base import JobFilter
+from nexus_schedd.store.postgres import PostgresStore
+from tests.store.factories import (
+    POSTGRES_DSN,
+    check_postgres_reachable,
+    drop_schema,
+    fresh_schema_name,
+)
+
+pytestmark = pytest.mark.anyio
+
+FAST_RETRY = JobDefaults(backoff_base_s=0.2, backoff_jitter=0.0)
+LIMIT_S = 30.0
+"""Upper bound for a wait that normally takes well under a second (not an assertion)."""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # Real I/O and a real clock: one event loop is enough here (the engine's own
+    # tests cover uvloop).
+    return "asyncio"
+
+
+@dataclass
+class Recorder:
+    """Records (node, job id, scheduled_for, attempt) of every call; ``work`` succeeds
+    after a few ms, ``block`` runs until cancelled."""
+
+    calls: list[tuple[str, str, datetime, int]] = field(default_factory=list)
+    started: dict[str, anyio.Event] = field(default_factory=dict)
+
+    def bound(self, node: str) -> _NodeHandler:
+        return _NodeHandler(self, node)
+
+    def started_event(self, job_id: str) -> anyio.Event:
+        return self.started.setdefault(job_id, anyio.Event())
+
+
+@dataclass
+class _NodeHandler:
+    recorder: Recorder
+    node: str
+
+    def supports(self, job_type: str) -> bool:
+        return job_type in ("work", "block")
+
+    async def handle(self, job: Job, ctx: HandlerContext) -> JobResult:
+        self.recorder.calls.append((self.node, job.id, ctx.scheduled_for, ctx.attempt))
+        self.recorder.started_event(job.id).set()
+        if job.job_type == "block":
+            await anyio.sleep_forever()
+        await anyio.sleep(0.002)
+        return JobResult.success()
+
+
+@dataclass
+class Cluster:
+    """Nodes sharing one schema; ``engines[i]`` runs as node ``n{i}``."""
+
+    schema: str
+    recorder: Recorder
+    engines: list[SharedEngine]
+    stores: list[PostgresStore]
+    scopes: list[anyio.CancelScope]
+
+    def crash(self, index: int) -> None:
+        """Abandon node ``index`` like kill -9: no stop(), no final checkpoint."""
+        self.scopes[index].cancel()
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    size: int, *, lease_s: float = 30.0, recheck_s: float = 60.0, concurrency: int = 8
+) -> AsyncIterator[Cluster]:
+    await check_postgres_reachable()
+    schema = fresh_schema_name()
+    recorder = Recorder()
+    stores = [
+        PostgresStore(POSTGRES_DSN, schema=schema, node=f"n{i}", pool_size=3) for i in range(size)
+    ]
+    engines: list[SharedEngine] = []
+    scopes: list[anyio.CancelScope] = []
+    try:
+        for store in stores:
+            await store.open()
+        async with anyio.create_task_group() as tg:
+            for i, store in enumerate(stores):
+                settings = EngineSettings(
+                    node=f"n{i}",
+                    max_concurrency=concurrency,
+                    defaults=FAST_RETRY,
+                    lease_s=lease_s,
+                    safety_recheck_s=recheck_s,
+                )
+                engine = engine_for(
+                    store,
+                    HandlerRegistry({"rec": recorder.bound(f"n{i}")}),
+                    SystemClock(),
+                    settings,
+                )
+                assert isinstance(engine, SharedEngine)
+                scope = anyio.CancelScope()
+                engines.append(engine)
+                scopes.append(scope)
+                await tg.start(_serve, engine, scope)
+            yield Cluster(schema, recorder, engines, stores, scopes)
+            for engine, scope in zip(engines, scopes, strict=True):
+                if not scope.cancel_called:
+                    await engine.stop(grace_s=0)
+            tg.cancel_scope.cancel()
+    finally:
+        for store in stores:
+            await store.close()
+        await drop_schema(schema)
+
+
+async def _serve(
+    engine: SharedEngine,
+    scope: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope:
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.run)
+            task_status.started()
+
+
+async def wait_for(check: Callable[[], Any]) -> None:
+    """Poll an async condition until it holds (bounded by LIMIT_S)."""
+    with anyio.fail_after(LIMIT_S):
+        while True:
+            if await check():
+                return
+            await anyio.sleep(0.05)
+
+
+async def all_final(store: PostgresStore) -> bool:
+    counts = await store.count_by_status()
+    return not any(counts.get(s) for s in (JobStatus.PENDING, JobStatus.RUNNING))
+
+
+async def test_an_engine_on_a_plain_store_stays_single_node() -> None:
+    store = MemoryStore()
+    engine = engine_for(store, HandlerRegistry({}), SystemClock(), EngineSettings())
+    assert not isinstance(engine, SharedEngine)
+
+
+async def test_three_nodes_run_every_occurrence_once_and_share_the_work() -> None:
+    async with cluster(3) as nodes:
+        a = nodes.engines[0]
+        now = SystemClock().now()
+        specs = [JobSpec(job_type="work", run_at=now) for _ in range(300)]
+        every_second = Recurrence(kind=RecurrenceKind.CRON, cron="* * * * * *", max_occurrences=3)
+        specs += [JobSpec(job_type="work", recurrence=every_second) for _ in range(5)]
+        await a.add_jobs(specs)
+        await wait_for(lambda: all_final(nodes.stores[0]))
+        occurrences = Counter((job_id, when) for _, job_id, when, _ in nodes.recorder.calls)
+        per_node = Counter(node for node, *_ in nodes.recorder.calls)
+    assert len(occurrences) == 300 + 5 * 3
+    assert max(occurrences.values()) == 1
+    assert set(per_node) == {"n0", "n1", "n2"}
+
+
+async def test_a_job_added_through_one_node_is_read_and_canceled_through_another() -> None:
+    async with cluster(2) as nodes:
+        a, b = nodes.engines
+        later = SystemClock().now() + timedelta(hours=1)
+        job = await a.add_job(JobSpec(job_type="work", run_at=later, name="report"))
+        assert (await b.get_job("report")).id == job.id
+        listed = await b.list_jobs(JobFilter(statuses=frozenset({JobStatus.PENDING})), 10)
+        assert [j.id for j in listed.items] == [job.id]
+        canceled = await b.cancel_job(job.id)
+        assert canceled.status is JobStatus.CANCELED
+        assert (await a.get_job(job.id)).status is JobStatus.CANCELED
+
+
+async def test_a_cancel_through_another_node_stops_the_running_attempt() -> None:
+    async with cluster(2, lease_s=1.5) as nodes:
+        a, b = nodes.engines
+        job = await a.add_job(JobSpec(job_type="block"))
+        await nodes.recorder.started_event(job.id).wait()
+        runner = next(node for node, job_id, *_ in nodes.recorder.calls if job_id == job.id)
+        other = b if runner == "n0" else a
+        await other.cancel_job(job.id)
+
+        async def run_canceled() -> bool:
+            runs = await nodes.stores[0].list_runs(RunFilter(job_id=job.id), 10)
+            return any(run.outcome is RunOutcome.CANCELED for run in runs.items)
+
+        await wait_for(run_canceled)
+        assert (await other.get_job(job.id)).status is JobStatus.CANCELED
+
+
+async def test_a_dead_nodes_running_job_is_taken_over_after_its_lease_and_retried() -> None:
+    async with cluster(1, lease_s=1.0, recheck_s=1.0) as nodes:
+        job = await nodes.engines[0].add_job(JobSpec(job_type="block", max_retries=2))
+        await nodes.recorder.started_event(job.id).wait()
+        nodes.crash(0)
+        store = PostgresStore(POSTGRES_DSN, schema=nodes.schema, node="n1", pool_size=3)
+        await store.open()
+        try:
+            survivor = SharedEngine(
+                store,
+                HandlerRegistry({"rec": nodes.recorder.bound("n1")}),
+                SystemClock(),
+                EngineSettings(node="n1", defaults=FAST_RETRY, lease_s=1.0, safety_recheck_s=1.0),
+            )
+            async with anyio.create_task_group() as tg:
+                await tg.start(survivor.run)
+
+                async def retried_on_survivor() -> bool:
+                    return any(
+                        node == "n1" and job_id == job.id
+                        for node, job_id, *_ in nodes.recorder.calls
+                    )
+
+                await wait_for(retried_on_survivor)
+                runs = await store.list_runs(RunFilter(job_id=job.id), 10)
+                crashed = [run for run in runs.items if run.outcome is RunOutcome.CRASHED]
+                assert [run.node for run in crashed] == ["n0"]
+                retried = await survivor.get_job(job.id)
+                assert retried.status is JobStatus.RUNNING
+                assert retried.retry_count == 1
+                await survivor.cancel_job(job.id)
+                await survivor.stop(grace_s=1)
+        finally:
+            await store.close()
+
+
+async def test_trigger_through_a_node_runs_the_job_there_once() -> None:
+    async with cluster(2) as nodes:
+        a, b = nodes.engines
+        later = SystemClock().now() + timedelta(hours=1)
+        job = await a.add_job(JobSpec(job_type="work", run_at=later))
+        await b.trigger_job(job.id)
+        await wait_for(lambda: all_final(nodes.stores[0]))
+        assert [(node, job_id) for node, job_id, *_ in nodes.recorder.calls] == [("n1", job.id)]
+        with pytest.raises(InvalidJobState):
+            await a.trigger_job(job.id)
