@@ -231,10 +231,19 @@ class SharedEngine(Engine):
         super()._place(job)
 
     def _abandon_start(self, attempt: _Attempt, now: datetime, error: BaseException) -> None:
+        """A start batch whose write failed (it may have committed all the same):
+        close its run and give the job back, fenced by the lease this node holds."""
+        job = attempt.job
+        unchanged = self._ckpt.staged_job(job.id) in (None, job)
         super()._abandon_start(attempt, now, error)
-        # Stop renewing: the lease expires and a take-over (ours or another
-        # node's) settles the job by the crash rules.
-        self._leased.discard(attempt.job.id)
+        closed = replace(
+            attempt.run,
+            finished_at=now,
+            outcome=RunOutcome.CRASHED,
+            error=f"the start was not checkpointed: {error}",
+        )
+        retry = [job.transition(JobStatus.PENDING, now, run_at=now)] if unchanged else []
+        self._ckpt.stage(retry, [closed])
 
     def _release(self, attempt: _Attempt) -> None:
         super()._release(attempt)
@@ -249,7 +258,14 @@ class SharedEngine(Engine):
         operations on jobs this node does not hold) written as they are."""
         node = self._settings.node
         leased = [job for job in jobs if job.id in self._leased]
-        plain = [job for job in jobs if job.id not in self._leased]
+        # A running row is only ever written under this node's lease: one whose
+        # lease was lost meanwhile must not overwrite the new owner (or leave a
+        # running job without a lease that nobody could take over).
+        plain = [
+            job
+            for job in jobs
+            if job.id not in self._leased and job.status is not JobStatus.RUNNING
+        ]
         if plain:
             await self._store.write(plain, ())
         refused = await self._claiming.write_leased(node, leased, runs)

@@ -154,15 +154,29 @@ UPDATE jobs SET status = 'running', lease_owner = $2, lease_expires_at = $3, upd
 WHERE id = $1 AND status = 'pending'
 RETURNING {_names(_JOB_COLUMNS)}
 """
+# Row locks are taken in id order, like every batch write here (their rows are
+# sorted by id), so a node's lease renewal and its own checkpoint never deadlock
+# (PostgreSQL would abort one after deadlock_timeout, delaying the renewal).
 _EXTEND = """
-UPDATE jobs SET lease_expires_at = $3
-WHERE id = ANY($2::text[]) AND lease_owner = $1 AND status = 'running'
-RETURNING id
+WITH held AS (
+    SELECT id FROM jobs
+    WHERE id = ANY($2::text[]) AND lease_owner = $1 AND status = 'running'
+    ORDER BY id
+    FOR UPDATE
+)
+UPDATE jobs SET lease_expires_at = $3 FROM held WHERE jobs.id = held.id
+RETURNING jobs.id
 """
 _RELEASE = """
+WITH held AS (
+    SELECT id FROM jobs
+    WHERE id = ANY($2::text[]) AND lease_owner = $1 AND status = 'running'
+    ORDER BY id
+    FOR UPDATE
+)
 UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL
-WHERE id = ANY($2::text[]) AND lease_owner = $1 AND status = 'running'
-RETURNING id, run_at
+FROM held WHERE jobs.id = held.id
+RETURNING jobs.id, jobs.run_at
 """
 # Pruning deletes in chunks, each its own transaction, so a large prune never
 # holds locks (and the nodes' checkpoints) for long.
@@ -490,8 +504,9 @@ class PostgresStore(Store):
             return set()
         # One upsert cannot touch a row twice: the last version of a job or run wins,
         # as it would with one statement per row.
-        unique_jobs = list({job.id: job for job in jobs}.values())
-        unique_runs = list({run.id: run for run in runs}.values())
+        # Sorted by id: concurrent writers then lock shared rows in one order.
+        unique_jobs = sorted({job.id: job for job in jobs}.values(), key=lambda job: job.id)
+        unique_runs = sorted({run.id: run for run in runs}.values(), key=lambda run: run.id)
         job_rows = _columns([job_row(j) for j in unique_jobs], len(_JOB_COLUMNS))
         run_rows = _columns([run_row(r) for r in unique_runs], len(_RUN_COLUMNS))
         refused: set[str] = set()
