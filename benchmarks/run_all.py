@@ -1,11 +1,12 @@
-"""All five workloads in one run, printed as one table plus JSON (``make bench``).
+"""All six workloads in one run, printed as one table plus JSON (``make bench``).
 
     python -m benchmarks.run_all [--quick] [--json-out benchmarks/results.json]
 
 Defaults keep the whole run under about 15 minutes on the project's 2-core
 machine: throughput 100,000 jobs (APScheduler's SQL store 10,000), lateness
 30 s, idle 30 s, scale 1,000,000 and 2,000,000 jobs (5,000,000 is measured once
-for docs/performance.md: ``python -m benchmarks.scale --jobs 1000000,5000000``).
+for docs/performance.md: ``python -m benchmarks.scale --jobs 1000000,5000000``),
+multi-node 20,000 jobs on PostgreSQL with 1 and with 3 node processes.
 ``--quick`` shrinks everything for a smoke run.
 """
 
@@ -17,7 +18,7 @@ import platform
 import time
 from pathlib import Path
 
-from benchmarks import add_rate, idle, lateness, scale, throughput
+from benchmarks import add_rate, idle, lateness, multinode, scale, throughput
 from benchmarks.common import Report, emit
 
 
@@ -54,6 +55,9 @@ def main() -> None:
             [100_000, 200_000] if quick else [1_000_000, 2_000_000],
             100_000 if quick else 1_000_000,
         ),
+        # Needs the PostgreSQL server (NEXUS_SCHEDD_TEST_POSTGRES_DSN); an
+        # unreachable one gives empty rows, not a failed run.
+        multinode.run(5_000 if quick else 20_000, [1, 3]),
     ]
     print(f"\nmachine: {machine()}; total {time.monotonic() - started:.0f} s\n")
     emit(reports)
