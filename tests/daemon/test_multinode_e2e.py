@@ -4,7 +4,7 @@
 sockets; a plugin handler records every call in a shared O_APPEND file. While
 all nodes are healthy no occurrence runs twice and every node does a share of
 the work; then one node is killed with SIGKILL mid-run, its leased occurrences
-are taken over once the (2 s) lease expires, and every job completes.
+are taken over once the (5 s) lease expires, and every job completes.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ admin_group = ""
 
 [store]
 url = "{url}"
-lease_s = 2
+lease_s = 5
 safety_recheck_s = 5
 
 [defaults]
