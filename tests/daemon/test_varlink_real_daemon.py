@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from nexus_schedd.control.varlink import load_interface
-from tests.daemon.daemon_process import DaemonProcess
+from tests.daemon.daemon_process import DaemonProcess, console_script
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -128,3 +128,88 @@ def test_every_method_is_callable_on_the_real_daemon(daemon: DaemonProcess) -> N
         "call", f"unix:{daemon.socket_path}/io.nexus.Scheduler.GetJob", '{"id": "nope"}'
     )
     assert "io.nexus.Scheduler.JobNotFound" in error.stderr
+
+
+def schedctl(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [console_script("nexus-schedctl"), "--socket", str(daemon.socket_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_every_schedctl_command_against_the_real_daemon(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    def ok(*args: str) -> Any:
+        done = schedctl(daemon, "--json", *args)
+        assert done.returncode == 0, f"{args}: {done.stderr}"
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    assert "counts" in json.dumps(ok("status"))
+    assert "log" in json.dumps(ok("handlers"))
+    assert "result" in json.dumps(ok("reload")) or ok("reload") is not None
+    job = ok(
+        "add",
+        "log",
+        "--name",
+        "cli",
+        "--every",
+        "2",
+        "hour",
+        "--tz",
+        "Europe/Berlin",
+        "--at",
+        "2031-06-01T09:00",
+    )["job"]
+    assert job["recurrence"]["kind"] == "hourly" and job["run_at"] == "2031-06-01T09:00:00+02:00"
+    assert ok("show", "cli")["job"]["id"] == job["id"]
+    assert [j["name"] for j in ok("list", "--status", "pending", "--type", "log")["jobs"]] == [
+        "static-hourly",
+        "cli",
+    ]
+    assert ok("pause", "cli")["job"]["status"] == "paused"
+    assert ok("resume", "cli")["job"]["status"] == "pending"
+    assert ok("reschedule", "cli", "--at", "2032-01-01T00:00:00Z")["job"]["run_at"].startswith(
+        "2032-01-01T01:00:00"
+    )
+    ok("trigger", "cli")
+    daemon.wait_event("run_finished", job_id=job["id"])
+    assert [run["outcome"] for run in ok("runs", "cli")["runs"]] == ["success"]
+    assert len(ok("preview", "--cron", "0 9 * * *", "--count", "3")["times"]) == 3
+    calendar = tmp_path / "jobs.ics"
+    done = schedctl(daemon, "export", "--ical", "--days", "2", "-o", str(calendar))
+    assert done.returncode == 0, done.stderr
+    assert calendar.read_text().startswith("BEGIN:VCALENDAR")
+    watcher = subprocess.Popen(
+        [
+            console_script("nexus-schedctl"),
+            "--socket",
+            str(daemon.socket_path),
+            "--json",
+            "watch",
+            "--job",
+            job["id"],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert watcher.stdout is not None
+        received = ""
+        for _ in range(20):
+            ok("trigger", "cli")
+            readable, _, _ = select.select([watcher.stdout], [], [], 0.5)
+            if readable:
+                received += os.read(watcher.stdout.fileno(), 65536).decode()
+            if "run_finished" in received:
+                break
+        assert "run_finished" in received
+    finally:
+        watcher.kill()
+        watcher.wait()
+        watcher.stdout.close()  # type: ignore[union-attr]
+    assert ok("cancel", "cli")["job"]["status"] == "canceled"
+    refused = schedctl(daemon, "cancel", job["id"])  # a final job: refused, exit 1
+    assert refused.returncode == 1 and "canceled" in refused.stderr
