@@ -32,6 +32,7 @@ from nexus_schedd.model import JobDefaults, JobSpec, MisfirePolicy, OverlapPolic
 from nexus_schedd.model.recurrence import UNIT_KINDS, RecurrenceKind
 from nexus_schedd.model.schedule import parse_cron, validate_schedule
 from nexus_schedd.model.times import localize, parse_every, parse_instant, resolve_zone
+from nexus_schedd.store.base import Durability
 
 SYSTEM_STATE_DIR = Path("/var/lib/nexus-schedd")
 DB_FILE = "schedd.db"
@@ -39,7 +40,6 @@ NO_FILE = "<defaults>"
 
 EventLoop = Literal["uvloop", "asyncio"]
 LogFormat = Literal["auto", "json", "console"]
-Durability = Literal["full", "normal"]
 
 _EVENT_LOOPS: tuple[EventLoop, ...] = ("uvloop", "asyncio")
 _LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "console")

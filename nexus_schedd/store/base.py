@@ -14,11 +14,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from nexus_schedd.model import Job, JobStatus, Run, RunOutcome
 
 T = TypeVar("T")
+
+Durability = Literal["full", "normal"]
+"""``full``: every commit is fsync'd before it is acknowledged; ``normal``: the
+backend's faster setting (SQLite synchronous=NORMAL, PostgreSQL synchronous_commit off)."""
 
 
 @dataclass(frozen=True, slots=True)

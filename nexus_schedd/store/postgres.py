@@ -41,7 +41,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from nexus_schedd.errors import InvalidSpec, JobExists, SchedulerError, StoreError
 from nexus_schedd.model import Job, JobStatus, Run
-from nexus_schedd.store.base import JobFilter, Page, RunFilter, Store
+from nexus_schedd.store.base import Durability, JobFilter, Page, RunFilter, Store
 from nexus_schedd.store.keys import (
     check_limit,
     decode_job_cursor,
@@ -56,8 +56,15 @@ from nexus_schedd.store.postgres_schema import (
     check_schema_name,
     pending_migrations,
 )
+from nexus_schedd.store.rows import (
+    JOB_COLUMNS,
+    RUN_COLUMNS,
+    job_from_row,
+    job_row,
+    run_from_row,
+    run_row,
+)
 from nexus_schedd.store.schema import FINAL_STATUSES_SQL
-from nexus_schedd.store.sqlite import Durability, job_from_row, job_row, run_from_row, run_row
 
 _log = structlog.get_logger("nexus_schedd.store.postgres")
 
@@ -68,23 +75,28 @@ Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProx
 _STATUS = {s.value: s for s in JobStatus}
 
 
-def _typed_columns(spec: str) -> tuple[tuple[str, str], ...]:
-    """``"name type, ..."`` as (name, type) pairs."""
-    return tuple((name, kind) for name, kind in (part.split() for part in spec.split(",")))
+def _typed_columns(names: tuple[str, ...], types: str) -> tuple[tuple[str, str], ...]:
+    """(column, PostgreSQL type) pairs in the shared row order ``names`` (rows.py);
+    ``types`` is ``"name type, ..."`` and must type exactly those columns."""
+    by_name = dict(part.split() for part in types.split(","))
+    if set(by_name) != set(names):
+        mismatch = sorted(set(by_name) ^ set(names))
+        raise RuntimeError(f"PostgreSQL column types do not match the row shape: {mismatch}")
+    return tuple((name, by_name[name]) for name in names)
 
 
-# (column, PostgreSQL type) in the order of sqlite.job_row / run_row, which
-# encode rows for both backends.
 _JOB_COLUMNS = _typed_columns(
+    JOB_COLUMNS,
     "id text, name text, job_type text, target_id text, status text, run_at int8,"
     " scheduled_for int8, anchor_at int8, created_at int8, updated_at int8, payload text,"
     " recurrence text, priority int4, max_retries int4, retry_count int4,"
     " occurrence_count int8, timeout_s float8, misfire text, misfire_grace_s float8,"
-    " overlap text, jitter_s float8, last_result text, static int2"
+    " overlap text, jitter_s float8, last_result text, static int2",
 )
 _RUN_COLUMNS = _typed_columns(
+    RUN_COLUMNS,
     "id text, job_id text, job_type text, scheduled_for int8, attempt int4, started_at int8,"
-    " finished_at int8, outcome text, error text, output text, node text"
+    " finished_at int8, outcome text, error text, output text, node text",
 )
 
 

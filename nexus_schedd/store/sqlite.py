@@ -15,13 +15,10 @@ Reads go through a separate connection, so they never queue behind a commit
 
 from __future__ import annotations
 
-import json
-import math
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from functools import lru_cache
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -34,28 +31,26 @@ from nexus_schedd.errors import InvalidSpec, JobExists, SchedulerError, StoreErr
 from nexus_schedd.model import (
     Job,
     JobStatus,
-    LastResult,
-    MisfirePolicy,
-    OverlapPolicy,
-    Recurrence,
     Run,
-    RunOutcome,
-    encode_json,
 )
-from nexus_schedd.store.base import JobFilter, Page, RunFilter, Store
+from nexus_schedd.store.base import Durability, JobFilter, Page, RunFilter, Store
 from nexus_schedd.store.keys import (
-    EPOCH,
     check_limit,
     decode_job_cursor,
     decode_run_cursor,
     encode_job_cursor,
     encode_run_cursor,
-    from_micros,
     to_micros,
 )
+from nexus_schedd.store.rows import (
+    JOB_COLUMNS,
+    RUN_COLUMNS,
+    job_from_row,
+    job_row,
+    run_from_row,
+    run_row,
+)
 from nexus_schedd.store.schema import FINAL_STATUSES_SQL, migrations_after
-
-Durability = Literal["full", "normal"]
 
 _log = structlog.get_logger("nexus_schedd.store.sqlite")
 
@@ -63,56 +58,13 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 _BUSY_TIMEOUT_MS = 5000
 _CACHE_KIB = 16 * 1024
 
-_STATUS = {s.value: s for s in JobStatus}
-_OUTCOME = {o.value: o for o in RunOutcome}
-_MISFIRE = {m.value: m for m in MisfirePolicy}
-_OVERLAP = {o.value: o for o in OverlapPolicy}
-
-_JOB_COLUMNS = (
-    "id",
-    "name",
-    "job_type",
-    "target_id",
-    "status",
-    "run_at",
-    "scheduled_for",
-    "anchor_at",
-    "created_at",
-    "updated_at",
-    "payload",
-    "recurrence",
-    "priority",
-    "max_retries",
-    "retry_count",
-    "occurrence_count",
-    "timeout_s",
-    "misfire",
-    "misfire_grace_s",
-    "overlap",
-    "jitter_s",
-    "last_result",
-    "static",
-)
-_RUN_COLUMNS = (
-    "id",
-    "job_id",
-    "job_type",
-    "scheduled_for",
-    "attempt",
-    "started_at",
-    "finished_at",
-    "outcome",
-    "error",
-    "output",
-    "node",
-)
-_JOB_SELECT = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
-_RUN_SELECT = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
+_JOB_SELECT = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
+_RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
 _JOB_INSERT = (
-    f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})"
+    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})"
 )
 _RUN_INSERT = (
-    f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
+    f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})"
 )
 
 
@@ -138,8 +90,8 @@ def _upserts(insert: str, columns: tuple[str, ...], identity: tuple[str, ...]) -
     return guarded, full
 
 
-_JOB_UPSERT, _JOB_UPSERT_FULL = _upserts(_JOB_INSERT, _JOB_COLUMNS, ("job_type", "target_id"))
-_RUN_UPSERT, _RUN_UPSERT_FULL = _upserts(_RUN_INSERT, _RUN_COLUMNS, ("job_id", "started_at"))
+_JOB_UPSERT, _JOB_UPSERT_FULL = _upserts(_JOB_INSERT, JOB_COLUMNS, ("job_type", "target_id"))
+_RUN_UPSERT, _RUN_UPSERT_FULL = _upserts(_RUN_INSERT, RUN_COLUMNS, ("job_id", "started_at"))
 _FULL_UPSERT = {_JOB_UPSERT: _JOB_UPSERT_FULL, _RUN_UPSERT: _RUN_UPSERT_FULL}
 _LIVE_NAME_HOLDER = (
     f"SELECT id FROM jobs WHERE name = ? AND status NOT IN {FINAL_STATUSES_SQL} AND id != ?"
@@ -171,229 +123,6 @@ _PRUNE_ALL_FINISHED = (
     "DELETE FROM runs WHERE rowid IN"
     " (SELECT rowid FROM runs WHERE outcome IS NOT NULL LIMIT :chunk)"
 )
-
-
-# -- row conversion -----------------------------------------------------------------
-
-
-def _optional_instant(micros: int | None) -> datetime | None:
-    return None if micros is None else EPOCH + timedelta(microseconds=micros)
-
-
-@lru_cache(maxsize=4096)
-def _encode_recurrence(recurrence: Recurrence) -> str:
-    return encode_json(recurrence.to_json())
-
-
-@lru_cache(maxsize=4096)
-def _decode_recurrence(text: str) -> Recurrence:
-    # Rows of one schedule share their recurrence text: parse it once.
-    return Recurrence.from_json(json.loads(text))
-
-
-def _encode_last_result(result: LastResult) -> str:
-    # Written once per finished run: formatted directly (~2 us) rather than
-    # through json.dumps of a dict (~8 us). Same JSON, same key order.
-    duration = result.duration_ms
-    if type(duration) is float and math.isfinite(duration):
-        output = "null" if result.output is None else _encode_payload(result.output)
-        error = "null" if result.error is None else _encode_string(result.error)
-        return (
-            f'{{"success":{"true" if result.success else "false"},"output":{output},'
-            f'"error":{error},"started_at":{_micros(result.started_at)},'
-            f'"finished_at":{_micros(result.finished_at)},"duration_ms":{duration!r}}}'
-        )
-    return json.dumps(
-        {
-            "success": result.success,
-            "output": result.output,
-            "error": result.error,
-            "started_at": to_micros(result.started_at),
-            "finished_at": to_micros(result.finished_at),
-            "duration_ms": result.duration_ms,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
-def _decode_last_result(text: str) -> LastResult:
-    data = _decode_json(text)
-    return LastResult(
-        success=data["success"],
-        output=data["output"],
-        error=data["error"],
-        started_at=from_micros(data["started_at"]),
-        finished_at=from_micros(data["finished_at"]),
-        duration_ms=data["duration_ms"],
-    )
-
-
-_encode_payload = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_encode_string: Callable[[str], str] = json.encoder.encode_basestring
-_decode_json = json.JSONDecoder().decode
-
-
-def _micros(instant: datetime, epoch: datetime = EPOCH) -> int:
-    # to_micros without the timedelta division: this runs 5 times per row.
-    delta = instant - epoch
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def job_row(job: Job) -> tuple[Any, ...]:
-    """The jobs-table row of ``job``, in ``_JOB_COLUMNS`` order."""
-    run_at = None if job.run_at is None else _micros(job.run_at)
-    scheduled_for = (
-        run_at
-        if job.scheduled_for is job.run_at
-        else None
-        if job.scheduled_for is None
-        else _micros(job.scheduled_for)
-    )
-    created_at = _micros(job.created_at)
-    return (
-        job.id,
-        job.name,
-        job.job_type,
-        job.target_id,
-        job.status.value,
-        run_at,
-        scheduled_for,
-        _micros(job.anchor_at),
-        created_at,
-        created_at if job.updated_at is job.created_at else _micros(job.updated_at),
-        "{}" if not job.payload else _encode_payload(job.payload),
-        None if job.recurrence is None else _encode_recurrence(job.recurrence),
-        job.priority,
-        job.max_retries,
-        job.retry_count,
-        job.occurrence_count,
-        job.timeout_s,
-        job.misfire.value,
-        job.misfire_grace_s,
-        job.overlap.value,
-        job.jitter_s,
-        None if job.last_result is None else _encode_last_result(job.last_result),
-        1 if job.static else 0,
-    )
-
-
-def job_from_row(row: Sequence[Any]) -> Job:
-    """Rebuild a :class:`Job` from a row in ``_JOB_COLUMNS`` order."""
-    (
-        job_id,
-        name,
-        job_type,
-        target_id,
-        status,
-        run_at,
-        scheduled_for,
-        anchor_at,
-        created_at,
-        updated_at,
-        payload,
-        recurrence,
-        priority,
-        max_retries,
-        retry_count,
-        occurrence_count,
-        timeout_s,
-        misfire,
-        misfire_grace_s,
-        overlap,
-        jitter_s,
-        last_result,
-        static,
-    ) = row
-    # Fresh jobs share instants (run_at = scheduled_for = anchor_at, created_at =
-    # updated_at): convert each distinct value once.
-    epoch = EPOCH
-    run_at_dt = None if run_at is None else epoch + timedelta(microseconds=run_at)
-    created = epoch + timedelta(microseconds=created_at)
-    return Job(
-        id=job_id,
-        job_type=job_type,
-        status=_STATUS[status],
-        run_at=run_at_dt,
-        scheduled_for=(
-            run_at_dt
-            if scheduled_for == run_at
-            else None
-            if scheduled_for is None
-            else epoch + timedelta(microseconds=scheduled_for)
-        ),
-        anchor_at=(
-            run_at_dt
-            if anchor_at == run_at and run_at_dt is not None
-            else epoch + timedelta(microseconds=anchor_at)
-        ),
-        created_at=created,
-        updated_at=created
-        if updated_at == created_at
-        else epoch + timedelta(microseconds=updated_at),
-        name=name,
-        target_id=target_id,
-        payload={} if payload == "{}" else _decode_json(payload),
-        recurrence=None if recurrence is None else _decode_recurrence(recurrence),
-        priority=priority,
-        max_retries=max_retries,
-        retry_count=retry_count,
-        occurrence_count=occurrence_count,
-        timeout_s=timeout_s,
-        misfire=_MISFIRE[misfire],
-        misfire_grace_s=misfire_grace_s,
-        overlap=_OVERLAP[overlap],
-        jitter_s=jitter_s,
-        last_result=None if last_result is None else _decode_last_result(last_result),
-        static=bool(static),
-    )
-
-
-def run_row(run: Run) -> tuple[Any, ...]:
-    """The runs-table row of ``run``, in ``_RUN_COLUMNS`` order."""
-    return (
-        run.id,
-        run.job_id,
-        run.job_type,
-        _micros(run.scheduled_for),
-        run.attempt,
-        _micros(run.started_at),
-        None if run.finished_at is None else _micros(run.finished_at),
-        None if run.outcome is None else run.outcome.value,
-        run.error,
-        None if run.output is None else _encode_payload(run.output),
-        run.node,
-    )
-
-
-def run_from_row(row: Sequence[Any]) -> Run:
-    """Rebuild a :class:`Run` from a row in ``_RUN_COLUMNS`` order."""
-    (
-        run_id,
-        job_id,
-        job_type,
-        scheduled_for,
-        attempt,
-        started_at,
-        finished_at,
-        outcome,
-        error,
-        output,
-        node,
-    ) = row
-    return Run(
-        id=run_id,
-        job_id=job_id,
-        job_type=job_type,
-        scheduled_for=from_micros(scheduled_for),
-        attempt=attempt,
-        started_at=from_micros(started_at),
-        finished_at=_optional_instant(finished_at),
-        outcome=None if outcome is None else _OUTCOME[outcome],
-        error=error,
-        output=None if output is None else _decode_json(output),
-        node=node,
-    )
 
 
 # -- the write queue ----------------------------------------------------------------
@@ -896,7 +625,7 @@ class SQLiteStore(Store):
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         rows = await self._fetch("SELECT status, count(*) FROM jobs GROUP BY status")
-        return {_STATUS[status]: count for status, count in rows}
+        return {JobStatus(status): count for status, count in rows}
 
 
 async def _execute_rows(

@@ -11,7 +11,7 @@ import pytest
 
 from nexus_schedd.model.job import LastResult
 from nexus_schedd.store.keys import to_micros
-from nexus_schedd.store.sqlite import _decode_last_result, _encode_last_result
+from nexus_schedd.store.rows import _decode_last_result, _encode_last_result
 
 T0 = datetime(2030, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 
