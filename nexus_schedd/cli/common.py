@@ -31,6 +31,28 @@ def connected(body: CommandBody) -> Callable[[argparse.Namespace], int]:
     return command
 
 
+PAGE_SIZE = 1000
+"""Items asked for per request when a listing spans several pages."""
+
+
+async def fetch_pages(
+    client: Client, method: str, parameters: dict[str, Any], key: str, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to ``limit`` items of a paginated listing (``ListJobs``, ``ListRuns``),
+    following ``next_cursor``; returns the items and the cursor to continue from."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page = {**parameters, "limit": min(PAGE_SIZE, limit - len(items))}
+        if cursor is not None:
+            page["cursor"] = cursor
+        reply = await client.call(method, page)
+        items.extend(reply[key])
+        cursor = reply.get("next_cursor")
+        if cursor is None or len(items) >= limit:
+            return items, cursor
+
+
 def wants_json(args: argparse.Namespace) -> bool:
     """True when ``--json`` was given before or after the command."""
     return bool(getattr(args, "json", False))

@@ -12,6 +12,7 @@ from nexus_schedd.cli.common import (
     describe_recurrence,
     emit,
     emit_json,
+    fetch_pages,
     local_time,
     now,
     parse_json_argument,
@@ -33,8 +34,6 @@ from nexus_schedd.model.times import (
     parse_unit,
     resolve_zone,
 )
-
-LIST_PAGE = 1000
 
 
 def register(subparsers: Any) -> None:
@@ -182,18 +181,7 @@ async def _list(client: Client, args: argparse.Namespace) -> int:
         parameters["target_id"] = args.target
     if args.overdue:
         parameters["overdue"] = True
-    jobs: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        wanted = min(LIST_PAGE, args.limit - len(jobs))
-        page_parameters = {**parameters, "limit": wanted}
-        if cursor is not None:
-            page_parameters["cursor"] = cursor
-        reply = await client.call("ListJobs", page_parameters)
-        jobs.extend(reply["jobs"])
-        cursor = reply.get("next_cursor")
-        if cursor is None or len(jobs) >= args.limit:
-            break
+    jobs, cursor = await fetch_pages(client, "ListJobs", parameters, "jobs", args.limit)
     if wants_json(args):
         emit_json({"jobs": jobs, "next_cursor": cursor})
         return 0

@@ -9,14 +9,13 @@ from nexus_schedd.cli.common import (
     connected,
     emit,
     emit_json,
+    fetch_pages,
     local_time,
     positive_int,
     table,
     wants_json,
 )
 from nexus_schedd.control.client import Client
-
-PAGE = 1000
 
 
 def register(subparsers: Any) -> None:
@@ -33,17 +32,7 @@ async def _runs(client: Client, args: argparse.Namespace) -> int:
     parameters: dict[str, Any] = {}
     if args.ref is not None:
         parameters["job_id"] = args.ref
-    runs: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        page = {**parameters, "limit": min(PAGE, args.limit - len(runs))}
-        if cursor is not None:
-            page["cursor"] = cursor
-        reply = await client.call("ListRuns", page)
-        runs.extend(reply["runs"])
-        cursor = reply.get("next_cursor")
-        if cursor is None or len(runs) >= args.limit:
-            break
+    runs, cursor = await fetch_pages(client, "ListRuns", parameters, "runs", args.limit)
     if wants_json(args):
         emit_json({"runs": runs, "next_cursor": cursor})
         return 0
