@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -120,6 +120,8 @@ class Interface:
     types: Mapping[str, VarlinkType]
     methods: Mapping[str, Method]
     errors: Mapping[str, Struct]
+    _fits: dict[int, _Fits] = field(default_factory=dict, compare=False, repr=False)
+    """Compiled checks by ``id`` of the type they check (see :meth:`_fit`)."""
 
     def method(self, name: str) -> Method | None:
         """The method with this short name, or None."""
@@ -127,7 +129,12 @@ class Interface:
 
     def check_parameters(self, method: str, parameters: Any) -> None:
         """Raise :class:`ParameterError` unless ``parameters`` fit the method's input."""
-        self._check(parameters, self.methods[method].parameters, "")
+        kind = self.methods[method].parameters
+        # A batch of 1,000 jobs is 15,000 field checks: a compiled yes/no check
+        # first, and the walk that names the offending field only when it says no.
+        if not self._fit(kind)(parameters):
+            self._check(parameters, kind, "")
+            raise ParameterError("parameters", "do not match the interface")
 
     def check_returns(self, method: str, parameters: Any) -> None:
         """Raise :class:`ParameterError` unless ``parameters`` fit the method's output."""
@@ -165,6 +172,46 @@ class Interface:
         else:
             self._check_struct(value, kind, path)
 
+    def _fit(self, kind: VarlinkType) -> _Fits:
+        """A function telling whether a value fits ``kind``: the same rules as
+        :meth:`_check`, without building a path for every field."""
+        fits = self._fits.get(id(kind))
+        if fits is None:
+            fits = self._fits[id(kind)] = self._compile(kind)
+        return fits
+
+    def _compile(self, kind: VarlinkType) -> _Fits:
+        if isinstance(kind, Named):
+            types, name = self.types, kind.name
+            # Resolved on first use, so a recursive type compiles.
+            return lambda value: self._fit(types[name])(value)
+        if isinstance(kind, Maybe):
+            inner = self._fit(kind.inner)
+            return lambda value: value is None or inner(value)
+        if isinstance(kind, Builtin):
+            return _BUILTIN_FITS[kind.name]
+        if isinstance(kind, Enum):
+            values = frozenset(kind.values)
+            return lambda value: isinstance(value, str) and value in values
+        if isinstance(kind, Array):
+            item = self._fit(kind.inner)
+            return lambda value: isinstance(value, list) and all(map(item, value))
+        if isinstance(kind, Map):
+            if kind.inner is None:
+                return lambda value: isinstance(value, dict)
+            entry = self._fit(kind.inner)
+            return lambda value: isinstance(value, dict) and all(map(entry, value.values()))
+        known = frozenset(name for name, _ in kind.fields)
+        fields = [(name, self._fit(field_type)) for name, field_type in kind.fields]
+
+        def struct(value: Any) -> bool:
+            if not isinstance(value, dict) or not value.keys() <= known:
+                return False
+            get = value.get
+            return all(fits(get(name)) for name, fits in fields)
+
+        return struct
+
     def _check_struct(self, value: Any, kind: Struct, path: str) -> None:
         if not isinstance(value, dict):
             raise ParameterError(path or "parameters", "must be an object")
@@ -178,6 +225,18 @@ class Interface:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
+
+
+_Fits = Callable[[Any], bool]
+
+_BUILTIN_FITS: dict[str, _Fits] = {
+    # None never fits a builtin: only ``?T`` admits null.
+    "bool": lambda value: isinstance(value, bool),
+    "int": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "float": lambda value: isinstance(value, int | float) and not isinstance(value, bool),
+    "string": lambda value: isinstance(value, str),
+    "object": lambda value: value is not None,
+}
 
 
 def _check_builtin(value: Any, name: str, label: str) -> None:

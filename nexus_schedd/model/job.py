@@ -389,6 +389,20 @@ class Job:
     def to_json(self) -> dict[str, Any]:
         """The JSON form of SPEC section 2 (plus ``scheduled_for`` and ``anchor_at``)."""
         zone = resolve_zone(self.display_zone())
+        # An instant is formatted once: a new job's run_at, scheduled_for and
+        # anchor_at are one instant, as are its created_at and updated_at.
+        run_at = None if self.run_at is None else format_instant(self.run_at, zone)
+        scheduled_for = (
+            run_at
+            if self.scheduled_for == self.run_at
+            else None
+            if self.scheduled_for is None
+            else format_instant(self.scheduled_for, zone)
+        )
+        anchor_at = (
+            run_at if self.anchor_at == self.run_at else format_instant(self.anchor_at, zone)
+        )
+        created_at = format_instant(self.created_at)
         return {
             "id": self.id,
             "name": self.name,
@@ -396,11 +410,7 @@ class Job:
             "target_id": self.target_id,
             "payload": self.payload,
             "status": self.status.value,
-            "run_at": (
-                None
-                if self.run_at is None or self.status.is_final
-                else format_instant(self.run_at, zone)
-            ),
+            "run_at": None if self.status.is_final else run_at,
             "recurrence": None if self.recurrence is None else self.recurrence.to_json(),
             "priority": self.priority,
             "max_retries": self.max_retries,
@@ -412,12 +422,14 @@ class Job:
             "overlap": self.overlap.value,
             "jitter_s": self.jitter_s,
             "last_result": None if self.last_result is None else self.last_result.to_json(),
-            "created_at": format_instant(self.created_at),
-            "updated_at": format_instant(self.updated_at),
-            "scheduled_for": (
-                None if self.scheduled_for is None else format_instant(self.scheduled_for, zone)
+            "created_at": created_at,
+            "updated_at": (
+                created_at
+                if self.updated_at == self.created_at
+                else format_instant(self.updated_at)
             ),
-            "anchor_at": format_instant(self.anchor_at, zone),
+            "scheduled_for": scheduled_for,
+            "anchor_at": anchor_at,
             "static": self.static,
         }
 
@@ -429,9 +441,17 @@ class Job:
         )
         last = data.get("last_result")
 
+        parsed: dict[str, datetime] = {}
+
         def instant(key: str) -> datetime | None:
+            # The same text (run_at, scheduled_for, anchor_at) is parsed once.
             raw = data.get(key)
-            return None if raw is None else parse_instant(raw, field=key)
+            if raw is None:
+                return None
+            found = parsed.get(raw)
+            if found is None:
+                found = parsed[raw] = parse_instant(raw, field=key)
+            return found
 
         created = instant("created_at")
         anchor = instant("anchor_at") or instant("run_at") or created

@@ -6,12 +6,15 @@ from importlib import resources
 
 import pytest
 import varlink
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nexus_schedd.control.varlink import (
     Array,
     Builtin,
     Enum,
     IDLSyntaxError,
+    Interface,
     Map,
     Maybe,
     Named,
@@ -157,6 +160,62 @@ def test_check_parameters_accepts_nulls_for_optional_fields_and_any_json_for_obj
         interface.check_parameters("ListJobs", {"status": ["pending", "sleeping"]})
     assert caught.value.parameter == "status[1]"
     interface.check_parameters("Preview", {"recurrence": {"kind": "daily"}, "count": 3})
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _value_for(interface: Interface, kind: object, depth: int = 0) -> st.SearchStrategy[object]:
+    """Values that mostly fit ``kind`` and sometimes do not, one field at a time."""
+    if isinstance(kind, Named):
+        return _value_for(interface, interface.types[kind.name], depth)
+    if isinstance(kind, Maybe):
+        return st.none() | _value_for(interface, kind.inner, depth)
+    if isinstance(kind, Enum):
+        return st.sampled_from([*kind.values, "nope", 1])
+    if isinstance(kind, Array) and depth < 3:
+        return st.lists(_value_for(interface, kind.inner, depth + 1), max_size=3) | _JSON
+    if isinstance(kind, Struct) and depth < 3:
+        fields = {name: _value_for(interface, t, depth + 1) for name, t in kind.fields}
+        return st.fixed_dictionaries({}, optional=fields | {"unknown": _JSON}) | _JSON
+    if isinstance(kind, Builtin):
+        right, confusable = {
+            "bool": (st.booleans(), st.integers(0, 1)),
+            "int": (st.integers(), st.booleans() | st.floats(allow_nan=False)),
+            "float": (st.floats(allow_nan=False) | st.integers(), st.booleans()),
+            "string": (st.text(max_size=5), st.integers() | st.none()),
+            "object": (_JSON, st.none()),
+        }[kind.name]
+        return right | right | confusable
+    return _JSON
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.data(),
+    method=st.sampled_from(["AddJob", "AddJobs", "ListJobs", "Preview", "RescheduleJob"]),
+)
+def test_compiled_check_agrees_with_the_walk_that_names_the_field(
+    data: st.DataObject, method: str
+) -> None:
+    """check_parameters answers from a compiled yes/no check and walks the value
+    only to name the offending field: the two must agree on every value."""
+    interface = load_interface("io.nexus.Scheduler")
+    kind = interface.methods[method].parameters
+    parameters = data.draw(_value_for(interface, kind))
+    try:
+        interface._check(parameters, kind, "")
+    except ParameterError:
+        walk_accepts = False
+    else:
+        walk_accepts = True
+    assert interface._fit(kind)(parameters) is walk_accepts
 
 
 def test_messages_are_nul_terminated_json() -> None:
