@@ -2,14 +2,24 @@
 uvloop; jobs/s from the first start to the last checkpoint.
 
     python -m benchmarks.engine_throughput [--jobs 100000] [--concurrency 64]
+        [--threads] [--store sqlite|discard] [--profile]
+
+``--threads`` adds the CPU each thread spent per job while the jobs ran (user and
+system time from /proc: the event loop, and SQLite's writer thread). ``--store
+discard`` runs the same engine on a store that keeps jobs in memory and throws
+every checkpoint away: the engine's own ceiling, not a durable figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
+import threading
 import time
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +30,9 @@ from nexus_schedd.clock import SystemClock
 from nexus_schedd.engine import Engine, EngineSettings
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.registry import HandlerRegistry
-from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus
-from nexus_schedd.store import SQLiteStore
+from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus, Run
+from nexus_schedd.store import SQLiteStore, Store
+from nexus_schedd.store.memory import MemoryStore
 
 
 class NoOp:
@@ -45,9 +56,64 @@ class NoOp:
         return JobResult.success()
 
 
-async def measure(jobs: int, concurrency: int, path: Path) -> dict[str, Any]:
+class DiscardStore(MemoryStore):
+    """Jobs in memory; every checkpoint is thrown away (a diagnostic, never durable)."""
+
+    async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async def prune_runs(self, older_than: Any, keep_per_job: int) -> int:
+        return 0
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu() -> dict[int, tuple[str, float, float]]:
+    """Each thread of this process: (name, user seconds, system seconds)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    found: dict[int, tuple[str, float, float]] = {}
+    for entry in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        tid = int(entry)
+        found[tid] = (names.get(tid, "?"), int(fields[11]) / _TICKS, int(fields[12]) / _TICKS)
+    return found
+
+
+def _per_job(
+    before: dict[int, tuple[str, float, float]],
+    after: dict[int, tuple[str, float, float]],
+    jobs: int,
+) -> dict[str, dict[str, float]]:
+    """CPU per job of each thread that used at least 0.5 us of it."""
+    loop_thread = threading.get_native_id()
+    rows: dict[str, dict[str, float]] = {}
+    for tid, (name, user, system) in after.items():
+        _, user0, system0 = before.get(tid, (name, 0.0, 0.0))
+        user_us, system_us = (user - user0) / jobs * 1e6, (system - system0) / jobs * 1e6
+        if user_us + system_us >= 0.5:
+            label = "event loop" if tid == loop_thread else f"thread {name}"
+            rows[f"cpu {label}"] = {"user_us": round(user_us, 1), "sys_us": round(system_us, 1)}
+    # aiosqlite runs each connection on a thread "Thread-N (_connection_worker_thread)";
+    # the store's writer is the busy one (the reader only loaded the heap window).
+    sqlite = [key for key in rows if "_connection_worker_thread" in key]
+    if sqlite:
+        writer = max(sqlite, key=lambda key: rows[key]["user_us"] + rows[key]["sys_us"])
+        rows["cpu SQLite writer thread"] = rows.pop(writer)
+    return rows
+
+
+async def measure(
+    jobs: int, concurrency: int, path: Path, *, store_kind: str = "sqlite", threads: bool = False
+) -> dict[str, Any]:
     """Add ``jobs`` jobs while the engine is stopped, then time their execution."""
-    store = SQLiteStore(path, durability="full")
+    store: Store = (
+        SQLiteStore(path, durability="full") if store_kind == "sqlite" else DiscardStore()
+    )
     await store.open()
     try:
         handler = NoOp(jobs)
@@ -63,10 +129,12 @@ async def measure(jobs: int, concurrency: int, path: Path) -> dict[str, Any]:
         add_s = time.perf_counter() - add_started
         engine = Engine(store, registry, clock, settings)
         async with anyio.create_task_group() as tg:
-            await tg.start(engine.run)
+            await tg.start(engine.run)  # recovery and the window load happen here
+            cpu_before = thread_cpu()
             await handler.all_called.wait()
             await engine.stop()  # returns after the last checkpoint
             finished = time.perf_counter()
+            cpu_after = thread_cpu()
         counts = await store.count_by_status()
         assert handler.first is not None
         elapsed = finished - handler.first
@@ -77,8 +145,9 @@ async def measure(jobs: int, concurrency: int, path: Path) -> dict[str, Any]:
             "seconds": round(elapsed, 3),
             "jobs_per_s": round(jobs / elapsed),
             "add_jobs_per_s": round(jobs / add_s),
-            "commits": store.commits,
-        }
+            "commits": getattr(store, "commits", "-"),
+            "store": store_kind,
+        } | (_per_job(cpu_before, cpu_after, jobs) if threads else {})
     finally:
         await store.close()
 
@@ -88,6 +157,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--profile", action="store_true", help="cProfile the run")
+    parser.add_argument(
+        "--threads", action="store_true", help="CPU per job of each thread while the jobs ran"
+    )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "discard"),
+        default="sqlite",
+        help="discard: a store that throws checkpoints away (the engine's own ceiling)",
+    )
     args = parser.parse_args()
     # Per-run log events cost more than the dispatch itself; measure the engine.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -95,7 +173,7 @@ def main() -> None:
 
         def run() -> dict[str, Any]:
             return anyio.run(
-                measure,
+                partial(measure, store_kind=args.store, threads=args.threads),
                 args.jobs,
                 args.concurrency,
                 Path(tmp) / "bench.db",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -26,7 +27,7 @@ def run(jobs: int, aps_sql_jobs: int, concurrency: int = 64) -> Report:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         ours = anyio.run(
-            measure,
+            partial(measure, threads=True),
             jobs,
             concurrency,
             Path(tmp) / "bench.db",
@@ -51,6 +52,17 @@ def run(jobs: int, aps_sql_jobs: int, concurrency: int = 64) -> Report:
             theirs_label=f"memory store, {jobs:,} jobs",
         )
     )
+    for key, cpu in ours.items():
+        if key.startswith("cpu "):
+            report.rows.append(
+                Row(
+                    f"CPU us per job, {key[4:]} (user + sys)",
+                    round(cpu["user_us"] + cpu["sys_us"], 1),
+                    None,
+                    better="lower",
+                    theirs_label="-",
+                )
+            )
     report.details = {
         "nexus_schedd": ours,
         "apscheduler_sqlalchemy": sql,
