@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from nexus_schedd.cli.common import connected, emit, emit_json, local_time, wants_json
 from nexus_schedd.control.client import Client
+from nexus_schedd.errors import EXIT_REFUSED, ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -60,7 +62,15 @@ async def _handlers(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _reload(client: Client, args: argparse.Namespace) -> int:
-    reply = await client.call("Reload")
+    try:
+        reply = await client.call("Reload")
+    except ConfigError as exc:
+        # The daemon refused the new config and kept the old one: an operation
+        # refused (exit 1), not a usage error of this command.
+        print(
+            f"nexus-schedctl: reload refused, the old config stays: {exc.message}", file=sys.stderr
+        )
+        return EXIT_REFUSED
     if wants_json(args):
         emit_json(reply)
         return 0

@@ -24,7 +24,7 @@ import structlog
 from nexus_schedd import __version__
 from nexus_schedd.clock import SystemClock, watch_clock_steps
 from nexus_schedd.control.server import ControlServer, bind_control_socket
-from nexus_schedd.daemon.config import Config, load_config
+from nexus_schedd.daemon.config import Config, check_schedule_types, load_config
 from nexus_schedd.daemon.systemd import Notifier, listen_fds, watchdog_interval
 from nexus_schedd.engine import Engine
 from nexus_schedd.engine.shared import engine_for
@@ -73,6 +73,7 @@ class Daemon:
         try:
             registry = load_handlers(config.handlers, log=log, config_file=self._config_name)
             self._registries.append(registry)
+            check_schedule_types(config.schedules, registry.supports, self._config_name)
             # A shared (PostgreSQL) store gets the multi-node engine.
             engine = engine_for(store, registry, SystemClock(), settings, log=log)
             self._engine = engine
@@ -157,16 +158,28 @@ class Daemon:
         async with self._reload_lock:
             self.notifier.reloading()
             try:
+                # Everything is loaded and checked before anything is applied: a
+                # refused reload leaves handlers, limits and schedules as they were.
+                registry: HandlerRegistry | None = None
                 try:
                     new = load_config(self.config_path, overrides=self.overrides)
-                except ConfigError as exc:
+                    registry = load_handlers(new.handlers, log=log, config_file=self._config_name)
+                    check_schedule_types(new.schedules, registry.supports, self._config_name)
+                except SchedulerError as exc:
                     log.error("reload_refused", error=exc.message)
+                    if registry is not None:
+                        await registry.aclose()
                     raise
-                registry = load_handlers(new.handlers, log=log, config_file=self._config_name)
                 self._registries.append(registry)
                 engine.set_registry(registry)
                 engine.set_type_limits(new.limits)
-                report = await engine.reconcile_static(new.schedules)
+                try:
+                    report = await engine.reconcile_static(new.schedules)
+                except SchedulerError as exc:
+                    # A store failure half-way: what was reconciled stays, the rest
+                    # is retried by the next reload.
+                    log.error("reload_failed", error=exc.message)
+                    raise
                 self.config = new
                 log.info("config_reloaded", handlers=registry.names(), **report)
                 return {key: list(value) for key, value in report.items()}

@@ -18,7 +18,7 @@ import math
 import os
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -198,6 +198,23 @@ def default_state_dir(env: Mapping[str, str] | None = None, euid: int | None = N
         home = env.get("HOME") or str(Path.home())
         base = str(Path(home) / ".local" / "state")
     return Path(base) / "nexus-schedd"
+
+
+def check_schedule_types(
+    schedules: Sequence[JobSpec], supports: Callable[[str], bool], file: str
+) -> None:
+    """Refuse a ``[[schedules]]`` entry whose job type no loaded handler runs.
+
+    Checked once the handlers are loaded (start-up, ``--check-config``, reload),
+    before anything is applied, so a refused reload changes nothing.
+    """
+    for index, spec in enumerate(schedules):
+        if not supports(spec.job_type):
+            raise ConfigError(
+                file,
+                f"schedules[{index}].job_type",
+                f"no loaded handler supports job type {spec.job_type!r} (schedule {spec.name!r})",
+            )
 
 
 def load_config(

@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ import structlog
 
 from nexus_schedd import __version__
 from nexus_schedd.daemon.app import Daemon, event_loop_options
-from nexus_schedd.daemon.config import load_config
+from nexus_schedd.daemon.config import Config, check_schedule_types, load_config
 from nexus_schedd.daemon.logging import configure_logging
-from nexus_schedd.errors import EXIT_USAGE, ConfigError, SchedulerError, StoreError
+from nexus_schedd.errors import EXIT_USAGE, ConfigError, InvalidSpec, SchedulerError, StoreError
+from nexus_schedd.handlers.loading import load_handlers
+from nexus_schedd.model import Job
 
 EXIT_START_FAILED = 1
 
@@ -68,6 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in config.warnings:
         print(f"nexus-schedd: warning: {warning}", file=sys.stderr)
     if args.check_config:
+        try:
+            notes = anyio.run(check_with_handlers, config, str(config_path or "<defaults>"))
+        except ConfigError as exc:
+            print(f"nexus-schedd: invalid config: {exc.message}", file=sys.stderr)
+            return EXIT_USAGE
+        for note in notes:
+            print(f"nexus-schedd: warning: {note}", file=sys.stderr)
         print(f"nexus-schedd: config OK ({config_path or 'built-in defaults'})")
         return 0
 
@@ -81,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = _scheduler_error(exc)
         if error is None:
             raise
+        if isinstance(error, ConfigError):
+            # Found once the handlers were loaded (a value a handler refuses, a
+            # schedule no handler runs): an invalid config, like any other.
+            print(f"nexus-schedd: invalid config: {error.message}", file=sys.stderr)
+            return EXIT_USAGE
         prefix = "cannot open the store: " if isinstance(error, StoreError) else ""
         print(f"nexus-schedd: {prefix}{error.message}", file=sys.stderr)
         return EXIT_START_FAILED
@@ -88,6 +103,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     exit_despite_leaked_threads(0)
     return 0
+
+
+class _Quiet:
+    """A logger that drops everything (``--check-config`` reports on stdout/stderr)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+async def check_with_handlers(config: Config, file: str) -> list[str]:
+    """What start-up checks once the handlers are loaded, without store or socket:
+    values each handler refuses and schedules whose job type no handler runs raise
+    ConfigError; plugins that fail to load and schedules that can no longer fire
+    (they would be skipped) come back as warnings."""
+    registry = load_handlers(config.handlers, log=_Quiet(), config_file=file)
+    try:
+        check_schedule_types(config.schedules, registry.supports, file)
+    finally:
+        await registry.aclose()
+    notes = [f"handler {name!r} failed to load: {error}" for name, error in registry.broken.items()]
+    now = datetime.now(UTC)
+    defaults = config.engine_settings().defaults
+    for index, spec in enumerate(config.schedules):
+        try:
+            Job.create(spec, now, defaults)
+        except InvalidSpec as exc:
+            notes.append(
+                f"{file}: schedules[{index}]: {exc.message}; schedule {spec.name!r} "
+                "can no longer fire and will be skipped"
+            )
+    return notes
 
 
 def _scheduler_error(exc: BaseException) -> SchedulerError | None:

@@ -44,7 +44,13 @@ from nexus_schedd.engine.policies import (
 )
 from nexus_schedd.engine.service import UNSET, EngineStatus, Event, EventKind
 from nexus_schedd.engine.settings import EngineSettings
-from nexus_schedd.errors import InvalidJobState, JobExists, JobNotFound, UnknownJobType
+from nexus_schedd.errors import (
+    InvalidJobState,
+    InvalidSpec,
+    JobExists,
+    JobNotFound,
+    UnknownJobType,
+)
 from nexus_schedd.handlers.base import Handler, HandlerContext
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import (
@@ -64,7 +70,10 @@ from nexus_schedd.model.schedule import first_occurrence, validate_schedule
 from nexus_schedd.store.base import JobFilter, Page, RunFilter, Store
 
 PRUNE_EVERY_RUNS = 10_000
-"""Finished runs between two history prunes (pruning only happens while busy)."""
+"""Finished runs between two history prunes."""
+PRUNE_INTERVAL = timedelta(hours=1)
+"""History is also pruned when a run finishes this long after the last prune, and
+once soon after start. No timer: an idle engine never wakes to prune."""
 
 LATENCY_SAMPLES = 1000
 LOOP_LAG_WARN_MS = 250.0
@@ -168,6 +177,7 @@ class Engine:
         self._loop_lag_ms = 0.0
         self._finished_since_prune = 0
         self._prune_due = False
+        self._last_prune = clock.now()
 
         self._wakeup = anyio.Event()
         self._sleeping_until: datetime | None = None
@@ -198,6 +208,9 @@ class Engine:
                 await self._recover()
                 self._tally.update(await self._store.count_by_status())
                 await self._load_window(None)
+                # Prune once after start, when the scheduler first has nothing due:
+                # a daemon restarted now and then must still honour history.*.
+                self._prune_due = True
                 for _ in range(self._settings.max_concurrency):
                     tg.start_soon(self._worker)
                 tg.start_soon(self._schedule_loop)
@@ -450,16 +463,34 @@ class Engine:
     # -- static schedules -------------------------------------------------------
 
     async def reconcile_static(self, specs: Sequence[JobSpec]) -> dict[str, list[str]]:
-        """Reconcile the config's ``[[schedules]]`` by name, like a crontab."""
-        wanted = {spec.name: spec for spec in specs if spec.name is not None}
-        report: dict[str, list[str]] = {"added": [], "updated": [], "removed": []}
+        """Reconcile the config's ``[[schedules]]`` by name, like a crontab.
+
+        Every schedule is checked before anything changes: a job type no handler
+        runs raises UnknownJobType with nothing changed. A schedule that can no
+        longer fire (its ``ends_at`` has passed) is skipped with a warning and its
+        job, if any, left as it is: a config that worked must not stop the daemon
+        from starting once one of its schedules has run its course.
+        """
         now = self._clock.now()
+        wanted: dict[str, tuple[JobSpec, Job]] = {}
+        ended: set[str] = set()
+        for spec in specs:
+            if spec.name is None:
+                continue
+            if not self._registry.supports(spec.job_type):
+                raise UnknownJobType(spec.job_type)
+            try:
+                wanted[spec.name] = (spec, Job.create(spec, now, self._settings.defaults))
+            except InvalidSpec as exc:
+                self._log.warning("static_schedule_skipped", name=spec.name, reason=exc.message)
+                ended.add(spec.name)
+        report: dict[str, list[str]] = {"added": [], "updated": [], "removed": []}
         for job in await self._static_jobs():
             assert job.name is not None
-            if job.name not in wanted:
+            if job.name not in wanted and job.name not in ended:
                 await self.cancel_job(job.id)
                 report["removed"].append(job.name)
-        for name, spec in wanted.items():
+        for name, (spec, candidate) in wanted.items():
             existing = await self._find_by_name(name)
             if existing is not None and not existing.static:
                 self._log.warning("static_schedule_name_taken", name=name, job_id=existing.id)
@@ -468,7 +499,6 @@ class Engine:
                 await self._add([spec], static=True)
                 report["added"].append(name)
                 continue
-            candidate = Job.create(spec, now, self._settings.defaults)
             same_start = spec.run_at is None or spec.run_at == existing.anchor_at
             if candidate.definition() == existing.definition() and same_start:
                 continue
@@ -965,7 +995,11 @@ class Engine:
             outcome = RunOutcome.FAILURE
         duration_ms = (time.perf_counter() - started) * 1000.0
         self._log.info(
-            "run_finished", **keys, outcome=outcome.value, duration_ms=round(duration_ms, 3)
+            "run_finished",
+            **keys,
+            outcome=outcome.value,
+            lateness_ms=round(lateness_ms, 3),
+            duration_ms=round(duration_ms, 3),
         )
         self._finish(attempt, outcome, result, error)
 
@@ -1077,7 +1111,9 @@ class Engine:
         if blocked is not None and not blocked:
             del self._blocked[job_type]
         self._finished_since_prune += 1
-        if self._finished_since_prune >= PRUNE_EVERY_RUNS:
+        if self._finished_since_prune >= PRUNE_EVERY_RUNS or (
+            self._clock.now() - self._last_prune >= PRUNE_INTERVAL
+        ):
             self._finished_since_prune = 0
             self._prune_due = True
         if self._ready or self._prune_due:
@@ -1167,7 +1203,8 @@ class Engine:
         return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
 
     async def _prune(self) -> None:
-        cutoff = self._clock.now() - timedelta(days=self._settings.history_keep_days)
+        self._last_prune = self._clock.now()
+        cutoff = self._last_prune - timedelta(days=self._settings.history_keep_days)
         try:
             deleted = await self._store.prune_runs(cutoff, self._settings.history_keep_per_job)
         except Exception as exc:

@@ -3,9 +3,12 @@
 Every entry point of the group ``nexus_schedd.handlers`` is a handler factory;
 a ``[handlers.NAME]`` table in the config is passed to the factory of the same
 name, or names its own with ``factory = "module:attr"``. ``enabled = false``
-leaves a handler out. A plugin that fails to import, raises, or returns
-something that is not a :class:`~nexus_schedd.handlers.base.Handler` is
-reported and left out: its job types are unavailable, the daemon carries on.
+leaves a handler out. A factory that refuses its table (raises
+:class:`~nexus_schedd.errors.ConfigError`: a bad value or an unknown key) makes
+the config invalid, like any other bad value. A plugin that fails to import,
+raises anything else, or returns something that is not a
+:class:`~nexus_schedd.handlers.base.Handler` is reported and left out: its job
+types are unavailable, the daemon carries on.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ def load_handlers(
     """Build every handler and return the registry (broken ones in ``registry.broken``).
 
     ``plugins`` defaults to the installed entry points of ``nexus_schedd.handlers``.
-    Raises :class:`ConfigError` only for a table that names no factory and has no
-    entry point: that is a mistake in the config, not a broken plugin.
+    Raises :class:`ConfigError` for a table that names no factory and has no entry
+    point, and for a table its factory refuses: those are mistakes in the config,
+    not broken plugins.
     """
     available = {
         ep.name: ep
@@ -65,6 +69,9 @@ def load_handlers(
                 else available[name].load()
             )
             handler = _build(factory, options)
+        except ConfigError as exc:
+            # The factory knows the key, not the file it came from.
+            raise ConfigError(config_file, exc.key, exc.reason) from None
         except Exception as exc:  # a plugin may fail in any way; it must not stop the daemon
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             broken[name] = reason

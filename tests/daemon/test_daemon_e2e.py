@@ -218,6 +218,55 @@ def test_bad_config_at_reload_is_refused_and_the_daemon_keeps_running(
     ] == ["alpha"]
 
 
+def test_a_reload_refused_after_parsing_changes_nothing(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    """Problems found only once the new handlers are loaded (a schedule no handler
+    runs, a value a handler refuses) refuse the whole reload: handlers, limits and
+    schedules stay as they were, the refusal is logged, and ``reload`` exits 1."""
+    good = base_config(
+        tmp_path, schedules=schedule("alpha", "0 0 1 1 *") + schedule("beta", "0 0 1 1 *")
+    )
+    daemon = daemon_factory(good)
+    daemon.start()
+    before = schedctl_json(daemon, "handlers")["handlers"]
+    assert "log" in before
+
+    # beta kept, gamma new, alpha dropped, and one schedule of an unknown type; the
+    # log handler disabled and a limit set: none of it may take effect.
+    bad = base_config(
+        tmp_path,
+        schedules=schedule("beta", "0 0 1 1 *")
+        + schedule("gamma", "0 0 1 1 *")
+        + schedule("delta", "0 0 1 1 *", job_type="nosuch"),
+        extra="[handlers.log]\nenabled = false\n\n[limits]\nlog = 1\n",
+    )
+    daemon.write_config(bad)
+    refused = schedctl(daemon, "reload", check=False)
+    assert refused.returncode == 1, refused.stderr
+    # The first schedule it cannot run: beta's "log", with the log handler disabled.
+    assert "schedules[0].job_type" in refused.stderr
+    assert "no loaded handler supports job type 'log'" in refused.stderr
+    event = daemon.wait_event("reload_refused")
+    assert "schedules[0].job_type" in event[0]["error"]
+
+    daemon.send(signal.SIGHUP)  # the same file by signal: refused and logged too
+    daemon.wait_event("reload_refused", count=2)
+
+    assert schedctl_json(daemon, "handlers")["handlers"] == before
+    pending = schedctl_json(daemon, "list", "--status", "pending")["jobs"]
+    assert sorted(job["name"] for job in pending) == ["alpha", "beta"]
+    assert schedctl_json(daemon, "list", "--status", "canceled")["jobs"] == []
+    assert schedctl_json(daemon, "add", "log", "--in", "1h")["job"]["status"] == "pending"
+
+    # A value a handler refuses is a refused reload too, naming file and key.
+    daemon.write_config(good.replace('allow = ["', 'allow = "').replace('/*"]', '/*"'))
+    refused = schedctl(daemon, "reload", check=False)
+    assert refused.returncode == 1
+    assert "handlers.exec.allow" in refused.stderr
+    assert str(daemon.config_path) in refused.stderr
+
+
 def test_sigterm_drains_a_running_job_exits_0_and_loses_nothing(
     tmp_path: Path, daemon_factory: Any
 ) -> None:
@@ -323,6 +372,61 @@ def test_check_config_names_the_file_key_and_reason(tmp_path: Path) -> None:
     good.write_text(base_config(tmp_path, schedules=schedule("alpha")))
     result = run_daemon_once("--config", str(good), "--check-config")
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        # A value the exec handler refuses, and a key it does not know.
+        (
+            lambda text: text.replace('allow = ["', 'allow = "').replace('/*"]', '/*"'),
+            "handlers.exec.allow",
+        ),
+        (lambda text: text.replace("allow = [", "alow = ["), "handlers.exec.alow"),
+        # A schedule whose job type no loaded handler runs.
+        (lambda text: text + schedule("ghost", job_type="nosuch"), "schedules[1].job_type"),
+    ],
+)
+def test_check_config_and_start_up_load_the_handlers_to_check_them(
+    tmp_path: Path, change: Any, key: str
+) -> None:
+    """What only the handlers can check is checked by --check-config and refused at
+    start-up alike: exit 2, with the file, the key and the reason."""
+    config = tmp_path / "bad.toml"
+    config.write_text(change(base_config(tmp_path, schedules=schedule("alpha"))))
+    checked = run_daemon_once("--config", str(config), "--check-config")
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert f"{config}: {key}" in checked.stderr
+    started = run_daemon_once(
+        "--config",
+        str(config),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--socket",
+        str(tmp_path / "control.sock"),
+    )
+    assert started.returncode == 2, started.stderr
+    assert f"{config}: {key}" in started.stderr
+    assert "Traceback" not in started.stderr
+
+
+def test_a_schedule_that_has_run_its_course_is_skipped_not_fatal(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    """A schedule whose ends_at has passed can never fire again: --check-config warns,
+    and the daemon starts and reconciles the other schedules."""
+    ended = schedule("ended") + 'ends_at = "2020-01-01T00:00:00Z"\n'
+    text = base_config(tmp_path, schedules=schedule("alpha", "0 0 1 1 *") + ended)
+    config = tmp_path / "ended.toml"
+    config.write_text(text)
+    checked = run_daemon_once("--config", str(config), "--check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert "schedules[1]" in checked.stderr and "'ended'" in checked.stderr
+    daemon = daemon_factory(text)
+    daemon.start()
+    skipped = daemon.wait_event("static_schedule_skipped")
+    assert skipped[0]["name"] == "ended"
+    assert [job["name"] for job in schedctl_json(daemon, "list")["jobs"]] == ["alpha"]
 
 
 def test_a_second_daemon_on_a_live_socket_refuses_to_start(

@@ -21,6 +21,7 @@ from nexus_schedd.model import (
     Run,
     RunOutcome,
 )
+from nexus_schedd.store.base import RunFilter
 from tests.engine.harness import (
     EXACT,
     T0,
@@ -328,3 +329,38 @@ async def test_no_wakeups_while_only_far_future_jobs_exist(store: TrackedStore) 
         await quiesce(store)
         assert [call.job_id for call in handler.calls] == [near.id]
         assert len(far) == 50
+
+
+async def _runs_of(store: TrackedStore, job_id: str) -> list[Run]:
+    page = await store.inner.list_runs(RunFilter(job_id=job_id), 100)
+    return list(page.items)
+
+
+async def test_history_is_pruned_after_start_and_hourly_while_runs_finish(
+    store: TrackedStore,
+) -> None:
+    """history.keep_per_job holds for a daemon that restarts now and then and runs
+    little: pruning happens once after start and when a run finishes an hour or more
+    after the last prune (no timer, so an idle engine still never wakes for it)."""
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    every_minute = Recurrence(RecurrenceKind.MINUTELY, interval=1)
+    keep_all = EngineSettings(defaults=EXACT, history_keep_per_job=1000)
+    async with engine_running(store, clock, handler, settings=keep_all) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(0), recurrence=every_minute))
+        await wait_until(engine, job.id, lambda j: j.occurrence_count >= 5, store)
+    assert len(await _runs_of(store, job.id)) >= 5
+
+    keep_two = EngineSettings(defaults=EXACT, history_keep_per_job=2)
+    async with engine_running(store, clock, handler, settings=keep_two, jump=False) as engine:
+        await quiesce(store)  # nothing is due: the first idle moment prunes
+        assert len(await _runs_of(store, job.id)) == 2
+        first = handler.calls[-1].at
+        # Runs finishing within the hour are not pruned one by one...
+        clock.advance_to(first + timedelta(minutes=30))
+        await quiesce(store)
+        assert len(await _runs_of(store, job.id)) > 2
+        # ...the first run finishing an hour after the last prune prunes again.
+        clock.advance_to(first + timedelta(minutes=75))
+        await quiesce(store)
+        assert len(await _runs_of(store, job.id)) == 2
