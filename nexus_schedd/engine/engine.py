@@ -40,6 +40,7 @@ from nexus_schedd.engine.policies import (
     RunIds,
     backoff_delay,
     following,
+    jittered,
     walk_missed,
 )
 from nexus_schedd.engine.service import UNSET, EngineStatus, Event, EventKind
@@ -303,12 +304,19 @@ class Engine:
             # Ids from the engine's ULID-format generator: the ulid package costs
             # ~15 us an id, a quarter of a batched add.
             job = Job.create(spec, now, self._settings.defaults, self._run_ids.next(now))
-            if static:
-                job = replace(job, static=True)
+            if static or job.jitter_s > 0:
+                # Jitter is added to every occurrence (SPEC 2), the first one too.
+                assert job.run_at is not None
+                job = replace(
+                    job, static=static, run_at=jittered(job.run_at, job.jitter_s, self._rng)
+                )
             if spec.name is not None:
                 existing = by_name.get(spec.name) or await self._find_by_name(spec.name)
                 if existing is not None:
-                    if existing.definition() != job.definition():
+                    # The first due time is part of the definition (SPEC 2) when
+                    # the add names one; an add for "now" matches on the rest.
+                    moved = spec.run_at is not None and job.anchor_at != existing.anchor_at
+                    if moved or existing.definition() != job.definition():
                         raise JobExists(spec.name, existing.id)
                     result.append(existing)
                     continue
@@ -411,8 +419,9 @@ class Engine:
     async def trigger_job(self, ref: str) -> Job:
         """Run one extra occurrence now; returns once its start is on disk.
 
-        A recurring job's schedule is unchanged (the extra attempt is not retried);
-        a one-shot job runs its only occurrence now.
+        The schedule does not move (SPEC 4): afterwards the job is pending for the
+        occurrence it had, a one-shot job's only one included. The extra attempt
+        is not retried and has an idempotency key of its own.
         """
         job = await self.get_job(ref)
         if job.status is not JobStatus.PENDING:
@@ -728,8 +737,11 @@ class Engine:
 
     def _begin(self, job: Job, now: datetime, *, triggered: bool) -> _Attempt | None:
         """Turn a due pending job into an attempt (in memory; staged by the caller)."""
-        extra = triggered and job.recurring
-        if not triggered and job.recurring and job.retry_count == 0:
+        # A trigger is always an extra run: the schedule (a one-shot's only
+        # occurrence too) stays where it was (SPEC 4).
+        extra = triggered
+        misfire_applies = job.recurring or job.misfire is MisfirePolicy.SKIP
+        if not triggered and misfire_applies and job.retry_count == 0:
             misfired = self._apply_misfire(job, now)
             if misfired is None:
                 return None
@@ -1070,7 +1082,10 @@ class Engine:
                 return job.transition(JobStatus.PENDING, now, **upcoming.changes())
             return job.transition(JobStatus.PENDING, now, run_at=now)
         if attempt.extra:
-            assert upcoming is not None
+            if upcoming is None:
+                # The occurrence it stood beside was skipped meanwhile (overlap
+                # forbid) and it was the schedule's last one.
+                return job.transition(JobStatus.COMPLETED, now, last_result=last)
             return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
         if outcome is not RunOutcome.SUCCESS:
             retriable = result.should_retry if result is not None else True

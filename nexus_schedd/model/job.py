@@ -293,8 +293,9 @@ class Job:
         return f"{self.id}:{self.occurrence_count}"
 
     def definition(self) -> tuple[Any, ...]:
-        """What makes two adds of the same name "the same job" (run_at excluded:
-        a retried add with a relative time must still be recognised)."""
+        """What makes two adds of the same name "the same job", apart from the
+        first due time, which the engine compares only when an add gives one (an
+        add for "now" must still be recognised when retried)."""
         return (
             self.job_type,
             self.target_id,
@@ -500,13 +501,25 @@ class JobResult:
 
     @classmethod
     def failure(
-        cls, error: str, should_retry: bool = True, retry_delay_s: float | None = None
+        cls,
+        error: str,
+        should_retry: bool = True,
+        retry_delay_s: float | None = None,
+        *,
+        output: Any = None,
     ) -> JobResult:
         """The attempt failed. ``should_retry`` False ends the occurrence now;
-        ``retry_delay_s`` overrides the backoff for the next attempt."""
+        ``retry_delay_s`` overrides the backoff for the next attempt; ``output``
+        (JSON-serialisable, e.g. what a command printed) is kept in the run."""
         if retry_delay_s is not None and (not math.isfinite(retry_delay_s) or retry_delay_s < 0):
             raise ValueError("retry_delay_s must be a finite number >= 0")
-        return cls(ok=False, error=error, should_retry=should_retry, retry_delay_s=retry_delay_s)
+        return cls(
+            ok=False,
+            output=output,
+            error=error,
+            should_retry=should_retry,
+            retry_delay_s=retry_delay_s,
+        )
 
 
 _JOB_FIELD_NAMES = frozenset(f.name for f in fields(Job)) - {"status", "updated_at"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -231,3 +232,12 @@ async def test_name_makes_add_idempotent_and_refuses_a_different_definition(
         assert again.id == first.id
         with pytest.raises(JobExists):
             await engine.add_job(JobSpec(job_type="work", name="report", payload={"a": 2}))
+        # The first due time is part of the definition when the add gives one.
+        with pytest.raises(JobExists):
+            await engine.add_job(replace(spec, run_at=at(7200)))
+        recurring = JobSpec(
+            job_type="work", name="daily", recurrence=Recurrence(RecurrenceKind.DAILY)
+        )
+        daily = await engine.add_job(recurring)
+        clock.advance(60)
+        assert (await engine.add_job(recurring)).id == daily.id  # "now" matches on the rest

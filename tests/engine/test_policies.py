@@ -201,6 +201,72 @@ async def test_trigger_runs_one_extra_occurrence_without_moving_the_schedule(
     assert (after.run_at, after.scheduled_for, after.occurrence_count) == (at(HOUR), at(HOUR), 0)
 
 
+async def test_trigger_leaves_a_one_shot_job_its_own_occurrence(store: TrackedStore) -> None:
+    """SPEC 4: trigger runs one extra occurrence now without moving the schedule, so a
+    one-shot job still runs at its run_at afterwards."""
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(HOUR)))
+        await engine.trigger_job(job.id)
+        await quiesce(store)
+        after = await engine.get_job(job.id)
+        assert after.status is JobStatus.PENDING
+        assert (after.run_at, after.scheduled_for, after.occurrence_count) == (
+            at(HOUR),
+            at(HOUR),
+            0,
+        )
+        assert after.last_result is not None and after.last_result.success
+        clock.advance_to(at(HOUR))
+        final = await wait_until(engine, job.id, is_final, store)
+    assert final.status is JobStatus.COMPLETED
+    extra, scheduled = handler.calls
+    assert (extra.at, scheduled.at) == (at(0), at(HOUR))
+    assert scheduled.key == f"{job.id}:0" and extra.key.startswith(f"{job.id}:extra:")
+
+
+async def test_a_one_shot_job_missed_beyond_its_grace_follows_misfire_skip(
+    store: TrackedStore,
+) -> None:
+    """SPEC 4's misfire rule is about occurrences, one-shot ones too: with skip, an
+    occurrence later than misfire_grace_s is recorded as skipped, not run."""
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        skip = await engine.add_job(
+            JobSpec(job_type="work", run_at=at(60), misfire=MisfirePolicy.SKIP, misfire_grace_s=10)
+        )
+        run = await engine.add_job(JobSpec(job_type="work", run_at=at(60), misfire_grace_s=10))
+        await engine.pause_job(skip.id)
+        await engine.pause_job(run.id)
+        clock.advance_to(at(120))  # 60 s late: beyond the 10 s grace
+        await engine.resume_job(skip.id)
+        await engine.resume_job(run.id)
+        skipped = await wait_until(engine, skip.id, is_final, store)
+        ran = await wait_until(engine, run.id, is_final, store)
+        history = await engine.list_runs(RunFilter(job_id=skip.id), 10)
+    assert skipped.status is JobStatus.COMPLETED
+    assert [(r.outcome, r.scheduled_for) for r in history.items] == [(RunOutcome.SKIPPED, at(60))]
+    assert ran.status is JobStatus.COMPLETED  # run_once (the default) still runs it
+    assert [call.job_id for call in handler.calls] == [run.id]
+
+
+async def test_jitter_delays_the_first_occurrence_too(store: TrackedStore) -> None:
+    """SPEC 2: jitter is added to each occurrence; the first keeps its nominal
+    scheduled_for and only its run_at moves, by at most jitter_s."""
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        jobs = await engine.add_jobs(
+            [JobSpec(job_type="work", run_at=at(HOUR), jitter_s=30) for _ in range(20)]
+        )
+    for job in jobs:
+        assert job.scheduled_for == at(HOUR)
+        assert job.run_at is not None and at(HOUR) <= job.run_at <= at(HOUR + 30)
+    assert len({job.run_at for job in jobs}) > 1
+
+
 async def test_a_triggered_run_has_its_own_idempotency_key(store: TrackedStore) -> None:
     clock = VirtualClock(T0)
     handler = ScriptedHandler(clock)
