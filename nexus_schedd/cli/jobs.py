@@ -138,7 +138,10 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     if recurrence is None and (args.until is not None or args.count is not None):
         raise InvalidSpec("--until/--count", "only apply with --every or --cron")
     if recurrence is not None:
-        recurrence["timezone"] = zone_name
+        if args.tz is not None:
+            # Without --tz the recurrence takes the daemon's [daemon] timezone
+            # (SPEC 3: "default from config"); TIMEs are still read locally.
+            recurrence["timezone"] = zone_name
         if args.until is not None:
             recurrence["ends_at"] = format_instant(parse_instant(args.until, zone, "--until"))
         if args.count is not None:

@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
         dest="json",
         action="store_true",
         default=argparse.SUPPRESS,
-        help='print {"times": [...]}',
+        help='print the protocol\'s Preview reply, {"occurrences": [...]}',
     )
     parser.set_defaults(func=run)
 
@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     validate_schedule(recurrence, start)
     times = preview(recurrence, start, count)
     if getattr(args, "json", False):
-        sys.stdout.write(json.dumps({"times": [t.isoformat() for t in times]}) + "\n")
+        # The protocol's Preview reply, as --json promises (SPEC 7).
+        occurrences = [t.isoformat() for t in times]
+        sys.stdout.write(json.dumps({"occurrences": occurrences}) + "\n")
     else:
         zone = resolve_zone(zone_name)
         sys.stdout.write("".join(_human_line(t.astimezone(zone)) + "\n" for t in times))

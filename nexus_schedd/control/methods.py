@@ -194,8 +194,15 @@ class SchedulerMethods:
             recurrence = Recurrence.from_json(params["recurrence"], self._context.default_timezone)
         run_at = None
         if params.get("run_at") is not None:
-            if recurrence is UNSET or recurrence is None:
-                zone_name = (await self._service.get_job(ref)).display_zone()
+            # A time without an offset is read in the recurrence's zone, else in
+            # the daemon's default zone, as in AddJob (the IDL says so).
+            if recurrence is UNSET:
+                current = (await self._service.get_job(ref)).recurrence
+                zone_name = (
+                    current.timezone if current is not None else self._context.default_timezone
+                )
+            elif recurrence is None:
+                zone_name = self._context.default_timezone
             else:
                 zone_name = recurrence.timezone
             run_at = parse_instant(params["run_at"], resolve_zone(zone_name), "run_at")

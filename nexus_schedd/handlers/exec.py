@@ -232,8 +232,10 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
 
 
 def _result(returncode: int, stdout: _Tail, stderr: _Tail) -> JobResult:
+    # The tails of stdout and stderr are kept in the run's output either way (SPEC 6).
+    output = {"exit_code": returncode, "stdout": stdout.text(), "stderr": stderr.text()}
     if returncode == 0:
-        return JobResult.success({"exit_code": 0, "stdout": stdout.text(), "stderr": stderr.text()})
+        return JobResult.success(output)
     if returncode < 0:
         try:
             status = f"killed by {signal.Signals(-returncode).name}"
@@ -243,7 +245,7 @@ def _result(returncode: int, stdout: _Tail, stderr: _Tail) -> JobResult:
         status = f"exit status {returncode}"
     detail = stderr.text().strip() or stdout.text().strip()
     error = f"{status}: {detail}" if detail else status
-    return JobResult.failure(error, should_retry=returncode == EX_TEMPFAIL)
+    return JobResult.failure(error, should_retry=returncode == EX_TEMPFAIL, output=output)
 
 
 def make_handler(config: Mapping[str, Any]) -> ExecHandler:

@@ -3,9 +3,9 @@
 Every entry point of the group ``nexus_schedd.handlers`` is a handler factory;
 a ``[handlers.NAME]`` table in the config is passed to the factory of the same
 name, or names its own with ``factory = "module:attr"``. ``enabled = false``
-leaves a handler out. A factory that refuses its table (raises
-:class:`~nexus_schedd.errors.ConfigError`: a bad value or an unknown key) makes
-the config invalid, like any other bad value. A plugin that fails to import,
+leaves a handler out. A ``factory`` that cannot be imported, or a factory that
+refuses its table (raises :class:`~nexus_schedd.errors.ConfigError`: a bad value
+or an unknown key), makes the config invalid, like any other bad value. A plugin that fails to import,
 raises anything else, or returns something that is not a
 :class:`~nexus_schedd.handlers.base.Handler` is reported and left out: its job
 types are unavailable, the daemon carries on.
@@ -62,12 +62,17 @@ def load_handlers(
         factory_path = table.get("factory")
         source = str(factory_path) if factory_path is not None else available[name].value
         options = {key: value for key, value in table.items() if key not in _LOADER_KEYS}
+        if factory_path is not None:
+            try:
+                factory = _import_factory(str(factory_path))
+            except (ImportError, AttributeError, TypeError, ValueError) as exc:
+                # A factory the config names but that does not exist is a bad value.
+                raise ConfigError(
+                    config_file, f"handlers.{name}.factory", f"cannot load {factory_path!r}: {exc}"
+                ) from None
         try:
-            factory = (
-                _import_factory(str(factory_path))
-                if factory_path is not None
-                else available[name].load()
-            )
+            if factory_path is None:
+                factory = available[name].load()
             handler = _build(factory, options)
         except ConfigError as exc:
             # The factory knows the key, not the file it came from.

@@ -59,6 +59,8 @@ def parse_instant(text: str, default_zone: tzinfo | None = None, field: str = "t
     value = text.strip()
     if not value:
         raise InvalidSpec(field, "empty time")
+    if value[-1:] == "z":
+        value = value[:-1] + "Z"  # RFC 3339 allows a lowercase z; fromisoformat does not
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,10 @@ async def test_add_sends_every_flag(daemon: Daemon, tmp_path: Path) -> None:
             "5",
         )
     )["job"]
-    assert job["run_at"] == "2031-03-01T09:00:00-05:00"
+    # The first occurrence is 09:00; jitter (up to 5 s) moves only its run_at.
+    assert job["scheduled_for"] == "2031-03-01T09:00:00-05:00"
+    delay = datetime.fromisoformat(job["run_at"]) - datetime.fromisoformat(job["scheduled_for"])
+    assert 0 <= delay.total_seconds() <= 5
     assert job["recurrence"] == {
         "kind": "daily",
         "interval": 2,
@@ -142,10 +146,25 @@ async def test_add_sends_every_flag(daemon: Daemon, tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_add_reads_times_without_an_offset_in_local_time(daemon: Daemon) -> None:
-    human = await schedctl(daemon, "add", "log", "--at", "2031-07-01T10:00", "--cron", "0 10 * * *")
+    human = await schedctl(
+        daemon,
+        "add",
+        "log",
+        "--at",
+        "2031-07-01T10:00",
+        "--cron",
+        "0 10 * * *",
+        "--tz",
+        "Europe/Berlin",
+    )
     assert human.returncode == 0, human.stderr
     assert "next run: 2031-07-01 10:00:00 CEST" in human.stdout  # TZ=Europe/Berlin
     assert "cron 0 10 * * * (Europe/Berlin)" in human.stdout
+    # Without --tz: --at is still read in the local zone (10:00 CEST = 08:00 UTC),
+    # and the recurrence takes the daemon's default zone (UTC here, SPEC 3).
+    local = await json_of(daemon, "add", "log", "--at", "2031-07-01T10:00", "--cron", "0 10 * * *")
+    assert local["job"]["recurrence"]["timezone"] == "UTC"
+    assert local["job"]["run_at"] == "2031-07-01T10:00:00+00:00"
     later = (await json_of(daemon, "add", "log", "--in", "2h"))["job"]
     assert later["status"] == "pending"
 
@@ -218,6 +237,8 @@ async def test_show_prints_a_job_by_id_or_name_and_a_calendar_link(daemon: Daemo
             "week",
             "--at",
             "2031-01-06T08:00",
+            "--tz",
+            "Europe/Berlin",
         )
     )["job"]
     human = await schedctl(daemon, "show", "weekly")
@@ -237,7 +258,11 @@ async def test_show_prints_a_job_by_id_or_name_and_a_calendar_link(daemon: Daemo
 
 @pytest.mark.anyio
 async def test_cancel_pause_resume_trigger_and_reschedule(daemon: Daemon) -> None:
-    job_id = (await json_of(daemon, "add", "log", "--every", "1", "day", "--in", "1d"))["job"]["id"]
+    job_id = (
+        await json_of(
+            daemon, "add", "log", "--every", "1", "day", "--in", "1d", "--tz", "Europe/Berlin"
+        )
+    )["job"]["id"]
     assert (await json_of(daemon, "pause", job_id))["job"]["status"] == "paused"
     again = await schedctl(daemon, "pause", job_id)
     assert again.returncode == 1  # a paused job cannot be paused: invalid state

@@ -46,7 +46,7 @@ def test_json_output_is_exactly_a_times_list(json_flag_first: bool) -> None:
     result = schedctl(*args)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
-        "times": [
+        "occurrences": [
             "2024-01-31T09:00:00+01:00",
             "2024-02-29T09:00:00+01:00",
             "2024-03-31T09:00:00+02:00",
@@ -57,13 +57,13 @@ def test_json_output_is_exactly_a_times_list(json_flag_first: bool) -> None:
 def test_every_lists_from_itself_and_cron_strictly_after() -> None:
     every = schedctl("--json", "preview", "--every", "15", "minute", "--from", "2025-01-01T00:00Z",
                      "--count", "2")  # fmt: skip
-    assert json.loads(every.stdout)["times"] == [
+    assert json.loads(every.stdout)["occurrences"] == [
         "2025-01-01T00:00:00+00:00",
         "2025-01-01T00:15:00+00:00",
     ]
     cron = schedctl("--json", "preview", "--cron", "*/15 * * * *", "--from", "2025-01-01T00:00Z",
                     "--count", "2", "--tz", "UTC")  # fmt: skip
-    assert json.loads(cron.stdout)["times"] == [
+    assert json.loads(cron.stdout)["occurrences"] == [
         "2025-01-01T00:15:00+00:00",
         "2025-01-01T00:30:00+00:00",
     ]
@@ -72,7 +72,7 @@ def test_every_lists_from_itself_and_cron_strictly_after() -> None:
 def test_default_zone_comes_from_tz_and_count_defaults_to_ten() -> None:
     result = schedctl("--json", "preview", "--cron", "0 9 * * *", "--from", "2025-01-01T00:00",
                       tz="Asia/Kolkata")  # fmt: skip
-    times = json.loads(result.stdout)["times"]
+    times = json.loads(result.stdout)["occurrences"]
     assert len(times) == 10
     assert times[0] == "2025-01-01T09:00:00+05:30"
 
@@ -80,7 +80,7 @@ def test_default_zone_comes_from_tz_and_count_defaults_to_ten() -> None:
 def test_default_start_is_now() -> None:
     result = schedctl("--json", "preview", "--every", "1", "hour", "--count", "1", "--tz", "UTC")
     assert result.returncode == 0, result.stderr
-    assert len(json.loads(result.stdout)["times"]) == 1
+    assert len(json.loads(result.stdout)["occurrences"]) == 1
 
 
 @pytest.mark.parametrize(

@@ -511,3 +511,28 @@ def test_json_encoding_of_the_idl_check_helper_is_strict() -> None:
     with pytest.raises(Exception):  # noqa: B017 - any IDL mismatch must fail the helper
         checked(S + "GetJob", {"parameters": {"job": {"id": 1}}})
     assert json.loads(json.dumps(checked(S + "ListHandlers", {"parameters": {"handlers": []}})))
+
+
+@pytest.mark.anyio
+async def test_times_without_an_offset_are_read_in_the_daemons_zone_for_one_shots(
+    tmp_path: Path,
+) -> None:
+    """The IDL: a time without an offset is read in the recurrence's zone, else in
+    the daemon's default zone, in AddJob and RescheduleJob alike."""
+    settings = ControlSettings(default_timezone="Europe/Berlin")
+    async with running_daemon(tmp_path / "schedd.db", settings) as daemon:
+        added = await call(
+            daemon, "AddJob", {"job": {"job_type": "log", "run_at": "2033-01-01T10:00:00"}}
+        )
+        job = added["parameters"]["job"]
+        assert job["run_at"] == "2033-01-01T09:00:00+00:00"  # 10:00 in Berlin
+        moved = await call(
+            daemon, "RescheduleJob", {"id": job["id"], "run_at": "2034-07-01T10:00:00"}
+        )
+        assert moved["parameters"]["job"]["run_at"] == "2034-07-01T08:00:00+00:00"
+        lower = await call(
+            daemon, "RescheduleJob", {"id": job["id"], "run_at": "2035-01-01t10:00:00z"}
+        )
+        assert (
+            lower["parameters"]["job"]["run_at"] == "2035-01-01T10:00:00+00:00"
+        )  # RFC 3339 lowercase

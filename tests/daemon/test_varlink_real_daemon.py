@@ -177,7 +177,7 @@ def test_every_schedctl_command_against_the_real_daemon(
     ok("trigger", "cli")
     daemon.wait_event("run_finished", job_id=job["id"])
     assert [run["outcome"] for run in ok("runs", "cli")["runs"]] == ["success"]
-    assert len(ok("preview", "--cron", "0 9 * * *", "--count", "3")["times"]) == 3
+    assert len(ok("preview", "--cron", "0 9 * * *", "--count", "3")["occurrences"]) == 3
     calendar = tmp_path / "jobs.ics"
     done = schedctl(daemon, "export", "--ical", "--days", "2", "-o", str(calendar))
     assert done.returncode == 0, done.stderr

@@ -44,6 +44,8 @@ async def test_exit_75_is_a_retriable_failure(handler: ExecHandler, make_job: Ma
     result = await handler.handle(job, ctx)
     assert not result.ok and result.should_retry
     assert result.error == "exit status 75: busy"
+    # What it printed is kept in the run's output on failure too (SPEC 6).
+    assert result.output == {"exit_code": 75, "stdout": "", "stderr": "busy\n"}
 
 
 @pytest.mark.anyio
@@ -52,6 +54,7 @@ async def test_other_exit_is_a_permanent_failure(handler: ExecHandler, make_job:
     result = await handler.handle(job, ctx)
     assert not result.ok and not result.should_retry
     assert result.error == "exit status 3: only-stdout"
+    assert result.output == {"exit_code": 3, "stdout": "only-stdout\n", "stderr": ""}
 
 
 @pytest.mark.anyio

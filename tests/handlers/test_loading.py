@@ -170,3 +170,28 @@ async def test_loaded_handler_runs_jobs(plugin_module: str) -> None:
     handler = registry.resolve("echo")
     assert handler is not None
     assert await handler.handle(job, ctx) == JobResult.success({"k": "v"})
+
+
+@pytest.mark.parametrize(
+    "factory", ["no_such_module_xyz:make", "nexus_schedd.handlers.log:no_such_factory"]
+)
+def test_a_configured_factory_that_does_not_exist_is_a_config_error(factory: str) -> None:
+    """An installed plugin that fails is left out; a factory the config itself names
+    but that cannot be found is a bad value, refused with the file and the key."""
+    with pytest.raises(ConfigError) as caught:
+        load_handlers(
+            {"mine": {"factory": factory}}, log=LOG, plugins=[], config_file="/etc/x.toml"
+        )
+    assert (caught.value.file, caught.value.key) == ("/etc/x.toml", "handlers.mine.factory")
+    assert factory in caught.value.reason
+
+
+def test_a_value_the_factory_refuses_is_a_config_error_naming_the_file() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_handlers(
+            {"exec": {"allow": "/bin/*"}},
+            log=LOG,
+            plugins=[EntryPoint("exec", "nexus_schedd.handlers.exec:make_handler", "g")],
+            config_file="/etc/x.toml",
+        )
+    assert (caught.value.file, caught.value.key) == ("/etc/x.toml", "handlers.exec.allow")

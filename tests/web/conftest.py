@@ -172,8 +172,16 @@ def csrf_of(html: str) -> str:
 
 
 async def add_log_job(socket: str, name: str, **fields: Any) -> Job:
-    """A fresh hourly log job for a test that changes it."""
-    spec = {"job_type": "log", "name": name, "recurrence": {"kind": "hourly"}, **fields}
+    """A fresh hourly log job for a test that changes it. It is first due in 2031,
+    so it stays pending (a job due now may be running when the page loads, and a
+    running job offers no pause button); a fixed time keeps adds by one name equal."""
+    spec = {
+        "job_type": "log",
+        "name": name,
+        "run_at": "2031-01-01T00:00:00Z",
+        "recurrence": {"kind": "hourly"},
+        **fields,
+    }
     async with Client(socket) as client:
         return await client.add_job(spec)
 

@@ -175,7 +175,12 @@ def test_enabled_action_pauses_the_job_end_to_end(
     browser.get(f"{actions_web.url}/login?next=/jobs/{job.id}")
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.ID, "login-submit").click()
-    WebDriverWait(browser, WAIT_S).until(expected_conditions.url_contains(f"/jobs/{job.id}"))
+    # The login URL itself contains "/jobs/<id>" (?next=...): wait for the job
+    # page's own button, not for the address.
+    WebDriverWait(browser, WAIT_S).until(
+        expected_conditions.element_to_be_clickable((By.ID, "action-pause"))
+    )
+    assert f"/jobs/{job.id}" in browser.current_url and "login" not in browser.current_url
     browser.find_element(By.ID, "action-pause").click()
     wait_for_text(browser, ".notice", "Job paused.")
     badge = browser.find_element(By.CSS_SELECTOR, f'[data-job-status="{job.id}"]')
