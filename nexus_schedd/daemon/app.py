@@ -29,6 +29,7 @@ from nexus_schedd.daemon.systemd import Notifier, listen_fds, watchdog_interval
 from nexus_schedd.engine import Engine
 from nexus_schedd.engine.shared import engine_for
 from nexus_schedd.errors import ConfigError, SchedulerError
+from nexus_schedd.handlers.exec import kill_running_commands
 from nexus_schedd.handlers.loading import load_handlers
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.store import open_store
@@ -144,6 +145,7 @@ class Daemon:
     def _arm_forced_exit(self) -> None:
         def force(signum: int, _frame: object) -> None:
             os.write(2, b"nexus-schedd: second signal, exiting at once\n")
+            kill_running_commands()  # exec children must not outlive the daemon
             os._exit(EXIT_FORCED)
 
         signal.signal(signal.SIGTERM, force)

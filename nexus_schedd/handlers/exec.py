@@ -159,11 +159,13 @@ class ExecHandler:
             )
         ctx.log.debug("exec started", pid=process.pid, argv=list(payload.argv))
         stdout, stderr = _Tail(self.tail_bytes), _Tail(self.tail_bytes)
+        _live_groups.add(process.pid)
         try:
             returncode = await self._supervise(process, stdout, stderr)
         finally:
             with anyio.CancelScope(shield=True):
                 await process.aclose()
+            _live_groups.discard(process.pid)
         return _result(returncode, stdout, stderr)
 
     async def _supervise(self, process: anyio.abc.Process, stdout: _Tail, stderr: _Tail) -> int:
@@ -225,6 +227,21 @@ async def _drain(stream: anyio.abc.ByteReceiveStream, tail: _Tail) -> None:
         tail.feed(chunk)
 
 
+_live_groups: set[int] = set()
+"""Process groups of the commands running now (each child leads its own session)."""
+
+
+def kill_running_commands() -> None:
+    """SIGKILL every command still running, with its group, at once.
+
+    For a daemon that must exit without draining (a second SIGTERM): its
+    commands would otherwise outlive it, and run again after the restart while
+    the old ones still work. Safe to call from a signal handler.
+    """
+    for pgid in list(_live_groups):
+        _signal_group(pgid, signal.SIGKILL)
+
+
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
     # ProcessLookupError: the whole group is gone already.
     with contextlib.suppress(ProcessLookupError):
@@ -268,4 +285,4 @@ def make_handler(config: Mapping[str, Any]) -> ExecHandler:
     return ExecHandler(allow, kill_grace_s=float(grace))
 
 
-__all__ = ["EX_TEMPFAIL", "ExecHandler", "ExecPayload", "make_handler"]
+__all__ = ["EX_TEMPFAIL", "ExecHandler", "ExecPayload", "kill_running_commands", "make_handler"]

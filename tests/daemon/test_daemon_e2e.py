@@ -291,6 +291,29 @@ def test_sigterm_drains_a_running_job_exits_0_and_loses_nothing(
         assert schedctl_json(again, "show", job_id)["job"]["status"] == "pending"
 
 
+def test_a_second_sigterm_exits_at_once_and_takes_running_commands_with_it(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    """A forced exit does not drain, but its exec children must not outlive it (they
+    would run on, and the restarted daemon would run the occurrence again)."""
+    pids = tmp_path / "pids"
+    hang = script(tmp_path, "hang.sh", f"sleep 300 &\necho $$ $! > {pids}\nwait\n")
+    daemon = daemon_factory(base_config(tmp_path))
+    daemon.start()
+    add_exec(daemon, [str(hang)])
+    daemon.wait_until(pids.exists, timeout=20, what="the script to record its pids")
+    shell_pid, child_pid = (int(value) for value in pids.read_text().split())
+    daemon.send(signal.SIGTERM)
+    daemon.wait_notification("STOPPING=1")
+    daemon.send(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=10) == 1
+    daemon.wait_until(
+        lambda: process_gone(shell_pid) and process_gone(child_pid),
+        timeout=5,
+        what="the command and its child to be killed with the daemon",
+    )
+
+
 def test_systemd_notify_protocol(tmp_path: Path, daemon_factory: Any) -> None:
     daemon = daemon_factory(
         base_config(tmp_path, schedules=schedule("alpha", "0 0 1 1 *")),
