@@ -804,6 +804,12 @@ class Engine:
             return replace(
                 job, scheduled_for=latest.scheduled_for, occurrence_count=latest.occurrence_count
             )
+        latest = walk.latest_missed
+        # Skip applies to occurrences later than the grace: the latest one may be
+        # within it (an hourly job after a 3-hour outage, restarted just after one).
+        runs_latest = (now - latest.run_at).total_seconds() <= job.misfire_grace_s
+        skipped = walk.recent[:-1] if runs_latest else walk.recent
+        missed = walk.missed - 1 if runs_latest else walk.missed
         runs = [
             Run(
                 id=self._run_ids.next(now),
@@ -813,13 +819,21 @@ class Engine:
                 started_at=now,
                 finished_at=now,
                 outcome=RunOutcome.SKIPPED,
-                error=f"misfire: {walk.missed} occurrence(s) missed, policy skip",
+                error=f"misfire: {missed} occurrence(s) missed, policy skip",
                 node=self._settings.node,
                 job_type=job.job_type,
             )
-            for instant in walk.recent
+            for instant in skipped
         ]
-        self._log.info("misfire_skip", job_id=job.id, missed=walk.missed)
+        self._log.info("misfire_skip", job_id=job.id, missed=missed)
+        if runs_latest:
+            self._ckpt.stage(runs=runs)
+            return replace(
+                job,
+                scheduled_for=latest.scheduled_for,
+                run_at=latest.run_at,
+                occurrence_count=latest.occurrence_count,
+            )
         if walk.upcoming is None:
             # The schedule ended while nobody ran it: through running to completed,
             # the only path the transition table allows.
@@ -950,6 +964,7 @@ class Engine:
         outcome: RunOutcome
         error: str | None = None
         started = time.perf_counter()
+        lateness_ms = 0.0  # stays 0 for an attempt cancelled before its handler was due
         with self._clock.deadline_scope(attempt.deadline) as scope:
             attempt.scope = scope
             now = self._clock.now()

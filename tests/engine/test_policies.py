@@ -430,3 +430,40 @@ async def test_history_is_pruned_after_start_and_hourly_while_runs_finish(
         clock.advance_to(first + timedelta(minutes=75))
         await quiesce(store)
         assert len(await _runs_of(store, job.id)) == 2
+
+
+@pytest.mark.parametrize(("late_s", "runs_latest"), [(30, True), (120, False)])
+async def test_skip_runs_the_latest_occurrence_when_it_is_within_the_grace(
+    store: TrackedStore, late_s: int, runs_latest: bool
+) -> None:
+    """SPEC 4: skip is for occurrences later than misfire_grace_s. After an outage,
+    the earlier occurrences are recorded as skipped; the latest runs if it is only
+    late within the grace, and is skipped too otherwise."""
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    hourly = Recurrence(RecurrenceKind.HOURLY)
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        job = await engine.add_job(
+            JobSpec(
+                job_type="work",
+                run_at=at(0),
+                recurrence=hourly,
+                misfire=MisfirePolicy.SKIP,
+                misfire_grace_s=60,
+            )
+        )
+        await engine.pause_job(job.id)
+        clock.advance_to(at(3 * HOUR + late_s))
+        await engine.resume_job(job.id)
+        await quiesce(store)
+        after = await engine.get_job(job.id)
+        history = await engine.list_runs(RunFilter(job_id=job.id), 10)
+    outcomes = sorted((run.scheduled_for, run.outcome) for run in history.items)
+    skipped = [(at(h * HOUR), RunOutcome.SKIPPED) for h in range(3)]
+    if runs_latest:
+        assert outcomes == [*skipped, (at(3 * HOUR), RunOutcome.SUCCESS)]
+        assert [call.scheduled_for for call in handler.calls] == [at(3 * HOUR)]
+    else:
+        assert outcomes == [*skipped, (at(3 * HOUR), RunOutcome.SKIPPED)]
+        assert handler.calls == []
+    assert after.status is JobStatus.PENDING and after.run_at == at(4 * HOUR)

@@ -19,6 +19,7 @@ from tests.engine.harness import (
     at,
     engine_running,
     is_final,
+    quiesce,
     wait_until,
 )
 
@@ -62,3 +63,26 @@ def test_start_ahead_is_bounded() -> None:
         EngineSettings(start_ahead_ms=-1)
     with pytest.raises(ValueError, match="start_ahead_ms"):
         EngineSettings(start_ahead_ms=5000)
+
+
+async def test_a_job_canceled_while_started_ahead_is_recorded_and_never_called(
+    store: TrackedStore,
+) -> None:
+    """Cancelled in the start-ahead window, before its run_at: the handler is never
+    called, the run is recorded canceled, and the engine carries on (this path once
+    crashed the worker on a log field computed only after the wait)."""
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    settings = EngineSettings(defaults=EXACT, start_ahead_ms=250.0)
+    async with engine_running(store, clock, handler, settings=settings, jump=False) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(0.2)))
+        await wait_until(engine, job.id, lambda j: j.status is JobStatus.RUNNING, store)
+        await quiesce(store)  # its worker now waits for run_at
+        await engine.cancel_job(job.id)
+        clock.advance(1)
+        later = await engine.add_job(JobSpec(job_type="work", run_at=at(2)))
+        clock.advance(2)
+        await wait_until(engine, later.id, is_final, store)
+        runs = await store.runs_of(job.id)
+    assert [call.job_id for call in handler.calls] == [later.id]
+    assert [run.outcome.value if run.outcome else None for run in runs] == ["canceled"]
