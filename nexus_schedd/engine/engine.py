@@ -532,13 +532,22 @@ class Engine:
     # -- lookups ----------------------------------------------------------------
 
     async def _find(self, ref: str) -> Job | None:
+        """The job with this id, else the live job with this name, else the newest
+        final job that had the name (``show NAME`` after a one-shot job ran)."""
         job = self._jobs.get(ref) or self._ckpt.staged_job(ref)
         if job is not None:
             return job
         stored = await self._store.get_job(ref)
         if stored is not None:
             return self._jobs.get(ref) or self._ckpt.staged_job(ref) or stored
-        return await self._find_by_name(ref)
+        live = await self._find_by_name(ref)
+        if live is not None:
+            return live
+        await self._ckpt.flush()  # a job that just became final may not be stored as such yet
+        final = await self._store.get_job_by_name(ref, include_final=True)
+        if final is None:
+            return None
+        return self._jobs.get(final.id) or self._ckpt.staged_job(final.id) or final
 
     async def _find_by_name(self, name: str) -> Job | None:
         # Names are only given at insert (written directly), so the store knows every

@@ -377,7 +377,12 @@ class SharedEngine(Engine):
                 return local
         stored = await self._store.get_job(ref)
         if stored is None:
-            return await self._find_by_name(ref)
+            live = await self._find_by_name(ref)
+            if live is not None:
+                return live
+            await self._ckpt.flush()
+            # As in single-node mode: else the newest final job that had the name.
+            return await self._store.get_job_by_name(ref, include_final=True)
         return self._ckpt.staged_job(ref) or stored
 
     async def _find_by_name(self, name: str) -> Job | None:

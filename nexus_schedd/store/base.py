@@ -97,8 +97,10 @@ class Store(ABC):
         """The job with this id, or None."""
 
     @abstractmethod
-    async def get_job_by_name(self, name: str) -> Job | None:
-        """The non-final job holding this name, or None."""
+    async def get_job_by_name(self, name: str, *, include_final: bool = False) -> Job | None:
+        """The non-final job holding this name, or None. With ``include_final``,
+        when no live job holds it, the newest final job that had it (names are
+        unique only among live jobs, so several final ones may share one)."""
 
     @abstractmethod
     async def list_jobs(self, where: JobFilter, limit: int, cursor: str | None = None) -> Page[Job]:

@@ -114,12 +114,14 @@ class MemoryStore(Store):
         self._ensure_open()
         return self._jobs.get(job_id)
 
-    async def get_job_by_name(self, name: str) -> Job | None:
+    async def get_job_by_name(self, name: str, *, include_final: bool = False) -> Job | None:
         await anyio.lowlevel.checkpoint()
         self._ensure_open()
-        return next(
-            (j for j in self._jobs.values() if j.name == name and not j.status.is_final), None
-        )
+        named = [j for j in self._jobs.values() if j.name == name]
+        live = next((j for j in named if not j.status.is_final), None)
+        if live is not None or not include_final:
+            return live
+        return max(named, key=lambda j: j.id, default=None)
 
     async def list_jobs(self, where: JobFilter, limit: int, cursor: str | None = None) -> Page[Job]:
         await anyio.lowlevel.checkpoint()

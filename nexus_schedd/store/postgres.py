@@ -829,10 +829,14 @@ class PostgresStore(Store):
         rows = await self._fetch(f"{_JOB_SELECT} WHERE id = $1", job_id)
         return next((_job(row) for row in rows), None)
 
-    async def get_job_by_name(self, name: str) -> Job | None:
+    async def get_job_by_name(self, name: str, *, include_final: bool = False) -> Job | None:
         rows = await self._fetch(
             f"{_JOB_SELECT} WHERE name = $1 AND status NOT IN {FINAL_STATUSES_SQL}", name
         )
+        live = next((_job(row) for row in rows), None)
+        if live is not None or not include_final:
+            return live
+        rows = await self._fetch(f"{_JOB_SELECT} WHERE name = $1 ORDER BY id DESC LIMIT 1", name)
         return next((_job(row) for row in rows), None)
 
     async def list_jobs(self, where: JobFilter, limit: int, cursor: str | None = None) -> Page[Job]:

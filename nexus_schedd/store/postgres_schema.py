@@ -95,6 +95,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX runs_open ON runs (job_id, started_at) WHERE outcome IS NULL",
         ),
     ),
+    Migration(
+        version=2,
+        description="names of final jobs",
+        statements=(
+            # GetJob by name finds a final job too (the newest that had the name).
+            "CREATE INDEX jobs_name ON jobs (name, id) WHERE name IS NOT NULL",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

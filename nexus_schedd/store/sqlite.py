@@ -534,10 +534,14 @@ class SQLiteStore(Store):
         rows = await self._fetch(f"{_JOB_SELECT} WHERE id = ?", (job_id,))
         return next((job_from_row(row) for row in rows), None)
 
-    async def get_job_by_name(self, name: str) -> Job | None:
+    async def get_job_by_name(self, name: str, *, include_final: bool = False) -> Job | None:
         rows = await self._fetch(
             f"{_JOB_SELECT} WHERE name = ? AND status NOT IN {FINAL_STATUSES_SQL}", (name,)
         )
+        live = next((job_from_row(row) for row in rows), None)
+        if live is not None or not include_final:
+            return live
+        rows = await self._fetch(f"{_JOB_SELECT} WHERE name = ? ORDER BY id DESC LIMIT 1", (name,))
         return next((job_from_row(row) for row in rows), None)
 
     async def list_jobs(self, where: JobFilter, limit: int, cursor: str | None = None) -> Page[Job]:

@@ -276,6 +276,25 @@ async def test_cancel_pause_resume_trigger_and_reschedule(daemon: Daemon) -> Non
 
 
 @pytest.mark.anyio
+async def test_show_and_runs_find_a_job_by_name_after_it_has_run(daemon: Daemon) -> None:
+    """Names are unique among live jobs only, but `show NAME` and `runs NAME` still
+    find a one-shot job once it has run (the newest job that had the name)."""
+    job_id = (await json_of(daemon, "add", "log", "--name", "once-only"))["job"]["id"]
+    with anyio.fail_after(10):
+        while True:
+            if (await json_of(daemon, "show", job_id))["job"]["status"] == "completed":
+                break
+    shown = await json_of(daemon, "show", "once-only")
+    assert (shown["job"]["id"], shown["job"]["status"]) == (job_id, "completed")
+    runs = (await json_of(daemon, "runs", "once-only"))["runs"]
+    assert [(run["job_id"], run["outcome"]) for run in runs] == [(job_id, "success")]
+    # The name is free again: a new job takes it, and `show NAME` finds the live one.
+    again = (await json_of(daemon, "add", "log", "--name", "once-only", "--in", "1h"))["job"]
+    assert again["id"] != job_id
+    assert (await json_of(daemon, "show", "once-only"))["job"]["id"] == again["id"]
+
+
+@pytest.mark.anyio
 async def test_runs_lists_the_history(daemon: Daemon) -> None:
     job_id = (await json_of(daemon, "add", "log", "--name", "now"))["job"]["id"]
     with anyio.fail_after(10):

@@ -70,8 +70,8 @@ class TrackedStore(Store):
     async def get_job(self, job_id: str) -> Job | None:
         return await self._call(self.inner.get_job(job_id))
 
-    async def get_job_by_name(self, name: str) -> Job | None:
-        return await self._call(self.inner.get_job_by_name(name))
+    async def get_job_by_name(self, name: str, *, include_final: bool = False) -> Job | None:
+        return await self._call(self.inner.get_job_by_name(name, include_final=include_final))
 
     async def list_jobs(self, where: JobFilter, limit: int, cursor: str | None = None) -> Page[Job]:
         return await self._call(self.inner.list_jobs(where, limit, cursor))

@@ -298,3 +298,42 @@ async def test_writers_cancelled_mid_commit_still_land_and_leave_the_store_usabl
         assert await store.get_job("J0099") == make_job(99)
     finally:
         await store.close()
+
+
+async def test_a_version_1_database_is_migrated_forward_and_keeps_its_jobs(
+    tmp_path: Path,
+) -> None:
+    """A database written by the first release (schema 1) opens, gains migration 2
+    (the index for names of final jobs) in place, and loses nothing."""
+    from nexus_schedd.store.rows import JOB_COLUMNS, job_row
+    from nexus_schedd.store.schema import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    for statement in MIGRATIONS[0].statements:
+        old.execute(statement)
+    done = make_job(1, name="nightly", status=JobStatus.COMPLETED, run_at=None)
+    placeholders = ", ".join("?" * len(JOB_COLUMNS))
+    old.execute(
+        f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({placeholders})", job_row(done)
+    )
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
+    old.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert await store.get_job_by_name("nightly", include_final=True) == done
+    finally:
+        await store.close()
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        indexes = {
+            row[0] for row in check.execute("SELECT name FROM sqlite_master WHERE type='index'")
+        }
+        assert "jobs_name" in indexes
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        check.close()

@@ -506,3 +506,16 @@ async def test_close_is_safe_twice_and_writes_after_it_are_refused(store: Store)
 
     with pytest.raises(StoreError):
         await store.write(jobs=[make_job(1)])
+
+
+async def test_a_final_job_is_found_by_name_only_when_asked_and_the_newest_wins(
+    store: Store,
+) -> None:
+    done = [make_job(n, name="old", status=JobStatus.COMPLETED, run_at=None) for n in (1, 2)]
+    await store.insert_jobs(done)
+    assert await store.get_job_by_name("old") is None  # names bind live jobs only
+    assert await store.get_job_by_name("old", include_final=True) == done[1]
+    live = make_job(3, name="old")
+    await store.insert_jobs([live])
+    assert await store.get_job_by_name("old", include_final=True) == live  # a live holder first
+    assert await store.get_job_by_name("nobody", include_final=True) is None
