@@ -79,6 +79,9 @@ once soon after start. No timer: an idle engine never wakes to prune."""
 LATENCY_SAMPLES = 1000
 LOOP_LAG_WARN_MS = 250.0
 """A timer wake-up this late is logged as ``event_loop_lag`` (something blocked the loop)."""
+SAME_START_TOLERANCE_S = 60.0
+"""Two adds of one name whose first due times differ by at most this are the same
+job: a client that retries an add with a relative time must get its job back."""
 TRIGGER_PRIORITY = -(2**40)
 """Ready-heap key of a triggered attempt: ahead of every priority a job can have."""
 
@@ -315,7 +318,12 @@ class Engine:
                 if existing is not None:
                     # The first due time is part of the definition (SPEC 2) when
                     # the add names one; an add for "now" matches on the rest.
-                    moved = spec.run_at is not None and job.anchor_at != existing.anchor_at
+                    # A retried relative add ("--in 5m") lands a little later
+                    # than the first: within the tolerance it is the same job.
+                    moved = spec.run_at is not None and (
+                        abs((job.anchor_at - existing.anchor_at).total_seconds())
+                        > SAME_START_TOLERANCE_S
+                    )
                     if moved or existing.definition() != job.definition():
                         raise JobExists(spec.name, existing.id)
                     result.append(existing)
@@ -482,7 +490,7 @@ class Engine:
         """
         now = self._clock.now()
         wanted: dict[str, tuple[JobSpec, Job]] = {}
-        ended: set[str] = set()
+        ended: dict[str, JobSpec] = {}
         for spec in specs:
             if spec.name is None:
                 continue
@@ -492,11 +500,15 @@ class Engine:
                 wanted[spec.name] = (spec, Job.create(spec, now, self._settings.defaults))
             except InvalidSpec as exc:
                 self._log.warning("static_schedule_skipped", name=spec.name, reason=exc.message)
-                ended.add(spec.name)
+                ended[spec.name] = spec
         report: dict[str, list[str]] = {"added": [], "updated": [], "removed": []}
         for job in await self._static_jobs():
             assert job.name is not None
-            if job.name not in wanted and job.name not in ended:
+            ended_spec = ended.get(job.name)
+            # An ended schedule leaves its job alone only if the job is that very
+            # schedule; a job without the new ends_at (the operator ending it) goes.
+            keep = ended_spec is not None and ended_spec.recurrence == job.recurrence
+            if job.name not in wanted and not keep:
                 await self.cancel_job(job.id)
                 report["removed"].append(job.name)
         for name, (spec, candidate) in wanted.items():
@@ -785,7 +797,7 @@ class Engine:
             self._running[job.id] = _Running(attempt, upcoming)
         else:
             state.current, state.upcoming = attempt, upcoming
-        if upcoming is not None and upcoming.run_at > now:
+        if upcoming is not None and upcoming.run_at > now and job.recurring:
             # Overlap timer. An upcoming occurrence already due is a catch-up
             # (run_all after downtime or backlog): it runs after this one instead.
             self._arm(job.id, upcoming.run_at + self._ahead)
@@ -1108,8 +1120,13 @@ class Engine:
         if attempt.extra:
             if upcoming is None:
                 # The occurrence it stood beside was skipped meanwhile (overlap
-                # forbid) and it was the schedule's last one.
-                return job.transition(JobStatus.COMPLETED, now, last_result=last)
+                # forbid) and it was the schedule's last one: it counts as passed.
+                return job.transition(
+                    JobStatus.COMPLETED,
+                    now,
+                    last_result=last,
+                    occurrence_count=job.occurrence_count + 1,
+                )
             return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
         if outcome is not RunOutcome.SUCCESS:
             retriable = result.should_retry if result is not None else True

@@ -232,9 +232,11 @@ async def test_name_makes_add_idempotent_and_refuses_a_different_definition(
         assert again.id == first.id
         with pytest.raises(JobExists):
             await engine.add_job(JobSpec(job_type="work", name="report", payload={"a": 2}))
-        # The first due time is part of the definition when the add gives one.
+        # The first due time is part of the definition when the add gives one; a
+        # retried relative add lands seconds later and is still the same job.
         with pytest.raises(JobExists):
             await engine.add_job(replace(spec, run_at=at(7200)))
+        assert (await engine.add_job(replace(spec, run_at=at(3605)))).id == first.id
         recurring = JobSpec(
             job_type="work", name="daily", recurrence=Recurrence(RecurrenceKind.DAILY)
         )

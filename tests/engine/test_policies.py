@@ -226,6 +226,23 @@ async def test_trigger_leaves_a_one_shot_job_its_own_occurrence(store: TrackedSt
     assert scheduled.key == f"{job.id}:0" and extra.key.startswith(f"{job.id}:extra:")
 
 
+async def test_a_triggered_one_shot_outlasting_its_run_at_still_runs_its_occurrence(
+    store: TrackedStore,
+) -> None:
+    """Overlap rules are for recurring jobs: an extra run of a one-shot job that is
+    still going at the job's run_at must not skip the job's only occurrence."""
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock, behaviour=sleeper(clock, 200))
+    async with engine_running(store, clock, handler) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(60)))
+        await engine.trigger_job(job.id)
+        final = await wait_until(engine, job.id, is_final, store)
+        history = await engine.list_runs(RunFilter(job_id=job.id), 10)
+    assert final.status is JobStatus.COMPLETED and final.occurrence_count == 1
+    assert sorted(run.outcome for run in history.items) == [RunOutcome.SUCCESS] * 2
+    assert [call.at for call in handler.calls] == [at(0), at(200)]
+
+
 async def test_a_one_shot_job_missed_beyond_its_grace_follows_misfire_skip(
     store: TrackedStore,
 ) -> None:

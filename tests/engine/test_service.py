@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -93,6 +96,28 @@ async def test_reconcile_static_adds_updates_removes_and_keeps_by_name(
         assert (await engine.get_job("keep")).id == kept.id
         assert (await engine.get_job("change")).priority == 3
         assert (await engine.get_job("change")).static
+
+
+async def test_a_schedule_ended_in_the_config_stops_its_job_and_is_then_skipped(
+    store: TrackedStore,
+) -> None:
+    """Giving a static schedule an ends_at in the past ends it: the running schedule
+    is removed (it lacks that ends_at); the ended entry itself is skipped, and a
+    later reconcile with the same entry changes nothing."""
+    clock = VirtualClock(T0 + timedelta(days=10))
+    hourly = Recurrence(RecurrenceKind.HOURLY)
+    beat = JobSpec(job_type="work", name="beat", recurrence=hourly)
+    ended = JobSpec(
+        job_type="work", name="beat", recurrence=replace(hourly, ends_at=T0 + timedelta(days=1))
+    )
+    async with engine_running(store, clock, ScriptedHandler(clock), jump=False) as engine:
+        assert (await engine.reconcile_static([beat]))["added"] == ["beat"]
+        first = await engine.get_job("beat")
+        report = await engine.reconcile_static([ended])
+        assert report == {"added": [], "updated": [], "removed": ["beat"]}
+        assert (await engine.get_job(first.id)).status is JobStatus.CANCELED
+        again = await engine.reconcile_static([ended])
+        assert again == {"added": [], "updated": [], "removed": []}
 
 
 async def test_jobs_beyond_the_heap_window_are_loaded_when_it_drains(
