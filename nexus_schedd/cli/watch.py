@@ -28,7 +28,8 @@ async def _watch(client: Client, args: argparse.Namespace) -> int:
     async for reply in client.stream("Watch", parameters):
         event = reply["event"]
         if wants_json(args):
-            line = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+            # Each Watch reply as the protocol sends it, one per line (SPEC 7).
+            line = json.dumps({"event": event}, ensure_ascii=False, separators=(",", ":"))
         else:
             line = describe_event(event)
         sys.stdout.write(line + "\n")

@@ -325,7 +325,9 @@ async def test_watch_streams_events_as_lines(daemon: Daemon) -> None:
             while b"\n" not in received:
                 received += await watcher.stdout.receive()
         watcher.terminate()
-    event = json.loads(received.split(b"\n", 1)[0])
+    reply = json.loads(received.split(b"\n", 1)[0])
+    assert set(reply) == {"event"}  # the protocol's Watch reply, one per line
+    event = reply["event"]
     assert event["kind"] == "job_added"
     assert event["job"]["name"] == "seen"
 
