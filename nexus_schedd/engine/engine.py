@@ -1118,16 +1118,9 @@ class Engine:
                 return job.transition(JobStatus.PENDING, now, **upcoming.changes())
             return job.transition(JobStatus.PENDING, now, run_at=now)
         if attempt.extra:
-            if upcoming is None:
-                # The occurrence it stood beside was skipped meanwhile (overlap
-                # forbid) and it was the schedule's last one: it counts as passed.
-                return job.transition(
-                    JobStatus.COMPLETED,
-                    now,
-                    last_result=last,
-                    occurrence_count=job.occurrence_count + 1,
-                )
-            return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
+            # upcoming is None when the occurrence it stood beside was skipped
+            # meanwhile (overlap forbid) and was the schedule's last one.
+            return self._move_on(job, upcoming, now, last)
         if outcome is not RunOutcome.SUCCESS:
             retriable = result.should_retry if result is not None else True
             if retriable and job.retry_count < job.max_retries:
@@ -1144,14 +1137,20 @@ class Engine:
                 )
             if not job.recurring:
                 return job.transition(JobStatus.FAILED_PERMANENT, now, last_result=last)
-        if upcoming is not None:
-            return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
-        return job.transition(
-            JobStatus.COMPLETED,
-            now,
-            last_result=last,
-            occurrence_count=job.occurrence_count + 1,
-        )
+        return self._move_on(job, upcoming, now, last)
+
+    @staticmethod
+    def _move_on(job: Job, upcoming: Occurrence | None, now: datetime, last: LastResult) -> Job:
+        """The job once its occurrence has passed: pending at the next one, or
+        completed (the passed occurrence counted) when the schedule is over."""
+        if upcoming is None:
+            return job.transition(
+                JobStatus.COMPLETED,
+                now,
+                last_result=last,
+                occurrence_count=job.occurrence_count + 1,
+            )
+        return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
 
     def _release(self, attempt: _Attempt) -> None:
         """Free the attempt's slot and let a job waiting on its type limit move up."""
@@ -1248,15 +1247,7 @@ class Engine:
             )
         if not job.recurring:
             return job.transition(JobStatus.FAILED_PERMANENT, now, last_result=last)
-        upcoming = following(job, Occurrence.of(job), self._rng)
-        if upcoming is None:
-            return job.transition(
-                JobStatus.COMPLETED,
-                now,
-                last_result=last,
-                occurrence_count=job.occurrence_count + 1,
-            )
-        return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
+        return self._move_on(job, following(job, Occurrence.of(job), self._rng), now, last)
 
     async def _prune(self) -> None:
         self._last_prune = self._clock.now()
