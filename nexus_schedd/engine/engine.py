@@ -758,9 +758,6 @@ class Engine:
 
     def _begin(self, job: Job, now: datetime, *, triggered: bool) -> _Attempt | None:
         """Turn a due pending job into an attempt (in memory; staged by the caller)."""
-        # A trigger is always an extra run: the schedule (a one-shot's only
-        # occurrence too) stays where it was (SPEC 4).
-        extra = triggered
         misfire_applies = job.recurring or job.misfire is MisfirePolicy.SKIP
         if not triggered and misfire_applies and job.retry_count == 0:
             misfired = self._apply_misfire(job, now)
@@ -768,9 +765,11 @@ class Engine:
                 return None
             job = misfired
         assert job.run_at is not None and job.scheduled_for is not None
-        upcoming = Occurrence.of(job) if extra else following(job, Occurrence.of(job), self._rng)
+        upcoming = (
+            Occurrence.of(job) if triggered else following(job, Occurrence.of(job), self._rng)
+        )
         running = job.transition(JobStatus.RUNNING, now)
-        scheduled_for = now if extra else job.scheduled_for
+        scheduled_for = now if triggered else job.scheduled_for
         # Started up to start_ahead early: the start is on disk by run_at and the
         # worker calls the handler at run_at (started_at), off the fsync's latency.
         start = job.run_at if not triggered and job.run_at > now else now
@@ -778,7 +777,7 @@ class Engine:
             id=self._run_ids.next(now),
             job_id=job.id,
             scheduled_for=scheduled_for,
-            attempt=1 if extra else job.retry_count + 1,
+            attempt=1 if triggered else job.retry_count + 1,
             started_at=start,
             node=self._settings.node,
             job_type=job.job_type,
@@ -788,7 +787,9 @@ class Engine:
             job=running,
             run=run,
             handler=self._registry.resolve(job.job_type),
-            extra=extra,
+            # A trigger is always an extra run: the schedule (a one-shot's only
+            # occurrence too) stays where it was (SPEC 4).
+            extra=triggered,
             deadline=start + timedelta(seconds=timeout) if timeout else None,
             due=None if triggered else job.run_at,
         )

@@ -5,10 +5,10 @@ a ``[handlers.NAME]`` table in the config is passed to the factory of the same
 name, or names its own with ``factory = "module:attr"``. ``enabled = false``
 leaves a handler out. A ``factory`` that cannot be imported, or a factory that
 refuses its table (raises :class:`~nexus_schedd.errors.ConfigError`: a bad value
-or an unknown key), makes the config invalid, like any other bad value. A plugin that fails to import,
-raises anything else, or returns something that is not a
-:class:`~nexus_schedd.handlers.base.Handler` is reported and left out: its job
-types are unavailable, the daemon carries on.
+or an unknown key), makes the config invalid, like any other bad value. An
+installed plugin that fails to import, raises anything else, or returns something
+that is not a :class:`~nexus_schedd.handlers.base.Handler` is reported and left
+out: its job types are unavailable, the daemon carries on.
 """
 
 from __future__ import annotations
