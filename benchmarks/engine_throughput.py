@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -33,6 +34,7 @@ from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus, Run
 from nexus_schedd.store import SQLiteStore, Store
 from nexus_schedd.store.memory import MemoryStore
+from nexus_schedd.store.sqlite import SWITCH_INTERVAL_S
 
 
 class NoOp:
@@ -111,6 +113,7 @@ async def measure(
     jobs: int, concurrency: int, path: Path, *, store_kind: str = "sqlite", threads: bool = False
 ) -> dict[str, Any]:
     """Add ``jobs`` jobs while the engine is stopped, then time their execution."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the daemon does
     store: Store = (
         SQLiteStore(path, durability="full") if store_kind == "sqlite" else DiscardStore()
     )

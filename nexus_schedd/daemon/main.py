@@ -21,6 +21,7 @@ from nexus_schedd.daemon.logging import configure_logging
 from nexus_schedd.errors import EXIT_USAGE, ConfigError, InvalidSpec, SchedulerError, StoreError
 from nexus_schedd.handlers.loading import load_handlers
 from nexus_schedd.model import Job
+from nexus_schedd.store.sqlite import SWITCH_INTERVAL_S
 
 EXIT_START_FAILED = 1
 
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.daemon.log_level, config.daemon.log_format)
     daemon = Daemon(config, config_path=config_path, overrides=overrides)
     backend, options = event_loop_options(config)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         anyio.run(daemon.run, backend=backend, backend_options=options)
     except (SchedulerError, BaseExceptionGroup) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -337,3 +338,30 @@ async def test_a_version_1_database_is_migrated_forward_and_keeps_its_jobs(
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         check.close()
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 5, 17, 255, 256, 257, 341, 600])
+async def test_writes_of_any_size_land_whole_across_statement_sizes(
+    tmp_path: Path, count: int
+) -> None:
+    """Rows go in multi-row statements of a few fixed sizes: every count must split
+    into them exactly, keep each row's values, and keep the newest version of a
+    job written twice in one commit."""
+    store = SQLiteStore(tmp_path / "schedd.db")
+    await store.open()
+    try:
+        jobs = [make_job(n, name=f"job-{n}", priority=n % 7) for n in range(1, count + 1)]
+        await store.insert_jobs(jobs)
+        # One commit: every job moves on, the first also twice (newest wins), and
+        # every job gets a run; a changed identity column (target_id) forces the
+        # full upsert for the whole statement.
+        moved = [replace(j, status=JobStatus.RUNNING, retry_count=1) for j in jobs]
+        newest = replace(moved[0], retry_count=2, target_id="elsewhere")
+        runs = [make_run(n, j.id) for n, j in enumerate(jobs, start=1)]
+        await store.write(jobs=[*moved, newest], runs=runs)
+
+        got = (await store.list_jobs(JobFilter(), count + 1)).items
+        assert sorted(got, key=lambda j: j.id) == [newest, *moved[1:]]
+        assert len((await store.list_runs(RunFilter(), count + 1)).items) == count
+    finally:
+        await store.close()
