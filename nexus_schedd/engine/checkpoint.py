@@ -95,10 +95,14 @@ class Checkpointer:
         """Write staged rows until cancelled."""
         task_status.started()
         while True:
-            await self._wake.wait()
-            # One yield lets every task made ready in this loop turn (workers
-            # finishing, the dispatcher starting a batch) stage first.
-            await anyio.lowlevel.checkpoint()
+            if not self._wake.is_set():
+                await self._wake.wait()
+                # One yield lets every task made ready in this loop turn (workers
+                # finishing, the dispatcher starting a batch) stage first.
+                await anyio.lowlevel.checkpoint()
+            # Rows staged while the last write was in flight (or by its callbacks)
+            # go at once: waiting a turn would let the handlers that write just made
+            # durable run first, and the disk would sit idle meanwhile.
             self._wake = anyio.Event()
             jobs, runs, batch = self._jobs, self._runs, self._batch
             self._jobs, self._runs, self._batch = {}, {}, _Batch()

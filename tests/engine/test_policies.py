@@ -3,13 +3,16 @@ recovery, and the no-polling guarantee."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import pytest
 
 from nexus_schedd.clock import VirtualClock
 from nexus_schedd.engine import EngineSettings
+from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.model import (
     Job,
     JobSpec,
@@ -484,3 +487,39 @@ async def test_skip_runs_the_latest_occurrence_when_it_is_within_the_grace(
         assert outcomes == [*skipped, (at(3 * HOUR), RunOutcome.SKIPPED)]
         assert handler.calls == []
     assert after.status is JobStatus.PENDING and after.run_at == at(4 * HOUR)
+
+
+async def test_the_next_batch_is_checkpointed_while_the_current_one_runs(
+    store: TrackedStore,
+) -> None:
+    """At most half the slots wait for their start checkpoint; the next batch's
+    start is being written before the current batch's handlers are called."""
+    log: list[tuple[str, frozenset[str]]] = []
+    write = store.write
+
+    async def logged_write(jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
+        log.append(("write", frozenset(j.id for j in jobs if j.status is JobStatus.RUNNING)))
+        await write(jobs, runs)
+
+    store.write = logged_write  # type: ignore[method-assign]
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    call = handler.handle
+
+    async def logged_call(job: Job, ctx: HandlerContext) -> Any:
+        log.append(("call", frozenset({job.id})))
+        return await call(job, ctx)
+
+    handler.handle = logged_call  # type: ignore[method-assign]
+    settings = EngineSettings(max_concurrency=4, defaults=EXACT)
+    async with engine_running(store, clock, handler, settings=settings) as engine:
+        jobs = await engine.add_jobs([JobSpec(job_type="work", run_at=at(0)) for _ in range(12)])
+        for job in jobs:
+            await wait_until(engine, job.id, is_final, store)
+
+    starts = [ids for kind, ids in log if kind == "write" and ids]
+    assert all(len(ids) <= 2 for ids in starts)
+    assert sorted(j for ids in starts for j in ids) == sorted(j.id for j in jobs)
+    first_call = next(i for i, (kind, _) in enumerate(log) if kind == "call")
+    assert len([ids for kind, ids in log[:first_call] if kind == "write" and ids]) == 2
+    assert handler.max_running["work"] <= 4
