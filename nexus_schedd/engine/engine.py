@@ -100,6 +100,7 @@ class _Attempt:
     due: datetime | None
     """The run_at it was due at, for its lateness (None for a trigger: never late)."""
     scope: anyio.CancelScope | None = None
+    """The running worker's cancel scope while the attempt runs, else None."""
     cancel_reason: str | None = None
     """Set by cancel/replace ("canceled") or shutdown ("shutdown") before cancelling."""
 
@@ -190,6 +191,11 @@ class Engine:
         self._sleeping_until: datetime | None = None
         self._sleeping = False
         self._work: deque[_Attempt] = deque()
+        self._deadlines: list[tuple[datetime, int, _Attempt]] = []
+        """Deadlines of attempts in flight, earliest first (see :meth:`_watch_deadlines`);
+        entries of attempts that ended are dropped lazily."""
+        self._deadline_armed: datetime | None = None
+        self._deadlines_changed = anyio.Event()
         self._idle_workers: deque[anyio.Event] = deque()
         self._waking = False
         """A worker was signalled and has not run yet (see :meth:`_wake_worker`)."""
@@ -220,6 +226,7 @@ class Engine:
                 self._prune_due = True
                 for _ in range(self._settings.max_concurrency):
                     tg.start_soon(self._worker)
+                tg.start_soon(self._watch_deadlines)
                 tg.start_soon(self._schedule_loop)
                 self._alive = True
                 self._log.info(
@@ -980,33 +987,84 @@ class Engine:
             self._idle_workers.popleft().set()
 
     async def _worker(self) -> None:
+        """Run attempts from the work queue, one at a time.
+
+        A worker runs its attempts inside one cancel scope, entered when it wakes
+        and left when the queue is empty or the scope was cancelled (an attempt
+        canceled or past its deadline: a cancelled scope cannot be used again).
+        A scope per attempt, with its deadline timer, was the costliest part of
+        running a job that returns at once; deadlines are watched by
+        :meth:`_watch_deadlines` instead.
+        """
         # A deque and one event per idle worker: cheaper than a memory stream hop.
-        # No loop variable: a finished attempt (and its deadline scope) must not
-        # stay referenced while the worker waits for the next one.
+        # No loop variable: a finished attempt must not stay referenced while the
+        # worker waits for the next one.
         work = self._work
         while True:
             if work:
-                attempt = work.popleft()
-                self._wake_worker()
-                await self._execute(attempt)
-                del attempt
+                with anyio.CancelScope() as scope:
+                    while work and not scope.cancel_called:
+                        attempt = work.popleft()
+                        self._wake_worker()
+                        await self._execute(attempt, scope)
+                        del attempt
             else:
                 wake = anyio.Event()
                 self._idle_workers.append(wake)
                 await wake.wait()
                 self._waking = False
 
-    async def _execute(self, attempt: _Attempt) -> None:
-        """Call the handler under the attempt's deadline and cancel scope."""
+    async def _watch_deadlines(self) -> None:
+        """Cancel the scope of each attempt still running at its deadline.
+
+        One timer for all attempts, armed at the earliest deadline; an engine with
+        nothing running arms none.
+        """
+        heap = self._deadlines
+        while True:
+            now = self._clock.now()
+            while heap and (heap[0][2].scope is None or heap[0][0] <= now):
+                _, _, attempt = heapq.heappop(heap)
+                if attempt.scope is not None:
+                    attempt.scope.cancel()  # cancel_reason stays None: a timeout
+            self._deadline_armed = heap[0][0] if heap else None
+            changed = self._deadlines_changed = anyio.Event()
+            with self._clock.deadline_scope(self._deadline_armed):
+                await changed.wait()
+
+    def _watch(self, attempt: _Attempt, deadline: datetime) -> None:
+        heap = self._deadlines
+        if len(heap) > 2 * self._active + 64:
+            # Ended attempts whose entries are not on top: drop them all at once.
+            heap[:] = [entry for entry in heap if entry[2].scope is not None]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, next(self._seq), attempt))
+        armed = self._deadline_armed
+        if armed is None or deadline < armed:
+            self._deadlines_changed.set()
+
+    def _unwatch(self) -> None:
+        """Drop ended attempts from the top of the deadlines (the timer stays armed
+        while attempts run; :meth:`_release` disarms it when none do)."""
+        heap = self._deadlines
+        while heap and heap[0][2].scope is None:
+            heapq.heappop(heap)
+
+    async def _execute(self, attempt: _Attempt, scope: anyio.CancelScope) -> None:
+        """Call the handler at its time, under ``scope`` (the worker's) and the
+        attempt's deadline."""
         job, run = attempt.job, attempt.run
         keys = {"job_id": job.id, "job_type": job.job_type, "attempt": run.attempt}
         result: JobResult | None = None
         outcome: RunOutcome
         error: str | None = None
+        cancelled = False
         started = time.perf_counter()
         lateness_ms = 0.0  # stays 0 for an attempt cancelled before its handler was due
-        with self._clock.deadline_scope(attempt.deadline) as scope:
-            attempt.scope = scope
+        attempt.scope = scope
+        if attempt.deadline is not None:
+            self._watch(attempt, attempt.deadline)
+        try:
             now = self._clock.now()
             if run.started_at > now and attempt.cancel_reason is None:
                 # Started ahead: wait for run_at. Loop timers are rounded to the
@@ -1020,7 +1078,7 @@ class Engine:
             self._lateness.append(lateness_ms)
             self._log.info("run_started", **keys, lateness_ms=round(lateness_ms, 3))
             if attempt.cancel_reason is not None:
-                scope.cancel()  # canceled before it started: the handler is not called
+                cancelled = True  # canceled before it started: the handler is not called
             elif attempt.handler is None:
                 error = f"no loaded handler supports job type {job.job_type!r}"
             else:
@@ -1044,7 +1102,15 @@ class Engine:
                         result = value
                     else:
                         error = f"handler returned {type(value).__name__}, not a JobResult"
-        if scope.cancel_called:
+        except anyio.get_cancelled_exc_class():
+            if not scope.cancel_called:
+                raise  # not this attempt's: the engine is going down
+            # This attempt's (canceled, or its deadline passed): recorded below; the
+            # worker leaves the cancelled scope before its next attempt.
+        finally:
+            attempt.scope = None
+            self._unwatch()
+        if cancelled or scope.cancel_called:
             if attempt.cancel_reason is not None:
                 outcome = RunOutcome.CANCELED
                 reason = attempt.cancel_reason
@@ -1192,8 +1258,11 @@ class Engine:
             self._prune_due = True
         if self._ready or self._prune_due:
             self._poke()
-        if self._active == 0 and self._drained is not None:
-            self._drained.set()
+        if self._active == 0:
+            if self._deadline_armed is not None:
+                self._deadlines_changed.set()  # nothing runs: disarm the deadline timer
+            if self._drained is not None:
+                self._drained.set()
 
     def _cancel_attempt(self, attempt: _Attempt, reason: str) -> None:
         attempt.cancel_reason = reason

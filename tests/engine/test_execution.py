@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import anyio
 import pytest
 
 from nexus_schedd.clock import VirtualClock
+from nexus_schedd.engine import EngineSettings
 from nexus_schedd.handlers.base import HandlerContext
-from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus, Recurrence, RecurrenceKind
+from nexus_schedd.model import (
+    Job,
+    JobDefaults,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    Recurrence,
+    RecurrenceKind,
+)
 from nexus_schedd.model.status import RunOutcome
 from tests.engine.harness import (
     T0,
@@ -20,6 +30,8 @@ from tests.engine.harness import (
     at,
     engine_running,
     is_final,
+    quiesce,
+    sleeper,
     wait_until,
 )
 
@@ -243,3 +255,82 @@ async def test_name_makes_add_idempotent_and_refuses_a_different_definition(
         daily = await engine.add_job(recurring)
         clock.advance(60)
         assert (await engine.add_job(recurring)).id == daily.id  # "now" matches on the rest
+
+
+async def test_a_timeout_or_cancel_ends_only_its_own_attempt_on_a_worker(
+    store: TrackedStore,
+) -> None:
+    """Attempts share their worker's cancel scope: a timed-out or canceled attempt
+    must leave the attempts after it on the same worker untouched."""
+    clock = VirtualClock(T0)
+
+    async def behave(job: Job, ctx: HandlerContext) -> Any:
+        if job.name in ("slow", "canceled"):
+            await clock.sleep_until(clock.now() + timedelta(seconds=100))
+        return JobResult.success()
+
+    handler = ScriptedHandler(clock, behaviour=behave)
+    settings = EngineSettings(max_concurrency=1, defaults=JobDefaults(backoff_jitter=0.0))
+    async with engine_running(store, clock, handler, settings=settings) as engine:
+
+        def spec(name: str, priority: int, **changes: Any) -> JobSpec:
+            return JobSpec(
+                job_type="work",
+                run_at=at(0),
+                name=name,
+                priority=priority,
+                max_retries=0,
+                **changes,
+            )
+
+        slow, after_slow = await engine.add_jobs(
+            [spec("slow", 9, timeout_s=5), spec("after-slow", 8)]
+        )
+        assert (await wait_until(engine, slow.id, is_final, store)).status is (
+            JobStatus.FAILED_PERMANENT
+        )
+        assert (await wait_until(engine, after_slow.id, is_final, store)).status is (
+            JobStatus.COMPLETED
+        )
+        canceled, after_cancel = await engine.add_jobs(
+            [spec("canceled", 9), spec("after-cancel", 8)]
+        )
+        await wait_until(engine, canceled.id, lambda j: j.status is JobStatus.RUNNING, store)
+        await engine.cancel_job(canceled.id)
+        assert (await wait_until(engine, after_cancel.id, is_final, store)).status is (
+            JobStatus.COMPLETED
+        )
+    outcomes = {
+        name: [run.outcome for run in await store.runs_of(job.id)]
+        for name, job in [
+            ("slow", slow),
+            ("after-slow", after_slow),
+            ("canceled", canceled),
+            ("after-cancel", after_cancel),
+        ]
+    }
+    assert outcomes == {
+        "slow": [RunOutcome.TIMEOUT],
+        "after-slow": [RunOutcome.SUCCESS],
+        "canceled": [RunOutcome.CANCELED],
+        "after-cancel": [RunOutcome.SUCCESS],
+    }
+
+
+async def test_no_deadline_timer_stays_armed_once_nothing_runs(store: TrackedStore) -> None:
+    """Attempt deadlines share one timer; with nothing running it is disarmed, so
+    an engine that ran jobs is idle again (no wake-up at their old deadlines)."""
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock, behaviour=sleeper(clock, 10))
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        jobs = await engine.add_jobs(
+            [JobSpec(job_type="work", run_at=at(0), timeout_s=600) for _ in range(5)]
+        )
+        await quiesce(store)
+        assert len(handler.calls) == 5
+        assert clock.next_deadline() is not None  # the handlers sleep, the timer is armed
+        clock.advance(10)
+        for job in jobs:
+            await wait_until(engine, job.id, is_final, store)
+        await quiesce(store)
+        assert clock.next_deadline() is None
