@@ -13,17 +13,10 @@ import pytest
 from nexus_schedd.clock import VirtualClock
 from nexus_schedd.engine import EngineSettings
 from nexus_schedd.handlers.base import HandlerContext
-from nexus_schedd.model import (
-    Job,
-    JobDefaults,
-    JobResult,
-    JobSpec,
-    JobStatus,
-    Recurrence,
-    RecurrenceKind,
-)
+from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus, Recurrence, RecurrenceKind
 from nexus_schedd.model.status import RunOutcome
 from tests.engine.harness import (
+    EXACT,
     T0,
     ScriptedHandler,
     TrackedStore,
@@ -270,7 +263,7 @@ async def test_a_timeout_or_cancel_ends_only_its_own_attempt_on_a_worker(
         return JobResult.success()
 
     handler = ScriptedHandler(clock, behaviour=behave)
-    settings = EngineSettings(max_concurrency=1, defaults=JobDefaults(backoff_jitter=0.0))
+    settings = EngineSettings(max_concurrency=1, defaults=EXACT)
     async with engine_running(store, clock, handler, settings=settings) as engine:
 
         def spec(name: str, priority: int, **changes: Any) -> JobSpec:
