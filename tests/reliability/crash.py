@@ -24,7 +24,15 @@ import anyio
 from nexus_schedd.client import Client
 from nexus_schedd.daemon.config import DB_FILE
 from nexus_schedd.errors import DaemonUnreachable, SchedulerError
-from nexus_schedd.model import Job, JobSpec, JobStatus, MisfirePolicy, Recurrence, RecurrenceKind
+from nexus_schedd.model import (
+    Job,
+    JobSpec,
+    JobStatus,
+    MisfirePolicy,
+    OverlapPolicy,
+    Recurrence,
+    RecurrenceKind,
+)
 from tests.daemon.daemon_process import DaemonProcess
 
 RECORDER = """#!/bin/sh
@@ -199,6 +207,11 @@ class CrashRun:
                 else None
             ),
             misfire=MisfirePolicy.RUN_ALL if recurring else None,
+            # Every occurrence must run. With the default (forbid), an occurrence
+            # whose previous one is still running is skipped by design, and on a
+            # slow machine a retry after a kill (exec p90 400 ms) can still be
+            # running when the next second's occurrence comes due.
+            overlap=OverlapPolicy.ALLOW if recurring else None,
         )
         job = await client.add_job(spec)
         self.intent[job.id] = "added"
