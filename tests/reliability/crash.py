@@ -24,15 +24,8 @@ import anyio
 from nexus_schedd.client import Client
 from nexus_schedd.daemon.config import DB_FILE
 from nexus_schedd.errors import DaemonUnreachable, SchedulerError
-from nexus_schedd.model import (
-    Job,
-    JobSpec,
-    JobStatus,
-    MisfirePolicy,
-    OverlapPolicy,
-    Recurrence,
-    RecurrenceKind,
-)
+from nexus_schedd.model import Job, JobSpec, JobStatus, MisfirePolicy, Recurrence, RecurrenceKind
+from nexus_schedd.model.status import OverlapPolicy
 from tests.daemon.daemon_process import DaemonProcess
 
 RECORDER = """#!/bin/sh
