@@ -118,6 +118,9 @@ class StoreConfig:
     url: str
     durability: Durability = "full"
     commit_interval_ms: int = 5
+    start_ahead_ms: int = 30
+    """How long before its run_at a due job's start is checkpointed (the handler
+    still runs at run_at): room for the start's fsync, so it is not lateness."""
     lease_s: float = 30.0
     """Multi-node (PostgreSQL): how long a claim holds a job without renewal."""
     safety_recheck_s: float = 60.0
@@ -181,6 +184,7 @@ class Config:
             type_limits=dict(self.limits),
             defaults=self.defaults,
             commit_interval_ms=float(self.store.commit_interval_ms),
+            start_ahead_ms=float(self.store.start_ahead_ms),
             shutdown_grace_s=self.daemon.shutdown_grace_s,
             history_keep_days=float(self.history.keep_days),
             history_keep_per_job=self.history.keep_per_job,
@@ -346,7 +350,15 @@ class _Parser:
     def parse_store(self, table: dict[str, Any], state_dir: Path) -> StoreConfig:
         self.refuse_unknown(
             table,
-            {"url", "durability", "commit_interval_ms", "lease_s", "safety_recheck_s", "node"},
+            {
+                "url",
+                "durability",
+                "commit_interval_ms",
+                "start_ahead_ms",
+                "lease_s",
+                "safety_recheck_s",
+                "node",
+            },
             "store",
         )
         url = self.string(table, "url", "store", "")
@@ -365,6 +377,7 @@ class _Parser:
             url=url,
             durability=self.choice(table, "durability", "store", _DURABILITIES, "full"),
             commit_interval_ms=self.integer(table, "commit_interval_ms", "store", 5, 0, 10_000),
+            start_ahead_ms=self.integer(table, "start_ahead_ms", "store", 30, 0, 1000),
             lease_s=self.bounded(table, "lease_s", 30.0, 1.0, 3600.0),
             safety_recheck_s=self.bounded(table, "safety_recheck_s", 60.0, 1.0, 86_400.0),
             node=self.string(table, "node", "store", ""),

@@ -44,6 +44,8 @@ def test_no_file_gives_every_default() -> None:
     assert config.daemon.log_level == "info"
     assert config.store.durability == "full"
     assert config.store.commit_interval_ms == 5
+    assert config.store.start_ahead_ms == 30
+    assert config.engine_settings(node="n").start_ahead_ms == 30
     assert config.defaults == JobDefaults()
     assert config.control.socket_mode == 0o660
     assert config.control.admin_group == "nexus-schedd"
@@ -160,6 +162,7 @@ log_level = "debug"
 url = "postgresql://db.example/schedd"
 durability = "normal"
 commit_interval_ms = 20
+start_ahead_ms = 100
 [defaults]
 max_retries = 0
 timeout_s = 10.5
@@ -217,6 +220,7 @@ greeting = "hi"
     assert settings.type_limits == {"export_report": 4}
     assert settings.defaults is config.defaults
     assert settings.commit_interval_ms == 20
+    assert settings.start_ahead_ms == 100
     assert settings.shutdown_grace_s == 5
     assert settings.history_keep_days == 7
     assert settings.history_keep_per_job == 10
@@ -238,6 +242,7 @@ greeting = "hi"
         ('[store]\nurl = "mysql://x"\n', "store.url", "unsupported URL"),
         ('[store]\ndurability = "extra"\n', "store.durability", "full | normal"),
         ("[store]\ncommit_interval_ms = -5\n", "store.commit_interval_ms", "between 0"),
+        ("[store]\nstart_ahead_ms = 1001\n", "store.start_ahead_ms", "between 0 and 1000"),
         ("[defaults]\nmax_retries = -1\n", "defaults.max_retries", "between 0 and 1000"),
         ("[defaults]\ntimeout_s = 0\n", "defaults.timeout_s", "> 0"),
         ('[defaults]\ntimeout_s = "5m"\n', "defaults.timeout_s", "finite number"),
