@@ -1033,6 +1033,7 @@ class Engine:
                 await changed.wait()
 
     def _watch(self, attempt: _Attempt, deadline: datetime) -> None:
+        """Add the attempt's deadline; wake the watcher if it is the earliest."""
         heap = self._deadlines
         if len(heap) > 2 * self._active + 64:
             # Ended attempts whose entries are not on top: drop them all at once.

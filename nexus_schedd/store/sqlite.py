@@ -5,9 +5,9 @@ One writer connection owns every write. Concurrent ``insert_jobs``/``write``/
 ``durability="full"``): the first caller to find no commit in flight becomes
 the leader, takes everything queued, runs it and commits, then hands the
 leadership to the first caller that queued meanwhile. Each call still succeeds
-or fails as a whole: a batch first runs optimistically with one
-``executemany`` per statement; only if that fails is it rolled back and re-run
-with one SAVEPOINT per call, so one failing call rolls back only itself.
+or fails as a whole: a batch first runs optimistically as one transaction;
+only if that fails is it rolled back and re-run with one SAVEPOINT per call,
+so one failing call rolls back only itself.
 
 A group commit runs on the writer thread as one call (BEGIN, the statements,
 COMMIT), and its rows go in multi-row ``VALUES`` statements of a few fixed sizes
@@ -103,6 +103,7 @@ def _upserts(insert: str, columns: tuple[str, ...], identity: tuple[str, ...]) -
 _JOB_UPSERT, _JOB_UPSERT_FULL = _upserts(_JOB_INSERT, JOB_COLUMNS, ("job_type", "target_id"))
 _RUN_UPSERT, _RUN_UPSERT_FULL = _upserts(_RUN_INSERT, RUN_COLUMNS, ("job_id", "started_at"))
 _FULL_UPSERT = {_JOB_UPSERT: _JOB_UPSERT_FULL, _RUN_UPSERT: _RUN_UPSERT_FULL}
+
 SWITCH_INTERVAL_S = 0.0001
 """The interpreter switch interval for a process whose event loop shares the GIL
 with this store's writer thread (``sys.setswitchinterval``; Python's default is
@@ -491,12 +492,12 @@ class SQLiteStore(Store):
     @staticmethod
     async def _apply(writer: aiosqlite.Connection, request: _Request) -> None:
         if request.kind == "insert":
-            await _execute_rows(writer, _JOB_INSERT, request.job_rows)
+            await _on_writer_thread(writer, _write_rows, _JOB_INSERT, request.job_rows)
         elif request.kind == "write":
             if request.job_rows:
-                await _execute_rows(writer, _JOB_UPSERT, request.job_rows)
+                await _on_writer_thread(writer, _write_rows, _JOB_UPSERT, request.job_rows)
             if request.run_rows:
-                await _execute_rows(writer, _RUN_UPSERT, request.run_rows)
+                await _on_writer_thread(writer, _write_rows, _RUN_UPSERT, request.run_rows)
         elif request.kind == "delete":
             cursor = await writer.executemany(request.delete_sql, request.delete_rows)
             request.deleted = cursor.rowcount
@@ -661,13 +662,6 @@ class SQLiteStore(Store):
     async def count_by_status(self) -> dict[JobStatus, int]:
         rows = await self._fetch("SELECT status, count(*) FROM jobs GROUP BY status")
         return {JobStatus(status): count for status, count in rows}
-
-
-async def _execute_rows(
-    writer: aiosqlite.Connection, sql: str, rows: list[tuple[Any, ...]]
-) -> None:
-    """:func:`_write_rows` on the writer thread, from the loop."""
-    await _on_writer_thread(writer, _write_rows, sql, rows)
 
 
 async def _on_writer_thread(
