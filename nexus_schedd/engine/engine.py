@@ -159,7 +159,7 @@ class Engine:
             log if log is not None else structlog.get_logger("nexus_schedd.engine").bind()
         )
         self._rng = rng or random.Random()
-        self._ckpt = Checkpointer(store, self._log)
+        self._ckpt = Checkpointer(store, self._log, on_write=self._write_begun)
         self._events = EventHub()
 
         self._jobs: dict[str, Job] = {}
@@ -175,8 +175,10 @@ class Engine:
         self._window_complete = True
 
         self._active = 0
-        self._starting = 0
-        """Attempts whose start is staged and not yet on disk (see :meth:`_dispatch`)."""
+        self._unwritten = 0
+        """Starts staged and not yet taken by a write (see :meth:`_dispatch`)."""
+        self._unwritten_since = 0
+        """The checkpointer's write count when the last start was staged."""
         self._start_cap = max(1, settings.max_concurrency // 2)
         self._active_by_type: dict[str, int] = {}
         self._tally: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
@@ -741,15 +743,19 @@ class Engine:
     def _dispatch(self, now: datetime) -> None:
         """Start as many ready jobs as slots allow, highest priority first.
 
-        At most half the slots wait for their start checkpoint at once, so under
-        load there are two batches: one batch's start is written to disk while
-        the other's handlers run, instead of the loop and the writer taking turns.
+        At most half the slots' starts wait to be written, so under load there
+        are two batches in flight: while one batch's start is written to disk,
+        the next is staged and the previous one's handlers run, and the writer
+        takes the next batch the moment the last commit ends, instead of the
+        loop and the writer taking turns.
         """
         limits = self._settings.type_limits
         starts: list[_Attempt] = []
         ready = self._ready
         slots, cap = self._settings.max_concurrency, self._start_cap
-        while ready and self._active < slots and self._starting < cap:
+        if self._ckpt.writes != self._unwritten_since:
+            self._unwritten = 0  # a write began since the last start was staged: it took them
+        while ready and self._active < slots and self._unwritten < cap:
             entry = heapq.heappop(ready)
             job_id = entry[3]
             if self._token.get(job_id) != entry[2]:
@@ -765,8 +771,9 @@ class Engine:
             attempt = self._begin(job, now, triggered=job_id in self._triggers)
             if attempt is not None:
                 starts.append(attempt)
-                self._starting += 1
+                self._unwritten += 1
         if starts:
+            self._unwritten_since = self._ckpt.writes
             self._ckpt.stage(
                 [a.job for a in starts],
                 [a.run for a in starts],
@@ -929,11 +936,11 @@ class Engine:
     def _started(self, attempts: list[_Attempt], error: BaseException | None) -> None:
         """The start batch is on disk (or failed): hand the attempts to the workers."""
         now = self._clock.now()
-        self._starting -= len(attempts)
         if self._ready and not self._stopping:
             if error is None:
-                # Stage the next batch before these handlers run: its start is
-                # then written while they run (the checkpointer writes at once).
+                # Stage the next batch (if it was not staged during the write)
+                # before these handlers run: its start is then written while they
+                # run (the checkpointer writes at once).
                 self._dispatch(now)
             else:
                 self._poke()
@@ -955,6 +962,12 @@ class Engine:
             self._publish(EventKind.RUN_STARTED, attempt.job, attempt.run)
             self._work.append(attempt)
         self._wake_worker()
+
+    def _write_begun(self) -> None:
+        """The checkpointer took what was staged into a write: the next batch of
+        starts may be staged meanwhile, if jobs wait for free slots."""
+        if self._ready and self._active < self._settings.max_concurrency and not self._stopping:
+            self._poke()
 
     def _abandon_start(self, attempt: _Attempt, now: datetime, error: BaseException) -> None:
         """A start that never reached the disk: the job goes back to pending soon."""

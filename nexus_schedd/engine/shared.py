@@ -65,7 +65,9 @@ class SharedEngine(Engine):
             raise TypeError("SharedEngine needs a store with the multi-node primitives")
         super().__init__(store, registry, clock, settings, log=log, rng=rng)
         self._claiming: ClaimingStore = store
-        self._ckpt = Checkpointer(store, self._log, writer=self._write_shared)
+        self._ckpt = Checkpointer(
+            store, self._log, writer=self._write_shared, on_write=self._write_begun
+        )
         self._leased: set[str] = set()
         """Jobs this node holds a lease on (claimed, running, or being written)."""
         self._leases_held = anyio.Event()

@@ -492,8 +492,8 @@ async def test_skip_runs_the_latest_occurrence_when_it_is_within_the_grace(
 async def test_the_next_batch_is_checkpointed_while_the_current_one_runs(
     store: TrackedStore,
 ) -> None:
-    """At most half the slots wait for their start checkpoint; the next batch's
-    start is being written before the current batch's handlers are called."""
+    """A write carries at most half the slots' starts; the next batch's start is
+    being written before the current batch's handlers are called."""
     log: list[tuple[str, frozenset[str]]] = []
     write = store.write
 
@@ -523,3 +523,46 @@ async def test_the_next_batch_is_checkpointed_while_the_current_one_runs(
     first_call = next(i for i, (kind, _) in enumerate(log) if kind == "call")
     assert len([ids for kind, ids in log[:first_call] if kind == "write" and ids]) == 2
     assert handler.max_running["work"] <= 4
+
+
+async def test_the_next_batch_is_staged_while_the_current_start_is_written(
+    store: TrackedStore,
+) -> None:
+    """The writer never waits for the loop to dispatch: while one batch's start
+    is being written, the next batch takes the free slots and is staged, so the
+    next write carries it the moment the first commit ends."""
+    write = store.write
+    held = anyio.Event()
+    release = anyio.Event()
+    writes: list[frozenset[str]] = []
+
+    async def held_write(jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
+        starts = frozenset(j.id for j in jobs if j.status is JobStatus.RUNNING)
+        writes.append(starts)
+        if starts and not held.is_set():
+            held.set()
+            await release.wait()
+        await write(jobs, runs)
+
+    store.write = held_write  # type: ignore[method-assign]
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    settings = EngineSettings(max_concurrency=4, defaults=EXACT)
+    async with engine_running(store, clock, handler, settings=settings) as engine:
+        jobs = await engine.add_jobs([JobSpec(job_type="work", run_at=at(0)) for _ in range(6)])
+        with anyio.fail_after(5):
+            await held.wait()
+        for _ in range(5000):  # the second batch takes the other two slots
+            if engine.status().running == 4:
+                break
+            await anyio.sleep(0.001)
+        assert engine.status().running == 4
+        assert handler.calls == []  # the first batch is not on disk: nothing runs yet
+        staged = [s for s in writes if s]
+        assert len(staged) == 1 and len(staged[0]) == 2
+        release.set()
+        for job in jobs:
+            await wait_until(engine, job.id, is_final, store)
+    starts = [s for s in writes if s]
+    assert len(starts[1]) == 2 and not starts[0] & starts[1]
+    assert sorted(j for s in starts for j in s) == sorted(j.id for j in jobs)
