@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from nexus_schedd.model import Job, JobDefaults
+from nexus_schedd.model.frozen import fast_init
 from nexus_schedd.model.schedule import next_occurrence
 
 MISFIRE_SKIP_RECORD_LIMIT = 100
@@ -22,6 +23,7 @@ MISFIRE_WALK_LIMIT = 1_000_000
 """Missed occurrences counted before a walk gives up and jumps to the present."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Occurrence:
     """Where a job's schedule stands: the occurrence, when it is due, and the counters."""

@@ -14,10 +14,12 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from nexus_schedd.model import Job, JobResult
+from nexus_schedd.model.frozen import fast_init
 
 ENTRY_POINT_GROUP = "nexus_schedd.handlers"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class HandlerContext:
     """What a handler knows about the attempt it is running."""

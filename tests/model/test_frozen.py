@@ -1,0 +1,100 @@
+"""fast_init: the faster __init__ of the frozen values made on the dispatch path
+behaves like the one dataclasses generates."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from nexus_schedd.engine.policies import Occurrence
+from nexus_schedd.handlers.base import HandlerContext
+from nexus_schedd.model import Job, JobResult, JobStatus, LastResult, Run
+from nexus_schedd.model.frozen import fast_init
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Plain:
+    a: int
+    b: str = "b"
+    c: dict[str, Any] = field(default_factory=dict)
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Fast:
+    a: int
+    b: str = "b"
+    c: dict[str, Any] = field(default_factory=dict)
+
+
+def test_the_same_values_defaults_and_factories_as_the_generated_init() -> None:
+    for args, kwargs in [((1,), {}), ((1, "x"), {}), ((), {"a": 2, "c": {"k": 1}})]:
+        assert dataclasses.astuple(Fast(*args, **kwargs)) == dataclasses.astuple(
+            Plain(*args, **kwargs)
+        )
+    first, second = Fast(1), Fast(1)
+    assert first.c == {} and first.c is not second.c  # a fresh dict each time
+    assert first == second and first != Fast(2)
+
+
+def test_instances_stay_frozen_and_arguments_are_checked() -> None:
+    value = Fast(1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        value.a = 2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Fast()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Fast(1, d=2)  # type: ignore[call-arg]
+    assert dataclasses.replace(value, b="y") == Fast(1, "y")
+
+
+def test_classes_it_cannot_speed_up_are_refused() -> None:
+    @dataclass(slots=True)
+    class Mutable:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    @dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    for cls in (Mutable, Checked, NoSlots):
+        with pytest.raises(TypeError):
+            fast_init(cls)
+
+
+@pytest.mark.parametrize(
+    "cls", [Job, Run, LastResult, JobResult, Occurrence, HandlerContext], ids=lambda c: c.__name__
+)
+def test_the_models_use_it(cls: type) -> None:
+    init = cls.__init__
+    assert init.__qualname__ == f"{cls.__qualname__}.__init__"
+    assert any(name.startswith("_set_") for name in init.__code__.co_names)
+
+
+def test_a_job_built_by_keyword_equals_one_built_positionally() -> None:
+    job = Job("id", "noop", JobStatus.PENDING, NOW, NOW, NOW, NOW, NOW, payload={"k": 1})
+    by_keyword = Job(
+        id="id",
+        job_type="noop",
+        status=JobStatus.PENDING,
+        run_at=NOW,
+        scheduled_for=NOW,
+        anchor_at=NOW,
+        created_at=NOW,
+        updated_at=NOW,
+        payload={"k": 1},
+    )
+    assert job == by_keyword and job.max_retries == 3 and job.last_result is None
