@@ -58,7 +58,13 @@ def new_id() -> str:
 
 def encode_json(value: Any) -> str:
     """Compact, deterministic JSON used for payloads and outputs."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return _encode_compact(value)
+
+
+# One encoder for every call: json.dumps with options builds a new one each time,
+# which costs more than encoding a small payload (every add checks its size).
+_encode_compact = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
+_NUMBER = (int, float)
 
 
 def truncate_output(output: Any) -> Any:
@@ -91,6 +97,7 @@ class JobDefaults:
     overdue_after_s: float = 300.0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class JobSpec:
     """A validated request to schedule a job. ``None`` fields take the defaults at add time."""
@@ -607,7 +614,7 @@ def _check_int(name: str, value: object, *, minimum: int, maximum: int) -> None:
 def _check_seconds(name: str, value: float | None, *, allow_zero: bool) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER) or not math.isfinite(value):
         raise InvalidSpec(name, "must be a finite number of seconds")
     if value < 0 or (value == 0 and not allow_zero):
         raise InvalidSpec(name, "must be " + ("non-negative" if allow_zero else "positive"))
@@ -618,7 +625,7 @@ def _check_seconds(name: str, value: float | None, *, allow_zero: bool) -> None:
 def _optional_float(name: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
         raise InvalidSpec(name, "must be a number of seconds")
     return float(value)
 

@@ -4,15 +4,16 @@ behaves like the one dataclasses generates."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from nexus_schedd.engine.policies import Occurrence
+from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.handlers.base import HandlerContext
-from nexus_schedd.model import Job, JobResult, JobStatus, LastResult, Run
+from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus, LastResult, Run
 from nexus_schedd.model.frozen import fast_init
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -60,23 +61,43 @@ def test_classes_it_cannot_speed_up_are_refused() -> None:
         a: int
 
     @dataclass(frozen=True, slots=True)
-    class Checked:
+    class WithInitVar:
         a: int
+        b: InitVar[int]
 
-        def __post_init__(self) -> None:
+        def __post_init__(self, b: int) -> None:
             pass
 
     @dataclass(frozen=True)
     class NoSlots:
         a: int
 
-    for cls in (Mutable, Checked, NoSlots):
+    for cls in (Mutable, WithInitVar, NoSlots):
         with pytest.raises(TypeError):
             fast_init(cls)
 
 
+def test_post_init_still_checks_the_values() -> None:
+    @fast_init
+    @dataclass(frozen=True, slots=True)
+    class Positive:
+        a: int
+
+        def __post_init__(self) -> None:
+            if self.a <= 0:
+                raise ValueError("a must be positive")
+
+    assert Positive(1).a == 1
+    with pytest.raises(ValueError, match="positive"):
+        Positive(0)
+    with pytest.raises(InvalidSpec, match="job_type"):
+        JobSpec(job_type="")
+
+
 @pytest.mark.parametrize(
-    "cls", [Job, Run, LastResult, JobResult, Occurrence, HandlerContext], ids=lambda c: c.__name__
+    "cls",
+    [Job, JobSpec, Run, LastResult, JobResult, Occurrence, HandlerContext],
+    ids=lambda c: c.__name__,
 )
 def test_the_models_use_it(cls: type) -> None:
     init = cls.__init__
