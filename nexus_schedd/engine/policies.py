@@ -140,7 +140,13 @@ class RunIds:
         if millis != self._millis:
             # 48 time bits as 10 characters: two zero pad bits then 5 pairs.
             self._millis, self._prefix = millis, _encode_pairs(millis, 5)
-        return self._prefix + _encode_pairs(self._rng.getrandbits(80), 8)
+        # 80 random bits as 16 characters, unrolled: a third of a join's cost.
+        r, p = self._rng.getrandbits(80), _PAIRS
+        return (
+            f"{self._prefix}{p[r >> 70]}{p[(r >> 60) & 1023]}{p[(r >> 50) & 1023]}"
+            f"{p[(r >> 40) & 1023]}{p[(r >> 30) & 1023]}{p[(r >> 20) & 1023]}"
+            f"{p[(r >> 10) & 1023]}{p[r & 1023]}"
+        )
 
 
 def _encode_pairs(value: int, pairs: int) -> str:

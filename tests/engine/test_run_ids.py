@@ -31,3 +31,10 @@ def test_run_ids_sort_by_start_time_and_do_not_repeat() -> None:
     assert by_time == sorted(by_time)
     assert sorted(made, key=lambda i: ULID.from_str(i).milliseconds) == made
     assert [i[:10] for i in made] == sorted(i[:10] for i in made)
+
+
+def test_the_random_part_carries_the_generators_80_bits_exactly() -> None:
+    ids, twin = RunIds(random.Random(11)), random.Random(11)
+    for _ in range(200):
+        decoded = ULID.from_str(ids.next(T0))
+        assert int.from_bytes(decoded.bytes[6:], "big") == twin.getrandbits(80)
