@@ -5,7 +5,7 @@ ready. Repeated for each count in --jobs to show memory stays flat past the
 in-memory window (``window_size`` pending jobs, 100,000 by default). APScheduler
 3.11: AsyncIOScheduler on a SQLAlchemy store with --aps-jobs jobs.
 
-    python -m benchmarks.scale [--jobs 1000000,2000000] [--aps-jobs 1000000]
+    python -m benchmarks.scale [--jobs 1000000,5000000] [--aps-jobs 1000000]
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def run(counts: list[int], aps_jobs: int) -> Report:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", default="1000000,2000000")
+    parser.add_argument("--jobs", default="1000000,5000000")
     parser.add_argument("--aps-jobs", type=int, default=1_000_000)
     args = parser.parse_args()
     counts = [int(part) for part in args.jobs.split(",") if part]
