@@ -2,7 +2,9 @@
 the daemon keeps (:class:`Job`), what a handler returns (:class:`JobResult`), and
 what the history records (:class:`Run`).
 
-All values are frozen; the engine derives new ones with :func:`dataclasses.replace`.
+All values are frozen (the ones made per run or per add get a faster ``__init__``
+from :func:`~nexus_schedd.model.frozen.fast_init`); the engine derives new job
+versions with :meth:`Job.transition` or :func:`dataclasses.replace`.
 """
 
 from __future__ import annotations
