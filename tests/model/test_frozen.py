@@ -107,15 +107,5 @@ def test_the_models_use_it(cls: type) -> None:
 
 def test_a_job_built_by_keyword_equals_one_built_positionally() -> None:
     job = Job("id", "noop", JobStatus.PENDING, NOW, NOW, NOW, NOW, NOW, payload={"k": 1})
-    by_keyword = Job(
-        id="id",
-        job_type="noop",
-        status=JobStatus.PENDING,
-        run_at=NOW,
-        scheduled_for=NOW,
-        anchor_at=NOW,
-        created_at=NOW,
-        updated_at=NOW,
-        payload={"k": 1},
-    )
+    by_keyword = Job(**{f.name: getattr(job, f.name) for f in dataclasses.fields(Job)})
     assert job == by_keyword and job.max_retries == 3 and job.last_result is None
