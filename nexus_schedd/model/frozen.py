@@ -60,5 +60,7 @@ def fast_init(cls: _T) -> _T:
     exec(source, namespace)  # the technique dataclasses itself uses for __init__
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__annotations__ = {**{f.name: f.type for f in fields(cls)}, "return": None}
     setattr(cls, "__init__", init)  # noqa: B010 (mypy rejects assigning a method)
     return cls

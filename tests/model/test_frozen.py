@@ -4,6 +4,7 @@ behaves like the one dataclasses generates."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -102,6 +103,8 @@ def test_post_init_still_checks_the_values() -> None:
 def test_the_models_use_it(cls: type) -> None:
     init = cls.__init__
     assert init.__qualname__ == f"{cls.__qualname__}.__init__"
+    assert init.__module__ == cls.__module__
+    assert list(inspect.signature(cls).parameters) == [f.name for f in dataclasses.fields(cls)]
     assert any(name.startswith("_set_") for name in init.__code__.co_names)
 
 
