@@ -228,13 +228,12 @@ def _join(path: str, name: str) -> str:
 
 
 _Fits = Callable[[Any], bool]
-_NUMBER = (int, float)  # a tuple: ``int | float`` would build a union on every check
 
 _BUILTIN_FITS: dict[str, _Fits] = {
     # None never fits a builtin: only ``?T`` admits null.
     "bool": lambda value: isinstance(value, bool),
     "int": lambda value: isinstance(value, int) and not isinstance(value, bool),
-    "float": lambda value: isinstance(value, _NUMBER) and not isinstance(value, bool),
+    "float": lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
     "string": lambda value: isinstance(value, str),
     "object": lambda value: value is not None,
 }
@@ -246,7 +245,7 @@ def _check_builtin(value: Any, name: str, label: str) -> None:
     elif name == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif name == "float":
-        ok = isinstance(value, _NUMBER) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif name == "string":
         ok = isinstance(value, str)
     else:  # object: any JSON value

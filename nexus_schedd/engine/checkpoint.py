@@ -39,8 +39,8 @@ class Checkpointer:
     Whatever is staged while a write is in flight goes into the next write, so
     under load one fsync carries hundreds of changes (group commit) without a
     timer: an idle engine never wakes for it. The newest version of a row wins.
-    ``on_write`` is called as each write takes what was staged (and ``writes``
-    counts them), so the engine can stage the next batch while this one is written.
+    ``on_write`` is called as each write takes what was staged, so the engine can
+    stage the next batch while this one is written.
     """
 
     def __init__(
@@ -60,8 +60,6 @@ class Checkpointer:
         self._wake = anyio.Event()
         self._writing = False
         self._on_write = on_write
-        self.writes = 0
-        """Writes begun so far: rows staged before the count last moved are in a write."""
 
     def stage(
         self,
@@ -119,7 +117,6 @@ class Checkpointer:
             self._jobs, self._runs, self._batch = {}, {}, _Batch()
             self._in_flight = jobs
             self._writing = True
-            self.writes += 1
             if self._on_write is not None:
                 self._on_write()
             try:

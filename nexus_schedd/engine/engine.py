@@ -177,8 +177,6 @@ class Engine:
         self._active = 0
         self._unwritten = 0
         """Starts staged and not yet taken by a write (see :meth:`_dispatch`)."""
-        self._unwritten_since = 0
-        """The checkpointer's write count when the last start was staged."""
         self._start_cap = max(1, settings.max_concurrency // 2)
         self._active_by_type: dict[str, int] = {}
         self._tally: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
@@ -753,8 +751,6 @@ class Engine:
         starts: list[_Attempt] = []
         ready = self._ready
         slots, cap = self._settings.max_concurrency, self._start_cap
-        if self._ckpt.writes != self._unwritten_since:
-            self._unwritten = 0  # a write began since the last start was staged: it took them
         while ready and self._active < slots and self._unwritten < cap:
             entry = heapq.heappop(ready)
             job_id = entry[3]
@@ -773,7 +769,6 @@ class Engine:
                 starts.append(attempt)
                 self._unwritten += 1
         if starts:
-            self._unwritten_since = self._ckpt.writes
             self._ckpt.stage(
                 [a.job for a in starts],
                 [a.run for a in starts],
@@ -966,6 +961,7 @@ class Engine:
     def _write_begun(self) -> None:
         """The checkpointer took what was staged into a write: the next batch of
         starts may be staged meanwhile, if jobs wait for free slots."""
+        self._unwritten = 0
         if self._ready and self._active < self._settings.max_concurrency and not self._stopping:
             self._poke()
 

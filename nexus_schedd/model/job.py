@@ -66,7 +66,6 @@ def encode_json(value: Any) -> str:
 # One encoder for every call: json.dumps with options builds a new one each time,
 # which costs more than encoding a small payload (every add checks its size).
 _encode_compact = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
-_NUMBER = (int, float)
 
 
 def truncate_output(output: Any) -> Any:
@@ -616,7 +615,7 @@ def _check_int(name: str, value: object, *, minimum: int, maximum: int) -> None:
 def _check_seconds(name: str, value: float | None, *, allow_zero: bool) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, _NUMBER) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidSpec(name, "must be a finite number of seconds")
     if value < 0 or (value == 0 and not allow_zero):
         raise InvalidSpec(name, "must be " + ("non-negative" if allow_zero else "positive"))
@@ -627,7 +626,7 @@ def _check_seconds(name: str, value: float | None, *, allow_zero: bool) -> None:
 def _optional_float(name: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, _NUMBER):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidSpec(name, "must be a number of seconds")
     return float(value)
 
