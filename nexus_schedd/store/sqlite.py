@@ -1,34 +1,28 @@
-"""The embedded store: SQLite in WAL mode on aiosqlite, with group commit.
+"""The embedded store: SQLite in WAL mode, with group commit.
 
-One writer connection owns every write. Concurrent ``insert_jobs``/``write``/
-``prune_runs`` calls share one transaction and one commit (one fsync with
-``durability="full"``): the first caller to find no commit in flight becomes
-the leader, takes everything queued, runs it and commits, then hands the
+One writer connection owns every write, in a process of its own
+(:mod:`.sqlite_writer`, driven through :mod:`.writer_process`): in the daemon's
+process SQLite's writer thread waited for the GIL after every step while the
+event loop ran Python. Concurrent ``insert_jobs``/``write``/``prune_runs`` calls
+share one transaction and one commit (one fsync with ``durability="full"``):
+the first caller to find no commit in flight becomes the leader, takes
+everything queued, sends it and waits for the commit, then hands the
 leadership to the first caller that queued meanwhile. Each call still succeeds
 or fails as a whole: a batch first runs optimistically as one transaction;
-only if that fails is it rolled back and re-run with one SAVEPOINT per call,
-so one failing call rolls back only itself.
+only if that fails is it re-run with one SAVEPOINT per call, so one failing
+call rolls back only itself.
 
-A group commit runs on the writer thread as one call (BEGIN, the statements,
-COMMIT), and its rows go in multi-row ``VALUES`` statements of a few fixed sizes
-rather than one ``executemany`` step per row. The writer thread needs the GIL
-again after every SQLite step, and while the event loop runs Python it gets it
-only at the interpreter's switch interval; with a handful of steps per commit
-instead of two per row, SQLite's work runs beside the loop instead of queueing
-behind it (2,000 rows: ``executemany`` 100 times slower with the main thread
-busy, 256-row statements 1.2 times, see docs/performance.md).
-
-Reads go through a separate connection, so they never queue behind a commit
-(WAL lets readers proceed while the writer commits).
+Reads go through a separate aiosqlite connection, so they never queue behind a
+commit (WAL lets readers proceed while the writer commits).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -61,6 +55,8 @@ from nexus_schedd.store.rows import (
     run_row,
 )
 from nexus_schedd.store.schema import FINAL_STATUSES_SQL, migrations_after
+from nexus_schedd.store.sqlite_writer import Segment
+from nexus_schedd.store.writer_process import WriterProcess
 
 _log = structlog.get_logger("nexus_schedd.store.sqlite")
 
@@ -102,32 +98,13 @@ def _upserts(insert: str, columns: tuple[str, ...], identity: tuple[str, ...]) -
 
 _JOB_UPSERT, _JOB_UPSERT_FULL = _upserts(_JOB_INSERT, JOB_COLUMNS, ("job_type", "target_id"))
 _RUN_UPSERT, _RUN_UPSERT_FULL = _upserts(_RUN_INSERT, RUN_COLUMNS, ("job_id", "started_at"))
-_FULL_UPSERT = {_JOB_UPSERT: _JOB_UPSERT_FULL, _RUN_UPSERT: _RUN_UPSERT_FULL}
 
 SWITCH_INTERVAL_S = 0.0001
-"""The interpreter switch interval for a process whose event loop shares the GIL
-with this store's writer thread (``sys.setswitchinterval``; Python's default is
-5 ms). After each SQLite step the writer waits for the GIL, at most this long
-while the loop runs Python; at 5 ms a commit of a dozen steps would wait longer
-than it writes. The daemon sets it at start."""
+"""The interpreter switch interval for the daemon's process (``sys.setswitchinterval``;
+Python's default is 5 ms). Threads that share the GIL with the event loop (the
+store's reader, ``to_thread`` work) wait at most this long for it while the loop
+runs Python. The daemon sets it at start."""
 
-_CHUNKS = (256, 64, 16, 4, 1)
-"""Rows per statement: a batch of n rows takes at most n // 256 + 12 statements,
-and each table's statements have five shapes, which stay in the statement cache."""
-
-
-def _chunked(statement: str) -> dict[int, str]:
-    """``INSERT ... VALUES (?, ...) [ON CONFLICT ...]`` for each size in ``_CHUNKS``."""
-    head, rest = statement.split(" VALUES ", 1)
-    row, _, tail = rest.partition(")")
-    row += ")"
-    return {size: f"{head} VALUES {', '.join([row] * size)}{tail}" for size in _CHUNKS}
-
-
-_CHUNKED = {
-    sql: _chunked(sql)
-    for sql in (_JOB_INSERT, _JOB_UPSERT, _JOB_UPSERT_FULL, _RUN_UPSERT, _RUN_UPSERT_FULL)
-}
 _LIVE_NAME_HOLDER = (
     f"SELECT id FROM jobs WHERE name = ? AND status NOT IN {FINAL_STATUSES_SQL} AND id != ?"
 )
@@ -182,14 +159,6 @@ class _Request:
     deleted: int = 0
 
 
-class _BatchAborted(Exception):
-    """The whole transaction was lost; every call of the batch fails with ``error``."""
-
-    def __init__(self, error: StoreError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
 class SQLiteStore(Store):
     """Jobs and runs in one SQLite file (WAL), with group commit.
 
@@ -215,8 +184,10 @@ class SQLiteStore(Store):
         self.durability: Durability = durability
         self.max_size_bytes = max_size_bytes
         self.commits = 0
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: WriterProcess | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._page_size = 0
+        self._read_only = False
         self._queue: list[_Request] = []
         self._leading = False
         self._closed = False
@@ -234,13 +205,28 @@ class SQLiteStore(Store):
             raise StoreError(
                 f"{where}: cannot create directory {self.path.parent}: {exc.strerror or exc}"
             ) from None
+        self._read_only = self._cannot_write_beside()
+        if self._read_only:
+            _log.warning(
+                "store_read_only",
+                path=where,
+                reason="the database's directory is not writable: reads are served, "
+                "mutations refused",
+            )
         version = await anyio.to_thread.run_sync(self._inspect_existing)
         migrations_after(version, where)  # refuse a newer schema before writing anything
         try:
-            self._writer = await self._connect(self.path)
-            await self._configure_writer(self._writer)
-            await self._migrate(self._writer)
-            self._reader = await self._connect(self.path)
+            # Migrations run here, on a connection of this process; every later
+            # write goes to the writer process.
+            migrator = await self._connect()
+            try:
+                await self._prepare(migrator)
+                await self._migrate(migrator)
+            finally:
+                await migrator.close()
+            self._writer = WriterProcess(self.path, self._database(), self._writer_pragmas())
+            await self._writer.start()
+            self._reader = await self._connect()
             await self._reader.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             await self._reader.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
             await self._reader.execute("PRAGMA query_only = ON")
@@ -277,7 +263,7 @@ class SQLiteStore(Store):
                 f"{where}: not an SQLite database (unrecognised file header); "
                 "refusing to open or replace it"
             )
-        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        uri = self._database() if self._read_only else self._database() + "?mode=ro"
         try:
             connection = sqlite3.connect(uri, uri=True)
         except sqlite3.Error as exc:
@@ -298,26 +284,59 @@ class SQLiteStore(Store):
             )
         return version
 
-    @staticmethod
-    async def _connect(path: Path) -> aiosqlite.Connection:
-        # isolation_level=None: transactions are begun and ended explicitly below.
-        return await aiosqlite.connect(str(path), isolation_level=None)
+    def _cannot_write_beside(self) -> bool:
+        """True for an existing WAL database that SQLite could not open normally: its
+        directory is not writable (a read-only mount, say), so the ``-shm`` index
+        cannot be created. Such a database is opened ``immutable``: read, never written."""
+        directory = self.path.parent
+        return (
+            self.path.exists()
+            and not os.access(directory, os.W_OK)
+            and not self.path.with_name(self.path.name + "-shm").exists()
+        )
 
-    async def _configure_writer(self, writer: aiosqlite.Connection) -> None:
-        await writer.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        rows = await writer.execute_fetchall("PRAGMA journal_mode = WAL")
+    def _database(self) -> str:
+        """The URI every connection opens (``immutable`` when :meth:`_cannot_write_beside`)."""
+        uri = f"file:{quote(str(self.path.resolve()))}"
+        return uri + "?immutable=1" if self._read_only else uri
+
+    async def _connect(self) -> aiosqlite.Connection:
+        # isolation_level=None: transactions are begun and ended explicitly below.
+        return await aiosqlite.connect(self._database(), uri=True, isolation_level=None)
+
+    async def _prepare(self, migrator: aiosqlite.Connection) -> None:
+        """WAL mode (kept in the file) and what the migrations need of a writer."""
+        for pragma in self._writer_pragmas():
+            await migrator.execute(pragma)
+        if self._read_only:
+            return  # writes are refused by SQLite; the file stays as it is
+        rows = await migrator.execute_fetchall("PRAGMA journal_mode = WAL")
         mode = next(iter(rows))[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{self.path}: cannot switch the database to WAL mode (got {mode})")
-        synchronous = "FULL" if self.durability == "full" else "NORMAL"
-        await writer.execute(f"PRAGMA synchronous = {synchronous}")
-        await writer.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
-        await writer.execute("PRAGMA temp_store = MEMORY")
         if self.max_size_bytes is not None:
-            rows = await writer.execute_fetchall("PRAGMA page_size")
-            page_size = int(next(iter(rows))[0])
-            pages = max(1, -(-self.max_size_bytes // page_size))
-            await writer.execute(f"PRAGMA max_page_count = {pages}")
+            rows = await migrator.execute_fetchall("PRAGMA page_size")
+            self._page_size = int(next(iter(rows))[0])
+            await migrator.execute(self._max_page_count())
+
+    def _writer_pragmas(self) -> list[str]:
+        """The settings of a writer connection (they last as long as the connection)."""
+        synchronous = "FULL" if self.durability == "full" else "NORMAL"
+        pragmas = [
+            f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}",
+            f"PRAGMA synchronous = {synchronous}",
+            f"PRAGMA cache_size = -{_CACHE_KIB}",
+            "PRAGMA temp_store = MEMORY",
+        ]
+        if self.max_size_bytes is not None and self._page_size:
+            pragmas.append(self._max_page_count())
+        return pragmas
+
+    def _max_page_count(self) -> str:
+        """The quota as a page count: writes that would grow the file further fail
+        exactly as on a full disk."""
+        assert self.max_size_bytes is not None
+        return f"PRAGMA max_page_count = {max(1, -(-self.max_size_bytes // self._page_size))}"
 
     async def _migrate(self, writer: aiosqlite.Connection) -> None:
         rows = await writer.execute_fetchall("PRAGMA user_version")
@@ -342,9 +361,10 @@ class SQLiteStore(Store):
     async def _close_connections(self) -> None:
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
-        for connection in (reader, writer):
-            if connection is not None:
-                await connection.close()
+        if reader is not None:
+            await reader.close()
+        if writer is not None:
+            await writer.stop()
 
     # -- writes ---------------------------------------------------------------------
 
@@ -443,80 +463,55 @@ class SQLiteStore(Store):
     async def _commit_batch(self, batch: list[_Request]) -> None:
         writer = self._writer
         assert writer is not None
-        if all(r.kind != "delete" for r in batch):
-            try:
-                await _on_writer_thread(writer, _commit_segments, _segments(batch))
-            except sqlite3.Error as exc:
-                await self._rollback(writer)
-                if len(batch) > 1:
-                    _log.debug("group_commit_retry_per_call", calls=len(batch), error=str(exc))
-                    await self._commit_each(writer, batch)
-                else:
-                    batch[0].error = await self._error_for(writer, batch[0], exc)
-                return
+        if any(r.kind == "delete" for r in batch):
+            await self._commit_each(writer, batch)
+            return
+        status, value = await writer.request(("commit", _segments(batch)))
+        if status == "ok":
             self.commits += 1
             return
-        await self._commit_each(writer, batch)
+        exc = self._sqlite_error(status, value)
+        if len(batch) > 1:
+            _log.debug("group_commit_retry_per_call", calls=len(batch), error=str(exc))
+            await self._commit_each(writer, batch)
+        else:
+            batch[0].error = await self._error_for(batch[0], exc)
 
-    async def _commit_each(self, writer: aiosqlite.Connection, batch: list[_Request]) -> None:
+    async def _commit_each(self, writer: WriterProcess, batch: list[_Request]) -> None:
         """Run each call of ``batch`` in its own SAVEPOINT, then commit once."""
-        try:
-            await writer.execute("BEGIN IMMEDIATE")
-            for request in batch:
-                await writer.execute("SAVEPOINT call")
-                try:
-                    await self._apply(writer, request)
-                except sqlite3.Error as exc:
-                    if not writer.in_transaction:
-                        # SQLite abandoned the whole transaction (disk full, I/O error).
-                        raise _BatchAborted(self._write_error(exc)) from None
-                    await writer.execute("ROLLBACK TO call")
-                    await writer.execute("RELEASE call")
-                    request.error = await self._error_for(writer, request, exc)
+        status, value = await writer.request(("calls", [_steps(r) for r in batch]))
+        if status == "ok":
+            for request, result in zip(batch, value, strict=True):
+                if isinstance(result, sqlite3.Error):
+                    request.error = await self._error_for(request, result)
                 else:
-                    await writer.execute("RELEASE call")
-            await writer.execute("COMMIT")
-        except _BatchAborted as aborted:
-            await self._rollback(writer)
-            for request in batch:
-                request.error = aborted.error
+                    request.deleted = result
+            self.commits += 1
             return
-        except sqlite3.Error as exc:
-            await self._rollback(writer)
-            error = self._write_error(exc)
-            for request in batch:
-                request.error = request.error or error
-            return
-        self.commits += 1
+        # The whole transaction failed, or SQLite abandoned it (disk full, I/O error).
+        error = self._write_error(self._sqlite_error(status, value))
+        for request in batch:
+            request.error = error
 
-    @staticmethod
-    async def _apply(writer: aiosqlite.Connection, request: _Request) -> None:
-        if request.kind == "insert":
-            await _on_writer_thread(writer, _write_rows, _JOB_INSERT, request.job_rows)
-        elif request.kind == "write":
-            if request.job_rows:
-                await _on_writer_thread(writer, _write_rows, _JOB_UPSERT, request.job_rows)
-            if request.run_rows:
-                await _on_writer_thread(writer, _write_rows, _RUN_UPSERT, request.run_rows)
-        elif request.kind == "delete":
-            cursor = await writer.executemany(request.delete_sql, request.delete_rows)
-            request.deleted = cursor.rowcount
-            await cursor.close()
+    def _sqlite_error(self, status: str, value: Any) -> sqlite3.Error:
+        """The SQLite error a writer reply carries; other failures raise StoreError."""
+        if status in ("error", "aborted") and isinstance(value, sqlite3.Error):
+            return value
+        raise StoreError(f"{self.path}: write failed: {value}")
 
-    async def _error_for(
-        self, writer: aiosqlite.Connection, request: _Request, exc: sqlite3.Error
-    ) -> SchedulerError:
+    async def _error_for(self, request: _Request, exc: sqlite3.Error) -> SchedulerError:
         """The user-facing error for a call that failed with ``exc`` (rolled back)."""
         if isinstance(exc, sqlite3.IntegrityError):
             message = str(exc)
             if "jobs.name" in message:
-                return await self._name_conflict(writer, request) or self._write_error(exc)
+                return await self._name_conflict(request) or self._write_error(exc)
             if "jobs.id" in message:
                 return StoreError(f"{self.path}: a job with the same id already exists")
         return self._write_error(exc)
 
-    @staticmethod
-    async def _name_conflict(writer: aiosqlite.Connection, request: _Request) -> JobExists | None:
+    async def _name_conflict(self, request: _Request) -> JobExists | None:
+        """Which job holds a name ``request`` wanted. Read after the failed call was
+        rolled back, so the holder is a job on disk (or one of the same request)."""
         seen: dict[str, str] = {}
         for job in request.jobs:
             if job.name is None or job.status.is_final:
@@ -524,7 +519,7 @@ class SQLiteStore(Store):
             if job.name in seen:
                 return JobExists(job.name, seen[job.name])
             seen[job.name] = job.id
-            rows = list(await writer.execute_fetchall(_LIVE_NAME_HOLDER, (job.name, job.id)))
+            rows = list(await self._fetch(_LIVE_NAME_HOLDER, (job.name, job.id)))
             if rows:
                 return JobExists(job.name, rows[0][0])
         return None
@@ -664,72 +659,42 @@ class SQLiteStore(Store):
         return {JobStatus(status): count for status, count in rows}
 
 
-async def _on_writer_thread(
-    writer: aiosqlite.Connection, function: Callable[..., None], *args: Any
-) -> None:
-    """``function(connection, *args)`` as one call on the connection's own thread.
-
-    aiosqlite's public methods come back to the event loop after every statement;
-    a commit of several statements would wait for the busy loop at each of them.
-    ``_execute`` is how those methods reach the thread themselves.
-    """
-    await writer._execute(function, writer._conn, *args)  # type: ignore[no-untyped-call]
-
-
-def _commit_segments(
-    connection: sqlite3.Connection, segments: list[tuple[str, list[tuple[Any, ...]]]]
-) -> None:
-    """One transaction of ``segments`` (runs on the writer thread; the caller rolls back)."""
-    connection.execute("BEGIN IMMEDIATE")
-    for sql, rows in segments:
-        _write_rows(connection, sql, rows)
-    connection.execute("COMMIT")
-
-
-def _write_rows(connection: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """Run ``sql`` for every row (runs on the writer thread).
-
-    A guarded upsert that skipped rows (their identity columns differ) is re-run in full.
-    """
-    if _insert_rows(connection, sql, rows) < len(rows):
-        full = _FULL_UPSERT.get(sql)
-        if full is not None:
-            _insert_rows(connection, full, rows)
-
-
-def _insert_rows(connection: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
-    """``sql`` for every row in multi-row statements; the number of rows changed."""
-    shapes = _CHUNKED[sql]
-    changed = start = 0
-    for size in _CHUNKS:
-        statement = shapes[size]
-        while len(rows) - start >= size:
-            chunk = rows[start : start + size]
-            changed += connection.execute(statement, list(chain.from_iterable(chunk))).rowcount
-            start += size
-    return changed
-
-
-def _segments(batch: list[_Request]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The statements of ``batch`` as few ``executemany`` calls, order kept per table.
+def _segments(batch: list[_Request]) -> list[Segment]:
+    """The statements of ``batch`` as few segments as possible, order kept per table.
 
     Job rows keep the order of the calls (an insert then an upsert of one job
     must stay in that order); adjacent calls of one kind share a statement.
     Runs only ever conflict with runs, so they all go last in one statement.
     """
-    segments: list[tuple[str, list[tuple[Any, ...]]]] = []
+    segments: list[Segment] = []
     run_rows: list[tuple[Any, ...]] = []
     for request in batch:
         if request.job_rows:
-            sql = _JOB_INSERT if request.kind == "insert" else _JOB_UPSERT
+            sql, full = (
+                (_JOB_INSERT, None) if request.kind == "insert" else (_JOB_UPSERT, _JOB_UPSERT_FULL)
+            )
             if segments and segments[-1][0] == sql:
-                segments[-1][1].extend(request.job_rows)
+                segments[-1][2].extend(request.job_rows)
             else:
-                segments.append((sql, list(request.job_rows)))
+                segments.append((sql, full, list(request.job_rows)))
         run_rows.extend(request.run_rows)
     if run_rows:
-        segments.append((_RUN_UPSERT, run_rows))
+        segments.append((_RUN_UPSERT, _RUN_UPSERT_FULL, run_rows))
     return segments
+
+
+def _steps(request: _Request) -> list[Any]:
+    """``request`` as one call of a ``calls`` request (see :mod:`.sqlite_writer`)."""
+    if request.kind == "delete":
+        return [("many", request.delete_sql, list(request.delete_rows))]
+    steps: list[Any] = []
+    if request.kind == "insert":
+        steps.append((_JOB_INSERT, None, request.job_rows))
+    elif request.job_rows:
+        steps.append((_JOB_UPSERT, _JOB_UPSERT_FULL, request.job_rows))
+    if request.run_rows:
+        steps.append((_RUN_UPSERT, _RUN_UPSERT_FULL, request.run_rows))
+    return steps
 
 
 def _reason(exc: BaseException) -> str:

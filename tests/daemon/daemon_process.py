@@ -204,11 +204,20 @@ class DaemonProcess:
             return "\n".join(self.raw_stderr[-lines:])
 
     def close(self) -> None:
-        """Stop the daemon if still running and release every resource."""
+        """Stop the daemon if still running and release every resource.
+
+        Also waits for the daemon's SQLite writer process, which ends when the
+        daemon does and closes the database after it, so that a test may use the
+        state directory as soon as this returns.
+        """
         if self.proc is not None:
+            children = sqlite_writers(self.proc.pid)
             if self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+            deadline = time.monotonic() + 10
+            while any(running(pid) for pid in children) and time.monotonic() < deadline:
+                time.sleep(0.01)
         for thread in self._threads:
             thread.join(timeout=5)
         if self.proc is not None and self.proc.stderr is not None:
@@ -216,3 +225,30 @@ class DaemonProcess:
         if self._notify_sock is not None:
             self._notify_sock.close()
         shutil.rmtree(self.sockdir, ignore_errors=True)
+
+
+def sqlite_writers(pid: int) -> list[int]:
+    """The SQLite writer processes the daemon ``pid`` runs now."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children = [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue  # ended meanwhile
+        for child in children:
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"sqlite_writer.py" in cmdline:
+                found.append(child)
+    return found
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

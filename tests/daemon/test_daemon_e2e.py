@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.daemon_process import DaemonProcess, console_script
+from tests.daemon.daemon_process import DaemonProcess, console_script, sqlite_writers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -315,6 +315,57 @@ def test_a_second_sigterm_exits_at_once_and_takes_running_commands_with_it(
         timeout=5,
         what="the command and its child to be killed with the daemon",
     )
+
+
+def sqlite_writer_of(pid: int) -> int:
+    """The pid of the SQLite writer process the daemon ``pid`` started."""
+    writers = sqlite_writers(pid)
+    assert len(writers) == 1, f"daemon {pid} runs {len(writers)} SQLite writer processes"
+    return writers[0]
+
+
+def test_ctrl_c_to_the_process_group_still_checkpoints_through_the_writer(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    """A terminal's Ctrl-C reaches the daemon and its writer process at once: the
+    writer stays for the daemon's last checkpoint, then both are gone."""
+    slow = script(tmp_path, "slow.sh", "sleep 1\n")
+    daemon = daemon_factory(base_config(tmp_path))
+    daemon.start()
+    assert daemon.proc is not None
+    writer = sqlite_writer_of(daemon.proc.pid)
+    running = add_exec(daemon, [str(slow)])
+    daemon.wait_event("run_started", job_id=running["id"])
+    os.kill(writer, signal.SIGINT)
+    daemon.send(signal.SIGINT)
+    assert daemon.wait_exit(timeout=30) == 0
+    assert process_gone(writer), "the daemon exited before its writer"
+    assert not daemon.events("sqlite_writer_died")
+
+    # The run finished after the signal; its checkpoint went through the writer.
+    again = daemon_factory(base_config(tmp_path))
+    again.start()
+    assert schedctl_json(again, "show", running["id"])["job"]["status"] == "completed"
+
+
+def test_the_writer_process_does_not_outlive_a_daemon_killed_with_sigkill(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    daemon = daemon_factory(base_config(tmp_path))
+    daemon.start()
+    assert daemon.proc is not None
+    writer = sqlite_writer_of(daemon.proc.pid)
+    added = schedctl_json(daemon, "add", "log", "--in", "1h")["job"]["id"]
+    daemon.send(signal.SIGKILL)
+    daemon.wait_exit(timeout=10)
+    deadline = time.monotonic() + 10  # a bound on the wait, not a measurement
+    while not process_gone(writer) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process_gone(writer), "the writer process outlived the daemon"
+
+    again = daemon_factory(base_config(tmp_path))
+    again.start()
+    assert schedctl_json(again, "show", added)["job"]["status"] == "pending"
 
 
 def test_systemd_notify_protocol(tmp_path: Path, daemon_factory: Any) -> None:

@@ -1,0 +1,232 @@
+"""The SQLite writer process: the one connection that writes, in a process of its own.
+
+:class:`~nexus_schedd.store.sqlite.SQLiteStore` sends every write transaction
+here (group commits, per-call retries, prune deletes) and waits for the reply.
+In the daemon's own process the writer thread needed the GIL back after every
+SQLite step, and while the event loop ran Python each hand-over cost about
+0.1 ms: a 128-row checkpoint took 0.8 ms of row statements instead of 0.4
+(docs/performance.md, round 5). Here SQLite runs beside the event loop on the
+other core, and a transaction costs the loop one message each way.
+
+Wire format, on a Unix socket pair: each message is a 4-byte little-endian
+length and a pickle (both ends are this package, the socket is private to the
+two processes). The store sends one request at a time and reads its reply:
+
+- ``("open", uri, pragmas)``: connect to the ``file:`` URI and run the pragmas.
+  Reply ``("ok", None)``.
+- ``("commit", segments)``: one transaction of ``segments``, a list of
+  ``(sql, full_sql, rows)`` (see :func:`write_rows`). Reply ``("ok", None)``.
+- ``("calls", calls)``: one transaction, each call in a SAVEPOINT of its own;
+  a call is a list of ``(sql, full_sql, rows)`` or ``("many", sql, rows)``
+  (``executemany``, its rowcount returned). Reply ``("ok", results)`` with
+  each call's rowcount or the ``sqlite3.Error`` that rolled it back.
+- ``("close",)``: close the connection, reply ``("ok", None)`` and exit.
+
+A failed transaction is rolled back here and its error sent back as
+``("error", exc)``; a call list whose transaction SQLite abandoned (disk full,
+I/O error) as ``("aborted", exc)``. The process ignores the signals a terminal
+or a service manager sends the whole process group (the daemon shuts down
+first and checkpoints through it) and exits when the socket closes, so a
+daemon killed with SIGKILL leaves no writer behind.
+
+This file also runs as a script (``python -I sqlite_writer.py FD``) and imports
+only the standard library, so the process starts without loading the daemon.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import socket
+import sqlite3
+import struct
+import sys
+from itertools import chain
+from typing import Any
+
+HEADER = struct.Struct("<I")
+"""The length prefix of every message."""
+
+CHUNKS = (256, 64, 16, 4, 1)
+"""Rows per statement: a batch of n rows takes at most n // 256 + 12 statements,
+and each table's statements have five shapes, which stay in the statement cache."""
+
+Segment = tuple[str, "str | None", list[tuple[Any, ...]]]
+"""``(sql, full_sql, rows)``: an ``INSERT ... VALUES (?, ...)`` for every row; when
+it is a guarded upsert that skipped rows, ``full_sql`` is re-run for them all."""
+
+_shapes: dict[str, dict[int, str]] = {}
+
+
+def chunked(statement: str) -> dict[int, str]:
+    """``INSERT ... VALUES (?, ...) [ON CONFLICT ...]`` for each size in ``CHUNKS``."""
+    shapes = _shapes.get(statement)
+    if shapes is None:
+        head, rest = statement.split(" VALUES ", 1)
+        row, _, tail = rest.partition(")")
+        row += ")"
+        shapes = {size: f"{head} VALUES {', '.join([row] * size)}{tail}" for size in CHUNKS}
+        _shapes[statement] = shapes
+    return shapes
+
+
+def insert_rows(connection: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
+    """``sql`` for every row in multi-row statements; the number of rows changed.
+
+    A handful of statements instead of one ``executemany`` step per row: the
+    store's figures stay the same whichever process runs this.
+    """
+    shapes = chunked(sql)
+    changed = start = 0
+    for size in CHUNKS:
+        statement = shapes[size]
+        while len(rows) - start >= size:
+            chunk = rows[start : start + size]
+            changed += connection.execute(statement, list(chain.from_iterable(chunk))).rowcount
+            start += size
+    return changed
+
+
+def write_rows(connection: sqlite3.Connection, segment: Segment) -> None:
+    """One segment's rows; a guarded upsert that skipped rows is re-run in full."""
+    sql, full, rows = segment
+    if insert_rows(connection, sql, rows) < len(rows) and full is not None:
+        insert_rows(connection, full, rows)
+
+
+def commit_segments(connection: sqlite3.Connection, segments: list[Segment]) -> None:
+    """One transaction of ``segments``; rolled back if any statement fails."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for segment in segments:
+            write_rows(connection, segment)
+        connection.execute("COMMIT")
+    except BaseException:
+        rollback(connection)
+        raise
+
+
+class Aborted(Exception):
+    """SQLite abandoned the whole transaction of a call list."""
+
+    def __init__(self, error: sqlite3.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def commit_calls(connection: sqlite3.Connection, calls: list[list[Any]]) -> list[Any]:
+    """One transaction, each call in its own SAVEPOINT: a call that fails rolls
+    back only itself. Each call's rowcount (of its ``many`` steps) or its error."""
+    results: list[Any] = []
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for call in calls:
+            connection.execute("SAVEPOINT call")
+            try:
+                changed = 0
+                for step in call:
+                    if step[0] == "many":
+                        changed += connection.executemany(step[1], step[2]).rowcount
+                    else:
+                        write_rows(connection, step)
+            except sqlite3.Error as exc:
+                if not connection.in_transaction:
+                    raise Aborted(exc) from None
+                connection.execute("ROLLBACK TO call")
+                connection.execute("RELEASE call")
+                results.append(exc)
+            else:
+                connection.execute("RELEASE call")
+                results.append(changed)
+        connection.execute("COMMIT")
+    except BaseException:
+        rollback(connection)
+        raise
+    return results
+
+
+def rollback(connection: sqlite3.Connection) -> None:
+    """Roll back if SQLite has not already (disk full, I/O error)."""
+    if connection.in_transaction:
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            print(f"nexus-schedd sqlite writer: rollback failed: {exc}", file=sys.stderr)
+
+
+def read_message(stream: Any) -> Any:
+    """The next message from a blocking binary file, or None at end of file."""
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(header)
+    body = stream.read(size)
+    if len(body) < size:
+        return None
+    return pickle.loads(body)
+
+
+def encode(message: Any) -> bytes:
+    """``message`` as one frame (length prefix and pickle)."""
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+def serve(sock: socket.socket) -> None:
+    """Answer requests until ``close`` or the store's end of the socket closes."""
+    stream = sock.makefile("rb")
+    connection: sqlite3.Connection | None = None
+    while True:
+        request = read_message(stream)
+        if request is None:
+            break
+        kind = request[0]
+        try:
+            if kind == "commit":
+                assert connection is not None
+                commit_segments(connection, request[1])
+                reply: tuple[str, Any] = ("ok", None)
+            elif kind == "calls":
+                assert connection is not None
+                reply = ("ok", commit_calls(connection, request[1]))
+            elif kind == "open":
+                # isolation_level=None: transactions are begun and ended explicitly.
+                connection = sqlite3.connect(request[1], uri=True, isolation_level=None)
+                for pragma in request[2]:
+                    connection.execute(pragma)
+                reply = ("ok", None)
+            elif kind == "close":
+                if connection is not None:
+                    connection.close()
+                    connection = None
+                sock.sendall(encode(("ok", None)))
+                break
+            else:
+                reply = ("error", sqlite3.ProgrammingError(f"unknown request {kind!r}"))
+        except Aborted as aborted:
+            reply = ("aborted", aborted.error)
+        except sqlite3.Error as exc:
+            reply = ("error", exc)
+        except Exception as exc:  # a value SQLite cannot bind, say: this request fails
+            reply = ("failed", f"{type(exc).__name__}: {exc}")
+        try:
+            sock.sendall(encode(reply))
+        except OSError:
+            break  # the store is gone
+    if connection is not None:
+        connection.close()
+
+
+def main(argv: list[str]) -> int:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[1]))
+    try:
+        serve(sock)
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,165 @@
+"""The SQLite store's writer process: it writes beside the daemon, ends with the
+store (or with the daemon when that is killed), shrugs off the signals sent to
+the daemon's process group, and a writer that dies costs one write, not the store.
+Real SQLite files, real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from nexus_schedd.errors import StoreError
+from nexus_schedd.store import JobFilter, SQLiteStore
+from tests.store.factories import make_job, make_run
+
+pytestmark = pytest.mark.anyio
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    """Wait up to ``timeout`` seconds for ``pid`` to end (a bound, not a measurement)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def command_line(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return cmdline.read()
+
+
+def writer_pid(store: SQLiteStore) -> int:
+    assert store._writer is not None
+    pid = store._writer.pid
+    assert pid is not None
+    return pid
+
+
+async def test_writes_go_through_a_process_of_their_own_that_ends_with_the_store(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "schedd.db")
+    await store.open()
+    pid = writer_pid(store)
+    try:
+        assert pid != os.getpid() and alive(pid)
+        assert b"sqlite_writer.py" in command_line(pid)
+        await store.insert_jobs([make_job(1)])
+        assert await store.get_job("J0001") == make_job(1)
+    finally:
+        await store.close()
+    assert not alive(pid)  # reaped by close(), not left as a zombie
+
+
+async def test_a_writer_killed_fails_one_write_clearly_and_the_next_one_lands(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "schedd.db")
+    await store.open()
+    try:
+        await store.insert_jobs([make_job(1)])
+        pid = writer_pid(store)
+        os.kill(pid, signal.SIGKILL)
+        assert wait_gone(pid)
+
+        with pytest.raises(StoreError) as caught:
+            await store.write(jobs=[make_job(2)])
+        assert "writer process ended" in caught.value.message
+        assert "unknown" in caught.value.message
+
+        await store.write(jobs=[make_job(2)], runs=[make_run(1, "J0002")])
+        assert writer_pid(store) != pid
+        page = await store.list_jobs(JobFilter(), 10)
+        assert [j.id for j in page.items] == ["J0001", "J0002"]
+    finally:
+        await store.close()
+
+
+async def test_the_writer_ignores_the_signals_sent_to_the_daemons_process_group(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C in a terminal signals the whole group; the daemon then shuts down and
+    # writes its last checkpoint through the writer, which must still be there.
+    store = SQLiteStore(tmp_path / "schedd.db")
+    await store.open()
+    try:
+        pid = writer_pid(store)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            os.kill(pid, signum)
+        await store.insert_jobs([make_job(1)])
+        assert alive(pid) and writer_pid(store) == pid
+    finally:
+        await store.close()
+
+
+async def test_a_value_sqlite_cannot_store_fails_that_write_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "schedd.db")
+    await store.open()
+    try:
+        await store.insert_jobs([make_job(1)])
+        with pytest.raises(StoreError) as caught:
+            await store.write(jobs=[make_job(2), replace(make_job(1), priority=2**70)])
+        assert "OverflowError" in caught.value.message
+        page = await store.list_jobs(JobFilter(), 10)
+        assert page.items == [make_job(1)]
+        await store.write(jobs=[make_job(2)])
+        assert await store.get_job("J0002") == make_job(2)
+    finally:
+        await store.close()
+
+
+def test_the_writer_ends_when_the_process_that_owns_the_store_is_killed(tmp_path: Path) -> None:
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import anyio, sys, time
+                from nexus_schedd.store import SQLiteStore
+
+                async def main():
+                    store = SQLiteStore({str(tmp_path / "schedd.db")!r})
+                    await store.open()
+                    print("writer", store._writer.pid, flush=True)
+                    await anyio.sleep(60)
+
+                anyio.run(main)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    with owner:
+        assert owner.stdout is not None
+        # The store's own log lines come first on stdout.
+        try:
+            line = next(line for line in owner.stdout if line.startswith("writer "))
+            pid = int(line.split()[1])
+            assert alive(pid)
+        finally:
+            owner.kill()  # what kill -9 of the daemon does
+            owner.wait()
+        assert wait_gone(pid), "the writer process outlived the daemon that owned it"
