@@ -140,35 +140,56 @@ def summary_ms(values: Sequence[float]) -> dict[str, float]:
 # -- /proc ----------------------------------------------------------------------------
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process under it (the daemon and its SQLite writer process)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                queue.extend(int(child) for child in task.read_text().split())
+            except FileNotFoundError:
+                continue  # a thread that just ended
+    return found
+
+
 def voluntary_switches(pid: int) -> int:
-    """Voluntary context switches summed over every thread of ``pid`` (wake-ups)."""
+    """Voluntary context switches summed over every thread of ``pid`` and of the
+    processes it started (wake-ups)."""
     total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            text = (task / "status").read_text()
-        except FileNotFoundError:
-            continue  # a thread that just ended
-        for line in text.splitlines():
-            if line.startswith("voluntary_ctxt_switches:"):
-                total += int(line.split()[1])
+    for process in process_tree(pid):
+        for task in Path(f"/proc/{process}/task").iterdir():
+            try:
+                text = (task / "status").read_text()
+            except FileNotFoundError:
+                continue  # a thread that just ended
+            for line in text.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
     return total
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` (all threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU seconds of ``pid`` and the processes it started (all threads)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    total = 0
+    for process in process_tree(pid):
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def memory_mb(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak resident) of ``pid`` in MB."""
-    values: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key = line.split(":", 1)[0]
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = round(int(line.split()[1]) / 1024, 1)
-    return values
+    """VmRSS and VmHWM (peak resident) in MB, summed over ``pid`` and the processes
+    it started (pages they share are counted in each)."""
+    values: dict[str, float] = {"VmRSS": 0.0, "VmHWM": 0.0}
+    for process in process_tree(pid):
+        for line in Path(f"/proc/{process}/status").read_text().splitlines():
+            key = line.split(":", 1)[0]
+            if key in values:
+                values[key] += int(line.split()[1]) / 1024
+    return {key: round(value, 1) for key, value in values.items()}
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ uvloop; jobs/s from the first start to the last checkpoint.
         [--threads] [--store sqlite|discard] [--profile]
 
 ``--threads`` adds the CPU each thread spent per job while the jobs ran (user and
-system time from /proc: the event loop, and SQLite's writer thread). ``--store
+system time from /proc: the event loop, and the store's SQLite writer process). ``--store
 discard`` runs the same engine on a store that keeps jobs in memory and throws
 every checkpoint away: the engine's own ceiling, not a durable figure.
 """
@@ -86,6 +86,17 @@ def thread_cpu() -> dict[int, tuple[str, float, float]]:
     return found
 
 
+def writer_cpu(store: Store) -> tuple[float, float]:
+    """(user, system) seconds of the SQLite store's writer process, (0, 0) for others."""
+    writer = getattr(store, "_writer", None)
+    pid = getattr(writer, "pid", None)
+    if pid is None:
+        return 0.0, 0.0
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
+
+
 def _per_job(
     before: dict[int, tuple[str, float, float]],
     after: dict[int, tuple[str, float, float]],
@@ -100,12 +111,6 @@ def _per_job(
         if user_us + system_us >= 0.5:
             label = "event loop" if tid == loop_thread else f"thread {name}"
             rows[f"cpu {label}"] = {"user_us": round(user_us, 1), "sys_us": round(system_us, 1)}
-    # aiosqlite runs each connection on a thread "Thread-N (_connection_worker_thread)";
-    # the store's writer is the busy one (the reader only loaded the heap window).
-    sqlite = [key for key in rows if "_connection_worker_thread" in key]
-    if sqlite:
-        writer = max(sqlite, key=lambda key: rows[key]["user_us"] + rows[key]["sys_us"])
-        rows["cpu SQLite writer thread"] = rows.pop(writer)
     return rows
 
 
@@ -133,24 +138,37 @@ async def measure(
         engine = Engine(store, registry, clock, settings)
         async with anyio.create_task_group() as tg:
             await tg.start(engine.run)  # recovery and the window load happen here
-            cpu_before = thread_cpu()
+            cpu_before, writer_before = thread_cpu(), writer_cpu(store)
             await handler.all_called.wait()
             await engine.stop()  # returns after the last checkpoint
             finished = time.perf_counter()
-            cpu_after = thread_cpu()
+            cpu_after, writer_after = thread_cpu(), writer_cpu(store)
         counts = await store.count_by_status()
         assert handler.first is not None
         elapsed = finished - handler.first
-        return {
-            "jobs": jobs,
-            "max_concurrency": concurrency,
-            "completed_on_disk": counts.get(JobStatus.COMPLETED, 0),
-            "seconds": round(elapsed, 3),
-            "jobs_per_s": round(jobs / elapsed),
-            "add_jobs_per_s": round(jobs / add_s),
-            "commits": getattr(store, "commits", "-"),
-            "store": store_kind,
-        } | (_per_job(cpu_before, cpu_after, jobs) if threads else {})
+        return (
+            {
+                "jobs": jobs,
+                "max_concurrency": concurrency,
+                "completed_on_disk": counts.get(JobStatus.COMPLETED, 0),
+                "seconds": round(elapsed, 3),
+                "jobs_per_s": round(jobs / elapsed),
+                "add_jobs_per_s": round(jobs / add_s),
+                "commits": getattr(store, "commits", "-"),
+                "store": store_kind,
+            }
+            | (_per_job(cpu_before, cpu_after, jobs) if threads else {})
+            | (
+                {
+                    "cpu SQLite writer process": {
+                        "user_us": round((writer_after[0] - writer_before[0]) / jobs * 1e6, 1),
+                        "sys_us": round((writer_after[1] - writer_before[1]) / jobs * 1e6, 1),
+                    }
+                }
+                if threads and store_kind == "sqlite"
+                else {}
+            )
+        )
     finally:
         await store.close()
 

@@ -72,7 +72,7 @@ def run(jobs: int, aps_sql_jobs: int, concurrency: int = 64, wide: int = 256) ->
                 theirs_label="-",
             )
         )
-    for thread in ("event loop", "SQLite writer thread"):
+    for thread in ("event loop", "SQLite writer process"):
         cpu = ours.get(f"cpu {thread}")
         if cpu is not None:
             report.rows.append(
