@@ -19,7 +19,8 @@ DurableCallback = Callable[[BaseException | None], None]
 RETRY_AFTER_FAILURE_S = 1.0
 
 Writer = Callable[[Sequence[Job], Sequence[Run]], Awaitable[None]]
-"""How a batch reaches the store (default ``store.write``; shared mode fences leased jobs)."""
+"""How a batch reaches the store when not through ``store.write_encoded`` (shared
+mode fences leased jobs)."""
 
 
 class _Batch:
@@ -41,6 +42,10 @@ class Checkpointer:
     timer: an idle engine never wakes for it. The newest version of a row wins.
     ``on_write`` is called as each write takes what was staged, so the engine can
     stage the next batch while this one is written.
+
+    Rows are encoded for the store (``store.encode_job``/``encode_run``) as they
+    are staged, which is while the previous write is in flight, and written
+    with ``store.write_encoded``; a custom ``writer`` gets the objects instead.
     """
 
     def __init__(
@@ -51,10 +56,17 @@ class Checkpointer:
         on_write: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
-        self._writer: Writer = writer if writer is not None else store.write
+        self._write: Callable[[Sequence[Any], Sequence[Any]], Awaitable[None]]
+        if writer is None:
+            self._write = store.write_encoded
+            self._encode_job: Callable[[Job], Any] = store.encode_job
+            self._encode_run: Callable[[Run], Any] = store.encode_run
+        else:
+            self._write, self._encode_job, self._encode_run = writer, _same, _same
         self._log = log
         self._jobs: dict[str, Job] = {}
-        self._runs: dict[str, Run] = {}
+        self._job_rows: dict[str, Any] = {}
+        self._run_rows: dict[str, Any] = {}
         self._in_flight: dict[str, Job] = {}
         self._batch = _Batch()
         self._wake = anyio.Event()
@@ -68,10 +80,12 @@ class Checkpointer:
         on_durable: DurableCallback | None = None,
     ) -> None:
         """Queue rows for the next write; ``on_durable`` hears how it went."""
+        encode_job, encode_run = self._encode_job, self._encode_run
         for job in jobs:
             self._jobs[job.id] = job
+            self._job_rows[job.id] = encode_job(job)
         for run in runs:
-            self._runs[run.id] = run
+            self._run_rows[run.id] = encode_run(run)
         if on_durable is not None:
             self._batch.callbacks.append(on_durable)
         self._wake.set()
@@ -88,7 +102,7 @@ class Checkpointer:
 
     async def flush(self) -> None:
         """Return once everything staged so far is on disk."""
-        if self._jobs or self._runs or self._writing or self._batch.callbacks:
+        if self._jobs or self._run_rows or self._writing or self._batch.callbacks:
             await self.commit()
 
     def staged_job(self, job_id: str) -> Job | None:
@@ -98,7 +112,7 @@ class Checkpointer:
     @property
     def pending(self) -> int:
         """Rows waiting for the next write."""
-        return len(self._jobs) + len(self._runs)
+        return len(self._jobs) + len(self._run_rows)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Write staged rows until cancelled."""
@@ -113,23 +127,32 @@ class Checkpointer:
             # go at once: waiting a turn would let the handlers that write just made
             # durable run first, and the disk would sit idle meanwhile.
             self._wake = anyio.Event()
-            jobs, runs, batch = self._jobs, self._runs, self._batch
-            self._jobs, self._runs, self._batch = {}, {}, _Batch()
+            jobs, job_rows, run_rows, batch = (
+                self._jobs,
+                self._job_rows,
+                self._run_rows,
+                self._batch,
+            )
+            self._jobs, self._job_rows, self._run_rows, self._batch = {}, {}, {}, _Batch()
             self._in_flight = jobs
             self._writing = True
             if self._on_write is not None:
                 self._on_write()
             try:
-                if jobs or runs:
-                    await self._writer(list(jobs.values()), list(runs.values()))
+                if job_rows or run_rows:
+                    await self._write(list(job_rows.values()), list(run_rows.values()))
             except Exception as exc:
                 batch.error = exc
-                self._log.error("checkpoint_failed", error=str(exc), jobs=len(jobs), runs=len(runs))
+                self._log.error(
+                    "checkpoint_failed", error=str(exc), jobs=len(job_rows), runs=len(run_rows)
+                )
                 # Keep the rows: a newer staged version wins, the rest are retried.
                 for job_id, job in jobs.items():
-                    self._jobs.setdefault(job_id, job)
-                for run_id, run in runs.items():
-                    self._runs.setdefault(run_id, run)
+                    if job_id not in self._jobs:
+                        self._jobs[job_id] = job
+                        self._job_rows[job_id] = job_rows[job_id]
+                for run_id, row in run_rows.items():
+                    self._run_rows.setdefault(run_id, row)
             finally:
                 self._in_flight = {}
                 self._writing = False
@@ -139,3 +162,8 @@ class Checkpointer:
             if batch.error is not None:
                 await anyio.sleep(RETRY_AFTER_FAILURE_S)
                 self._wake.set()
+
+
+def _same(item: Any) -> Any:
+    """The encoding for a custom writer: the object itself."""
+    return item

@@ -85,6 +85,20 @@ class Store(ABC):
     async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
         """Upsert whole job rows (by id) and run rows (by run id) in one transaction."""
 
+    def encode_job(self, job: Job) -> Any:
+        """``job`` as :meth:`write_encoded` takes it. The engine encodes each change
+        when it stages it, while the previous write is in flight, so that the
+        encoding is off the path from one commit to the next. Default: the job."""
+        return job
+
+    def encode_run(self, run: Run) -> Any:
+        """``run`` as :meth:`write_encoded` takes it (default: the run)."""
+        return run
+
+    async def write_encoded(self, jobs: Sequence[Any], runs: Sequence[Any]) -> None:
+        """:meth:`write` for rows made by :meth:`encode_job` and :meth:`encode_run`."""
+        await self.write(jobs, runs)
+
     @abstractmethod
     async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
         """Delete finished runs that finished before ``older_than`` or fall beyond the

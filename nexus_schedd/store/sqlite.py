@@ -385,6 +385,17 @@ class SQLiteStore(Store):
             )
         )
 
+    def encode_job(self, job: Job) -> tuple[Any, ...]:
+        return job_row(job)
+
+    def encode_run(self, run: Run) -> tuple[Any, ...]:
+        return run_row(run)
+
+    async def write_encoded(self, jobs: Sequence[Any], runs: Sequence[Any]) -> None:
+        if not jobs and not runs:
+            return
+        await self._submit(_Request("write", job_rows=list(jobs), run_rows=list(runs)))
+
     async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
         if keep_per_job < 0:
             raise InvalidSpec("history.keep_per_job", "must be >= 0")

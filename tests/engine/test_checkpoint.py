@@ -1,0 +1,106 @@
+"""The checkpointer encodes each change when it is staged (while the previous write
+is in flight) and hands the store those encodings; the newest version of a row
+wins, and rows of a failed write are kept for the next one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import pytest
+import structlog
+
+from nexus_schedd.engine.checkpoint import Checkpointer
+from nexus_schedd.errors import StoreError
+from nexus_schedd.model import Job, JobStatus, Run
+from nexus_schedd.store.memory import MemoryStore
+from tests.store.factories import make_job, make_run
+
+pytestmark = pytest.mark.anyio
+
+
+class EncodingStore(MemoryStore):
+    """A memory store whose rows are tagged tuples; it records when it encodes and
+    what it is asked to write, and can fail its next write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoded: list[tuple[str, str]] = []
+        self.written: list[tuple[list[Any], list[Any]]] = []
+        self.fail_next = False
+
+    def encode_job(self, job: Job) -> Any:
+        self.encoded.append(("job", job.id))
+        return ("job-row", job)
+
+    def encode_run(self, run: Run) -> Any:
+        self.encoded.append(("run", run.id))
+        return ("run-row", run)
+
+    async def write_encoded(self, jobs: Sequence[Any], runs: Sequence[Any]) -> None:
+        self.written.append((list(jobs), list(runs)))
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreError("simulated write failure")
+        await self.write([row[1] for row in jobs], [row[1] for row in runs])
+
+
+async def test_changes_are_encoded_when_staged_and_written_as_encoded() -> None:
+    store = EncodingStore()
+    await store.open()
+    checkpointer = Checkpointer(store, structlog.get_logger())
+    first = make_job(1)
+    newer = replace(first, status=JobStatus.RUNNING)
+    run = make_run(1, first.id)
+    checkpointer.stage([first], [run])
+    assert store.encoded == [("job", first.id), ("run", run.id)]  # before any write
+    checkpointer.stage([newer])
+    async with anyio.create_task_group() as tg:
+        await tg.start(checkpointer.run)
+        with anyio.fail_after(5):
+            await checkpointer.flush()
+        tg.cancel_scope.cancel()
+    assert store.written == [([("job-row", newer)], [("run-row", run)])]
+    assert await store.get_job(first.id) == newer
+
+
+async def test_rows_of_a_failed_write_are_written_next_unless_a_newer_version_came() -> None:
+    store = EncodingStore()
+    await store.open()
+    store.fail_next = True
+    checkpointer = Checkpointer(store, structlog.get_logger())
+    kept, superseded = make_job(1), make_job(2)
+    newer = replace(superseded, status=JobStatus.RUNNING)
+    async with anyio.create_task_group() as tg:
+        await tg.start(checkpointer.run)
+        with anyio.fail_after(5), pytest.raises(StoreError):
+            await checkpointer.commit([kept, superseded])
+        checkpointer.stage([newer])
+        with anyio.fail_after(5):
+            await checkpointer.flush()  # the retry waits out RETRY_AFTER_FAILURE_S
+        tg.cancel_scope.cancel()
+    retried_jobs = store.written[-1][0]
+    assert sorted(row[1].id for row in retried_jobs) == [kept.id, superseded.id]
+    assert ("job-row", newer) in retried_jobs and ("job-row", superseded) not in retried_jobs
+    assert await store.get_job(superseded.id) == newer
+    assert await store.get_job(kept.id) == kept
+
+
+async def test_a_custom_writer_gets_the_objects_unencoded() -> None:
+    store = EncodingStore()
+    received: list[tuple[list[Job], list[Run]]] = []
+
+    async def writer(jobs: Sequence[Job], runs: Sequence[Run]) -> None:
+        received.append((list(jobs), list(runs)))
+
+    checkpointer = Checkpointer(store, structlog.get_logger(), writer=writer)
+    job, run = make_job(1), make_run(1, "J0001")
+    async with anyio.create_task_group() as tg:
+        await tg.start(checkpointer.run)
+        with anyio.fail_after(5):
+            await checkpointer.commit([job], [run])
+        tg.cancel_scope.cancel()
+    assert received == [([job], [run])]
+    assert store.encoded == []
