@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import random
 import statistics
@@ -120,17 +121,30 @@ class _Running:
 class _AttemptLog:
     """A logger bound with the attempt's keys on first use (most handlers never log)."""
 
-    __slots__ = ("_bound", "_keys", "_log")
+    __slots__ = ("_attempt", "_bound", "_log")
 
-    def __init__(self, log: Any, keys: dict[str, Any]) -> None:
+    def __init__(self, log: Any, attempt: _Attempt) -> None:
         self._log = log
-        self._keys = keys
+        self._attempt = attempt
         self._bound: Any = None
 
     def __getattr__(self, name: str) -> Any:
         if self._bound is None:
-            self._bound = self._log.bind(**self._keys)
+            self._bound = self._log.bind(**_log_keys(self._attempt))
         return getattr(self._bound, name)
+
+
+def _log_keys(attempt: _Attempt) -> dict[str, Any]:
+    """The keys every log event of an attempt carries."""
+    job = attempt.job
+    return {"job_id": job.id, "job_type": job.job_type, "attempt": attempt.run.attempt}
+
+
+def _logs_info(log: Any) -> bool:
+    """Whether ``log`` writes info events (a structlog filtering logger can tell;
+    any other logger is assumed to)."""
+    enabled = getattr(log, "is_enabled_for", None)
+    return True if enabled is None else bool(enabled(logging.INFO))
 
 
 class Engine:
@@ -158,6 +172,9 @@ class Engine:
         self._log: Any = (
             log if log is not None else structlog.get_logger("nexus_schedd.engine").bind()
         )
+        self._log_runs = _logs_info(self._log)
+        """Per-run info events (run_started, run_finished) are written: their
+        fields are only worked out when they are."""
         self._rng = rng or random.Random()
         self._ckpt = Checkpointer(store, self._log, on_write=self._write_begun)
         self._events = EventHub()
@@ -784,9 +801,12 @@ class Engine:
                 return None
             job = misfired
         assert job.run_at is not None and job.scheduled_for is not None
-        upcoming = (
-            Occurrence.of(job) if triggered else following(job, Occurrence.of(job), self._rng)
-        )
+        if triggered:
+            upcoming: Occurrence | None = Occurrence.of(job)
+        elif job.recurring:
+            upcoming = following(job, Occurrence.of(job), self._rng)
+        else:
+            upcoming = None  # what following() gives a job that does not repeat
         running = job.transition(JobStatus.RUNNING, now)
         scheduled_for = now if triggered else job.scheduled_for
         # Started up to start_ahead early: the start is on disk by run_at and the
@@ -968,7 +988,7 @@ class Engine:
     def _abandon_start(self, attempt: _Attempt, now: datetime, error: BaseException) -> None:
         """A start that never reached the disk: the job goes back to pending soon."""
         self._log.error("start_not_checkpointed", job_id=attempt.job.id, error=str(error))
-        self._release(attempt)
+        self._release(attempt, now)
         state = self._running.get(attempt.job.id)
         if state is None or state.current is not attempt:
             return
@@ -1064,12 +1084,12 @@ class Engine:
         """Call the handler at its time, under ``scope`` (the worker's) and the
         attempt's deadline."""
         job, run = attempt.job, attempt.run
-        keys = {"job_id": job.id, "job_type": job.job_type, "attempt": run.attempt}
+        log_runs = self._log_runs
         result: JobResult | None = None
         outcome: RunOutcome
         error: str | None = None
         cancelled = False
-        started = time.perf_counter()
+        started = time.perf_counter() if log_runs else 0.0
         lateness_ms = 0.0  # stays 0 for an attempt cancelled before its handler was due
         attempt.scope = scope
         if attempt.deadline is not None:
@@ -1082,11 +1102,15 @@ class Engine:
                 while run.started_at > now:
                     await self._clock.sleep_until(run.started_at)
                     now = self._clock.now()
-                started = time.perf_counter()
+                started = time.perf_counter() if log_runs else 0.0
             due = attempt.due
-            lateness_ms = 0.0 if due is None else max(0.0, (now - due).total_seconds() * 1000.0)
+            if due is not None and now > due:
+                lateness_ms = (now - due).total_seconds() * 1000.0
             self._lateness.append(lateness_ms)
-            self._log.info("run_started", **keys, lateness_ms=round(lateness_ms, 3))
+            if log_runs:
+                self._log.info(
+                    "run_started", **_log_keys(attempt), lateness_ms=round(lateness_ms, 3)
+                )
             if attempt.cancel_reason is not None:
                 cancelled = True  # canceled before it started: the handler is not called
             elif attempt.handler is None:
@@ -1101,7 +1125,7 @@ class Engine:
                     ),
                     deadline=attempt.deadline,
                     scheduled_for=run.scheduled_for,
-                    log=_AttemptLog(self._log, keys),
+                    log=_AttemptLog(self._log, attempt),
                 )
                 try:
                     value = await attempt.handler.handle(job, ctx)
@@ -1136,14 +1160,14 @@ class Engine:
             error = result.error
         else:
             outcome = RunOutcome.FAILURE
-        duration_ms = (time.perf_counter() - started) * 1000.0
-        self._log.info(
-            "run_finished",
-            **keys,
-            outcome=outcome.value,
-            lateness_ms=round(lateness_ms, 3),
-            duration_ms=round(duration_ms, 3),
-        )
+        if log_runs:
+            self._log.info(
+                "run_finished",
+                **_log_keys(attempt),
+                outcome=outcome.value,
+                lateness_ms=round(lateness_ms, 3),
+                duration_ms=round((time.perf_counter() - started) * 1000.0, 3),
+            )
         self._finish(attempt, outcome, result, error)
 
     def _finish(
@@ -1167,7 +1191,7 @@ class Engine:
             node=started.node,
             job_type=started.job_type,
         )
-        self._release(attempt)
+        self._release(attempt, now)
         job_id = attempt.job.id
         state = self._running.get(job_id)
         job = self._jobs.get(job_id)
@@ -1247,7 +1271,7 @@ class Engine:
             )
         return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
 
-    def _release(self, attempt: _Attempt) -> None:
+    def _release(self, attempt: _Attempt, now: datetime) -> None:
         """Free the attempt's slot and let a job waiting on its type limit move up."""
         job_type = attempt.job.job_type
         self._active -= 1
@@ -1262,7 +1286,7 @@ class Engine:
             del self._blocked[job_type]
         self._finished_since_prune += 1
         if self._finished_since_prune >= PRUNE_EVERY_RUNS or (
-            self._clock.now() - self._last_prune >= PRUNE_INTERVAL
+            now - self._last_prune >= PRUNE_INTERVAL
         ):
             self._finished_since_prune = 0
             self._prune_due = True

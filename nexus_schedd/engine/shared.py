@@ -247,10 +247,10 @@ class SharedEngine(Engine):
         retry = [job.transition(JobStatus.PENDING, now, run_at=now)] if unchanged else []
         self._ckpt.stage(retry, [closed])
 
-    def _release(self, attempt: _Attempt) -> None:
-        super()._release(attempt)
+    def _release(self, attempt: _Attempt, now: datetime) -> None:
+        super()._release(attempt, now)
         due = self._due_at
-        if due is not None and due <= self._clock.now() + self._ahead:
+        if due is not None and due <= now + self._ahead:
             self._poke()
 
     # -- leases -----------------------------------------------------------------------
