@@ -26,12 +26,18 @@ mode fences leased jobs)."""
 class _Batch:
     """Everything staged between two writes, and who waits for it."""
 
-    __slots__ = ("callbacks", "done", "error")
+    __slots__ = ("awaited", "callbacks", "done", "error", "jobs", "number")
 
     def __init__(self) -> None:
         self.done = anyio.Event()
         self.error: BaseException | None = None
         self.callbacks: list[DurableCallback] = []
+        self.awaited = False
+        """Someone waits for it to be written (:meth:`Checkpointer.commit`), even empty."""
+        self.number = 0
+        """Its place in the order of writes (set when a write takes it)."""
+        self.jobs: dict[str, Job] = {}
+        """The jobs it writes (while in flight, for :meth:`Checkpointer.staged_job`)."""
 
 
 class Checkpointer:
@@ -46,6 +52,12 @@ class Checkpointer:
     Rows are encoded for the store (``store.encode_job``/``encode_run``) as they
     are staged, which is while the previous write is in flight, and written
     with ``store.write_encoded``; a custom ``writer`` gets the objects instead.
+
+    A store that applies its writes in the order they were made
+    (``store.writes_in_flight`` > 1: SQLite's writer process) gets the next write
+    while it still commits the previous one, so it never waits for the event
+    loop between two commits. Writes are reported (``on_durable``, ``commit``)
+    in the order they were taken.
     """
 
     def __init__(
@@ -67,11 +79,18 @@ class Checkpointer:
         self._jobs: dict[str, Job] = {}
         self._job_rows: dict[str, Any] = {}
         self._run_rows: dict[str, Any] = {}
-        self._in_flight: dict[str, Job] = {}
         self._batch = _Batch()
         self._wake = anyio.Event()
-        self._writing = False
         self._on_write = on_write
+        self._writers = store.writes_in_flight if writer is None else 1
+        self._in_flight: list[_Batch] = []
+        """Batches taken by a write and not yet reported, oldest first."""
+        self._taken = 0
+        self._reported = 0
+        self._turn = anyio.Event()
+        """Set (and replaced) whenever a batch is reported."""
+        self._paused_until = 0.0
+        """After a failed write, no write starts before this (``anyio.current_time``)."""
 
     def stage(
         self,
@@ -93,6 +112,7 @@ class Checkpointer:
     async def commit(self, jobs: Iterable[Job] = (), runs: Iterable[Run] = ()) -> None:
         """Stage rows and return once they (and everything staged before) are on disk."""
         batch = self._batch
+        batch.awaited = True
         self.stage(jobs, runs)
         await batch.done.wait()
         if batch.error is not None:
@@ -102,12 +122,18 @@ class Checkpointer:
 
     async def flush(self) -> None:
         """Return once everything staged so far is on disk."""
-        if self._jobs or self._run_rows or self._writing or self._batch.callbacks:
+        if self._jobs or self._run_rows or self._in_flight or self._batch.callbacks:
             await self.commit()
 
     def staged_job(self, job_id: str) -> Job | None:
         """The newest version of a job that is staged or being written, if any."""
-        return self._jobs.get(job_id) or self._in_flight.get(job_id)
+        job = self._jobs.get(job_id)
+        if job is None:
+            for batch in reversed(self._in_flight):
+                job = batch.jobs.get(job_id)
+                if job is not None:
+                    break
+        return job
 
     @property
     def pending(self) -> int:
@@ -116,13 +142,32 @@ class Checkpointer:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Write staged rows until cancelled."""
-        task_status.started()
+        async with anyio.create_task_group() as tg:
+            for _ in range(self._writers):
+                tg.start_soon(self._write_staged)
+            task_status.started()
+
+    def _has_staged(self) -> bool:
+        batch = self._batch
+        return bool(self._jobs or self._run_rows or batch.callbacks or batch.awaited)
+
+    async def _write_staged(self) -> None:
+        """One of the store's writes in flight: take what is staged, write it, report."""
         while True:
             if not self._wake.is_set():
                 await self._wake.wait()
                 # One yield lets every task made ready in this loop turn (workers
                 # finishing, the dispatcher starting a batch) stage first.
                 await anyio.lowlevel.checkpoint()
+            if not self._has_staged():
+                # Another write took it: wait for more.
+                if self._wake.is_set():
+                    self._wake = anyio.Event()
+                continue
+            pause = self._paused_until - anyio.current_time()
+            if pause > 0:
+                await anyio.sleep(pause)
+                continue
             # Rows staged while the last write was in flight (or by its callbacks)
             # go at once: waiting a turn would let the handlers that write just made
             # durable run first, and the disk would sit idle meanwhile.
@@ -134,8 +179,9 @@ class Checkpointer:
                 self._batch,
             )
             self._jobs, self._job_rows, self._run_rows, self._batch = {}, {}, {}, _Batch()
-            self._in_flight = jobs
-            self._writing = True
+            batch.jobs, batch.number = jobs, self._taken
+            self._taken += 1
+            self._in_flight.append(batch)
             if self._on_write is not None:
                 self._on_write()
             try:
@@ -146,22 +192,40 @@ class Checkpointer:
                 self._log.error(
                     "checkpoint_failed", error=str(exc), jobs=len(job_rows), runs=len(run_rows)
                 )
-                # Keep the rows: a newer staged version wins, the rest are retried.
-                for job_id, job in jobs.items():
-                    if job_id not in self._jobs:
-                        self._jobs[job_id] = job
-                        self._job_rows[job_id] = job_rows[job_id]
-                for run_id, row in run_rows.items():
-                    self._run_rows.setdefault(run_id, row)
-            finally:
-                self._in_flight = {}
-                self._writing = False
-            batch.done.set()
-            for callback in batch.callbacks:
-                callback(batch.error)
+                self._keep_for_retry(batch, job_rows, run_rows)
             if batch.error is not None:
-                await anyio.sleep(RETRY_AFTER_FAILURE_S)
+                # Retried once the pause is over, by whichever write comes first.
+                self._paused_until = anyio.current_time() + RETRY_AFTER_FAILURE_S
                 self._wake.set()
+            await self._report(batch)
+
+    def _keep_for_retry(
+        self, batch: _Batch, job_rows: dict[str, Any], run_rows: dict[str, Any]
+    ) -> None:
+        """Stage a failed write's rows again, except where a newer version of the
+        row is staged or in a later write."""
+        later = [b.jobs for b in self._in_flight if b.number > batch.number]
+        for job_id, job in batch.jobs.items():
+            if job_id not in self._jobs and not any(job_id in jobs for jobs in later):
+                self._jobs[job_id] = job
+                self._job_rows[job_id] = job_rows[job_id]
+        for run_id, row in run_rows.items():
+            self._run_rows.setdefault(run_id, row)
+
+    async def _report(self, batch: _Batch) -> None:
+        """Tell the batch's waiters and callbacks how its write went, after every
+        batch taken before it (shielded: a report must not be skipped)."""
+        with anyio.CancelScope(shield=True):
+            while self._reported != batch.number:
+                turn = self._turn
+                await turn.wait()
+        self._in_flight.remove(batch)
+        self._reported += 1
+        self._turn.set()
+        self._turn = anyio.Event()
+        batch.done.set()
+        for callback in batch.callbacks:
+            callback(batch.error)
 
 
 def _same(item: Any) -> Any:

@@ -85,6 +85,11 @@ class Store(ABC):
     async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
         """Upsert whole job rows (by id) and run rows (by run id) in one transaction."""
 
+    writes_in_flight = 1
+    """How many :meth:`write_encoded` calls the engine may have in flight at once.
+    More than one only for a store that applies its writes in the order they were
+    made (the newest version of a row must win)."""
+
     def encode_job(self, job: Job) -> Any:
         """``job`` as :meth:`write_encoded` takes it. The engine encodes each change
         when it stages it, while the previous write is in flight, so that the

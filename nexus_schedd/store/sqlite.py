@@ -5,12 +5,13 @@ One writer connection owns every write, in a process of its own
 process SQLite's writer thread waited for the GIL after every step while the
 event loop ran Python. Concurrent ``insert_jobs``/``write``/``prune_runs`` calls
 share one transaction and one commit (one fsync with ``durability="full"``):
-the first caller to find no commit in flight becomes the leader, takes
-everything queued, sends it and waits for the commit, then hands the
-leadership to the first caller that queued meanwhile. Each call still succeeds
-or fails as a whole: a batch first runs optimistically as one transaction;
-only if that fails is it re-run with one SAVEPOINT per call, so one failing
-call rolls back only itself.
+whoever finds fewer than two transactions in flight takes everything queued
+and sends it as the next one; calls queued meanwhile share the transaction
+after it. With two in flight the writer has the next transaction at hand when
+a commit ends, and it handles them in the order sent, so writes land in order.
+Each call still succeeds or fails as a whole: a batch first runs
+optimistically as one transaction; only if that fails does the writer re-run
+it with one SAVEPOINT per call, so one failing call rolls back only itself.
 
 Reads go through a separate aiosqlite connection, so they never queue behind a
 commit (WAL lets readers proceed while the writer commits).
@@ -139,7 +140,12 @@ _PRUNE_ALL_FINISHED = (
 
 # -- the write queue ----------------------------------------------------------------
 
-_Kind = Literal["insert", "write", "delete", "barrier"]
+_Kind = Literal["insert", "write", "delete"]
+
+_WRITES_IN_FLIGHT = 2
+"""Transactions sent to the writer process and not yet answered: one committing,
+the next one waiting there, so the writer goes from one commit to the next
+without waiting for the event loop. Requests queued meanwhile share the next."""
 
 
 @dataclass(eq=False, slots=True)
@@ -153,8 +159,8 @@ class _Request:
     delete_sql: str = ""
     delete_rows: Sequence[Sequence[Any] | dict[str, Any]] = ()
     done: anyio.Event = field(default_factory=anyio.Event)
-    promoted: bool = False
-    """Set instead of a result: the caller becomes the next leader."""
+    taken: bool = False
+    """Sent in a transaction (``done`` is set once it is answered)."""
     error: SchedulerError | None = None
     deleted: int = 0
 
@@ -189,7 +195,9 @@ class SQLiteStore(Store):
         self._page_size = 0
         self._read_only = False
         self._queue: list[_Request] = []
-        self._leading = False
+        self._in_flight = 0
+        self._room = anyio.Event()
+        """Set (and replaced) whenever a transaction was answered."""
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------
@@ -242,7 +250,10 @@ class SQLiteStore(Store):
         if self._writer is None:
             self._closed = True
             return
-        await self._submit(_Request("barrier"))  # flush everything queued before us
+        with anyio.CancelScope(shield=True):
+            while self._queue or self._in_flight:  # everything queued before us lands
+                room = self._room
+                await room.wait()
         self._closed = True
         await self._close_connections()
 
@@ -385,6 +396,9 @@ class SQLiteStore(Store):
             )
         )
 
+    # The writer process handles requests in the order they were sent.
+    writes_in_flight = _WRITES_IN_FLIGHT
+
     def encode_job(self, job: Job) -> tuple[Any, ...]:
         return job_row(job)
 
@@ -426,29 +440,20 @@ class SQLiteStore(Store):
                 return deleted
 
     async def _submit(self, request: _Request) -> None:
-        """Queue ``request`` and wait until a group commit has carried it."""
+        """Queue ``request`` and wait until a transaction has carried it."""
         if self._writer is None or self._closed:
             raise StoreError(f"{self.path}: the store is not open")
         # Shielded: once queued, a write either commits or fails; a caller
-        # cancelled half-way must not strand the followers it leads.
+        # cancelled half-way must not strand the requests it sent for others.
         with anyio.CancelScope(shield=True):
             self._queue.append(request)
-            if self._leading:
-                await request.done.wait()
-                if not request.promoted:
-                    self._raise_for(request)
-                    return
-            self._leading = True
-            try:
-                batch, self._queue = self._queue, []
-                await self._run_batch(batch)
-            finally:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.promoted = True
-                    successor.done.set()
+            while not request.taken:
+                if self._in_flight < _WRITES_IN_FLIGHT:
+                    await self._send_queued()
                 else:
-                    self._leading = False
+                    room = self._room
+                    await room.wait()
+            await request.done.wait()
         self._raise_for(request)
 
     @staticmethod
@@ -456,51 +461,51 @@ class SQLiteStore(Store):
         if request.error is not None:
             raise request.error
 
-    async def _run_batch(self, batch: list[_Request]) -> None:
-        work = [r for r in batch if r.kind != "barrier"]
+    async def _send_queued(self) -> None:
+        """Send everything queued as one transaction and record how each call went."""
+        batch, self._queue = self._queue, []
+        for request in batch:
+            request.taken = True
+        self._in_flight += 1
         try:
-            if work:
-                await self._commit_batch(work)
+            await self._commit_batch(batch)
         except BaseException as exc:
             error = exc if isinstance(exc, StoreError) else StoreError(f"{self.path}: {exc!r}")
-            for request in work:
+            for request in batch:
                 request.error = request.error or error
             if not isinstance(exc, Exception):
                 raise
         finally:
+            self._in_flight -= 1
             for request in batch:
                 request.done.set()
+            self._room.set()
+            self._room = anyio.Event()
 
     async def _commit_batch(self, batch: list[_Request]) -> None:
+        """One transaction for ``batch``: merged into as few statements as possible,
+        and only if that fails, each call in a SAVEPOINT of its own (in the writer,
+        before it takes the next transaction, so writes land in the order sent)."""
         writer = self._writer
         assert writer is not None
-        if any(r.kind == "delete" for r in batch):
-            await self._commit_each(writer, batch)
-            return
-        status, value = await writer.request(("commit", _segments(batch)))
+        deletes = any(r.kind == "delete" for r in batch)
+        segments = None if deletes else _segments(batch)
+        calls = [_steps(r) for r in batch] if deletes or len(batch) > 1 else None
+        status, value = await writer.request(("write", segments, calls))
         if status == "ok":
             self.commits += 1
-            return
-        exc = self._sqlite_error(status, value)
-        if len(batch) > 1:
-            _log.debug("group_commit_retry_per_call", calls=len(batch), error=str(exc))
-            await self._commit_each(writer, batch)
-        else:
-            batch[0].error = await self._error_for(batch[0], exc)
-
-    async def _commit_each(self, writer: WriterProcess, batch: list[_Request]) -> None:
-        """Run each call of ``batch`` in its own SAVEPOINT, then commit once."""
-        status, value = await writer.request(("calls", [_steps(r) for r in batch]))
-        if status == "ok":
-            for request, result in zip(batch, value, strict=True):
+            for request, result in zip(batch, value or (), strict=value is not None):
                 if isinstance(result, sqlite3.Error):
                     request.error = await self._error_for(request, result)
                 else:
                     request.deleted = result
-            self.commits += 1
+            return
+        exc = self._sqlite_error(status, value)
+        if calls is None:
+            batch[0].error = await self._error_for(batch[0], exc)
             return
         # The whole transaction failed, or SQLite abandoned it (disk full, I/O error).
-        error = self._write_error(self._sqlite_error(status, value))
+        error = self._write_error(exc)
         for request in batch:
             request.error = error
 

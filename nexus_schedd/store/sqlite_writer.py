@@ -10,21 +10,28 @@ other core, and a transaction costs the loop one message each way.
 
 Wire format, on a Unix socket pair: each message is a 4-byte little-endian
 length and a pickle (both ends are this package, the socket is private to the
-two processes). The store sends one request at a time and reads its reply:
+two processes). Requests are handled one after another in the order they were
+sent, one reply each, so the store may send the next write while this process
+still commits the previous one (it never waits for the event loop between two
+commits), and every write lands in the order it was sent:
 
 - ``("open", uri, pragmas)``: connect to the ``file:`` URI and run the pragmas.
   Reply ``("ok", None)``.
-- ``("commit", segments)``: one transaction of ``segments``, a list of
-  ``(sql, full_sql, rows)`` (see :func:`write_rows`). Reply ``("ok", None)``.
-- ``("calls", calls)``: one transaction, each call in a SAVEPOINT of its own;
-  a call is a list of ``(sql, full_sql, rows)`` or ``("many", sql, rows)``
-  (``executemany``, its rowcount returned). Reply ``("ok", results)`` with
-  each call's rowcount or the ``sqlite3.Error`` that rolled it back.
+- ``("write", segments, calls)``: one transaction. ``segments`` is every call's
+  rows merged into as few statements as possible, a list of
+  ``(sql, full_sql, rows)`` (see :func:`write_rows`), or None to go straight to
+  ``calls``. If it fails and ``calls`` is given, the transaction is rolled back
+  and run again with each call in a SAVEPOINT of its own, so a failing call
+  rolls back only itself; a call is a list of ``(sql, full_sql, rows)`` or
+  ``("many", sql, rows)`` (``executemany``, its rowcount returned). Reply
+  ``("ok", None)`` when the merged transaction committed, ``("ok", results)``
+  with each call's rowcount or the ``sqlite3.Error`` that rolled it back, or
+  ``("error", exc)`` for a transaction that failed as a whole (rolled back;
+  with ``calls`` None, the only call's error).
 - ``("close",)``: close the connection, reply ``("ok", None)`` and exit.
 
-A failed transaction is rolled back here and its error sent back as
-``("error", exc)``; a call list whose transaction SQLite abandoned (disk full,
-I/O error) as ``("aborted", exc)``. The process ignores the signals a terminal
+A transaction SQLite abandoned half-way (disk full, I/O error) is reported as
+``("aborted", exc)``; any other exception as ``("failed", text)``. The process ignores the signals a terminal
 or a service manager sends the whole process group (the daemon shuts down
 first and checkpoints through it) and exits when the socket closes, so a
 daemon killed with SIGKILL leaves no writer behind.
@@ -145,6 +152,22 @@ def commit_calls(connection: sqlite3.Connection, calls: list[list[Any]]) -> list
     return results
 
 
+def write(
+    connection: sqlite3.Connection, segments: list[Segment] | None, calls: list[list[Any]] | None
+) -> tuple[str, Any]:
+    """One ``write`` request (see the module's docstring): its reply."""
+    if segments is not None:
+        try:
+            commit_segments(connection, segments)
+        except sqlite3.Error as exc:
+            if calls is None:
+                return ("error", exc)
+        else:
+            return ("ok", None)
+    assert calls is not None
+    return ("ok", commit_calls(connection, calls))
+
+
 def rollback(connection: sqlite3.Connection) -> None:
     """Roll back if SQLite has not already (disk full, I/O error)."""
     if connection.in_transaction:
@@ -182,13 +205,9 @@ def serve(sock: socket.socket) -> None:
             break
         kind = request[0]
         try:
-            if kind == "commit":
+            if kind == "write":
                 assert connection is not None
-                commit_segments(connection, request[1])
-                reply: tuple[str, Any] = ("ok", None)
-            elif kind == "calls":
-                assert connection is not None
-                reply = ("ok", commit_calls(connection, request[1]))
+                reply: tuple[str, Any] = write(connection, request[1], request[2])
             elif kind == "open":
                 # isolation_level=None: transactions are begun and ended explicitly.
                 connection = sqlite3.connect(request[1], uri=True, isolation_level=None)

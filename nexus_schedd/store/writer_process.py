@@ -1,10 +1,12 @@
 """The SQLite store's handle on its writer process (:mod:`.sqlite_writer`).
 
-Starts the process, sends it one request at a time over a Unix socket pair and
-waits for the reply without blocking the event loop, and stops it. A writer
-process that dies fails the request in flight with a clear error (whether that
-transaction committed is unknown, as after any crash) and is started again for
-the next one.
+Starts the process, sends it requests over a Unix socket pair and waits for the
+replies without blocking the event loop, and stops it. Requests may be sent
+while earlier ones are still being handled: the writer answers them in order,
+and whichever caller waits first reads the replies for everyone (no task of its
+own). A writer process that dies fails every request in flight with a clear
+error (whether those transactions committed is unknown, as after any crash) and
+is started again for the next one.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ _SCRIPT = Path(sqlite_writer.__file__)
 _SOCKET_BUFFER = 4 * 1024 * 1024
 _EXIT_WAIT_S = 10.0
 
+Reply = tuple[str, Any]
+
 
 class WriterProcess:
     """One writer process for the database at ``path``: it opens the URI ``database``
@@ -42,6 +46,14 @@ class WriterProcess:
         self._process: Process | None = None
         self._socket: socket.socket | None = None
         self._header = bytearray(sqlite_writer.HEADER.size)
+        self._sent = 0
+        """Requests sent so far (the next request's number)."""
+        self._answered = 0
+        """Requests answered or failed so far; replies come in the order sent."""
+        self._replies: dict[int, Reply | StoreError] = {}
+        self._reading = False
+        self._arrived = anyio.Event()
+        self._sending = anyio.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -50,6 +62,11 @@ class WriterProcess:
 
     async def start(self) -> None:
         """Start the process and open its connection (raises what opening raised)."""
+        with anyio.CancelScope(shield=True):
+            async with self._sending:
+                await self._start()
+
+    async def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             for sock in (ours, theirs):
@@ -74,43 +91,93 @@ class WriterProcess:
         ours.setblocking(False)
         self._socket = ours
         _log.debug("sqlite_writer_started", path=str(self.path), pid=self._process.pid)
-        status, value = await self._exchange(("open", self.database, self.pragmas))
+        number = await self._send_message(ours, ("open", self.database, self.pragmas))
+        status, value = await self.reply(number)
         if status != "ok":
-            await self.stop()
+            await self._reap()
             if isinstance(value, sqlite3.Error):
                 raise value
             raise StoreError(f"{self.path}: the SQLite writer cannot open the database: {value}")
 
-    async def request(self, message: tuple[Any, ...]) -> tuple[str, Any]:
-        """Send ``message`` and return the writer's reply ``(status, value)``.
+    async def request(self, message: tuple[Any, ...]) -> Reply:
+        """Send ``message`` and return the writer's reply ``(status, value)``."""
+        return await self.reply(await self.send(message))
 
-        Not cancellable half-way (the caller shields it): a reply left unread
-        would be taken as the answer to the next request.
-        """
+    async def send(self, message: tuple[Any, ...]) -> int:
+        """Send ``message`` (starting the writer if it is not running); its number,
+        for :meth:`reply`. Shielded: a request half sent would garble the next."""
         with anyio.CancelScope(shield=True):
-            if self._socket is None:
-                await self.start()
-            reply = await self._exchange(message)
-        return reply
+            async with self._sending:
+                if self._socket is None:
+                    await self._start()
+                sock = self._socket
+                assert sock is not None
+                number = await self._send_message(sock, message)
+        return number
 
-    async def _exchange(self, message: tuple[Any, ...]) -> tuple[str, Any]:
-        sock = self._socket
-        assert sock is not None
+    async def _send_message(self, sock: socket.socket, message: tuple[Any, ...]) -> int:
+        number = self._sent
+        self._sent += 1
         try:
             await self._send(sock, sqlite_writer.encode(message))
-            reply: tuple[str, Any] = await self._receive(sock)
-        except (OSError, EOFError) as exc:
-            code = await self._reap()
-            detail = f"exit status {code}" if code is not None else str(exc)
-            _log.error("sqlite_writer_died", path=str(self.path), detail=detail)
-            raise StoreError(
-                f"{self.path}: the SQLite writer process ended ({detail}); "
-                "the outcome of the last write is unknown"
-            ) from None
+        except OSError as exc:
+            await self._lost(exc)
+        return number
+
+    async def reply(self, number: int) -> Reply:
+        """The reply to request ``number``; raises StoreError if the writer died first.
+
+        Shielded: a reply left unread would be taken as the answer to the next
+        request."""
+        with anyio.CancelScope(shield=True):
+            while number not in self._replies:
+                if self._reading:
+                    arrived = self._arrived
+                    await arrived.wait()
+                    continue
+                self._reading = True
+                try:
+                    await self._read_one()
+                finally:
+                    self._reading = False
+                    self._arrived.set()
+                    self._arrived = anyio.Event()
+            reply = self._replies.pop(number)
+        if isinstance(reply, StoreError):
+            raise reply
         return reply
 
+    async def _read_one(self) -> None:
+        """Read the next reply into ``_replies`` (or fail every request in flight)."""
+        sock = self._socket
+        if sock is None:  # the writer was lost after this request was sent
+            return
+        try:
+            reply: Reply = await self._receive(sock)
+        except (OSError, EOFError, anyio.ClosedResourceError) as exc:
+            if self._socket is sock:  # not already handled by a sender
+                await self._lost(exc)
+            return
+        self._replies[self._answered] = reply
+        self._answered += 1
+
+    async def _lost(self, exc: BaseException) -> None:
+        """The writer is gone: every request in flight fails; the next one starts a
+        new writer."""
+        code = await self._reap()
+        detail = f"exit status {code}" if code is not None else str(exc)
+        _log.error("sqlite_writer_died", path=str(self.path), detail=detail)
+        error = StoreError(
+            f"{self.path}: the SQLite writer process ended ({detail}); "
+            "the outcome of the last write is unknown"
+        )
+        for number in range(self._answered, self._sent):
+            self._replies[number] = error
+        self._answered = self._sent
+
     async def stop(self) -> None:
-        """Close the connection and wait for the process to exit."""
+        """Close the connection and wait for the process to exit (after answering
+        every request sent before)."""
         if self._socket is None:
             return
         try:
@@ -157,6 +224,7 @@ class WriterProcess:
         sock, process = self._socket, self._process
         self._socket = self._process = None
         if sock is not None:
+            anyio.notify_closing(sock)  # wakes a reader waiting on it
             sock.close()
         if process is None:
             return None

@@ -104,3 +104,80 @@ async def test_a_custom_writer_gets_the_objects_unencoded() -> None:
         tg.cancel_scope.cancel()
     assert received == [([job], [run])]
     assert store.encoded == []
+
+
+class PipelinedStore(EncodingStore):
+    """Takes a second write while the first is in flight (as SQLite's writer does);
+    each write waits for its own release event."""
+
+    writes_in_flight = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.releases: list[anyio.Event] = []
+        self.started = anyio.Event()
+        self.fail_first = False
+
+    async def write_encoded(self, jobs: Sequence[Any], runs: Sequence[Any]) -> None:
+        release = anyio.Event()
+        self.releases.append(release)
+        number = len(self.releases)
+        self.started.set()
+        self.started = anyio.Event()
+        await release.wait()
+        if number == 1 and self.fail_first:
+            raise StoreError("simulated write failure")
+        await super().write_encoded(jobs, runs)
+
+
+async def next_write(store: PipelinedStore) -> None:
+    started = store.started
+    with anyio.fail_after(5):
+        await started.wait()
+
+
+async def test_a_second_write_starts_while_the_first_is_in_flight_and_reports_after_it() -> None:
+    store = PipelinedStore()
+    await store.open()
+    checkpointer = Checkpointer(store, structlog.get_logger())
+    reports: list[str] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(checkpointer.run)
+        checkpointer.stage([make_job(1)], on_durable=lambda error: reports.append("first"))
+        await next_write(store)
+        checkpointer.stage([make_job(2)], on_durable=lambda error: reports.append("second"))
+        await next_write(store)  # the second write is under way; the first is not done
+        assert len(store.releases) == 2 and reports == []
+        store.releases[1].set()  # the second finishes first ...
+        await anyio.wait_all_tasks_blocked()
+        assert reports == []  # ... but is reported only after the first
+        store.releases[0].set()
+        with anyio.fail_after(5):
+            await checkpointer.flush()
+        tg.cancel_scope.cancel()
+    assert reports == ["first", "second"]
+
+
+async def test_a_failed_write_does_not_bring_back_a_row_a_later_write_carries_newer() -> None:
+    store = PipelinedStore()
+    store.fail_first = True
+    await store.open()
+    checkpointer = Checkpointer(store, structlog.get_logger())
+    older, other = make_job(1), make_job(2)
+    newer = replace(older, status=JobStatus.RUNNING)
+    async with anyio.create_task_group() as tg:
+        await tg.start(checkpointer.run)
+        checkpointer.stage([older, other])
+        await next_write(store)
+        checkpointer.stage([newer])
+        await next_write(store)
+        store.releases[0].set()  # the first write fails while the second carries newer
+        store.releases[1].set()
+        await next_write(store)  # the retry, after the pause
+        store.releases[2].set()
+        with anyio.fail_after(5):
+            await checkpointer.flush()
+        tg.cancel_scope.cancel()
+    retried = [row[1] for row in store.written[-1][0]]
+    assert retried == [other]
+    assert await store.get_job(older.id) == newer

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import anyio
 import pytest
 
 from nexus_schedd.errors import StoreError
@@ -163,3 +165,27 @@ def test_the_writer_ends_when_the_process_that_owns_the_store_is_killed(tmp_path
             owner.kill()  # what kill -9 of the daemon does
             owner.wait()
         assert wait_gone(pid), "the writer process outlived the daemon that owned it"
+
+
+async def test_a_write_goes_to_the_writer_while_the_previous_one_commits_and_lands_after_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "schedd.db"
+    store = SQLiteStore(path)
+    await store.open()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # the writer's next commit waits for this lock
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.write, [make_job(1)])
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(store.write, [make_job(1, retry_count=1)])
+            await anyio.wait_all_tasks_blocked()
+            writer = store._writer
+            assert writer is not None
+            assert writer._sent - writer._answered == 2  # both sent, neither answered
+            blocker.execute("ROLLBACK")
+        assert await store.get_job("J0001") == make_job(1, retry_count=1)
+    finally:
+        blocker.close()
+        await store.close()
