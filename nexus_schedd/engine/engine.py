@@ -713,6 +713,9 @@ class Engine:
             if self._prune_due:
                 self._prune_due = False
                 await self._prune()
+                # Jobs added or finished meanwhile armed timers without a wake-up
+                # (the loop was not asleep): look at the heap again.
+                continue
             self._sleeping_until = next_at
             self._sleeping = True
             wake_at = None if next_at is None else next_at - ahead

@@ -327,3 +327,37 @@ async def test_no_deadline_timer_stays_armed_once_nothing_runs(store: TrackedSto
             await wait_until(engine, job.id, is_final, store)
         await quiesce(store)
         assert clock.next_deadline() is None
+
+
+class SlowPrune(TrackedStore):
+    """Holds the engine's start-up prune until ``release`` is set."""
+
+    def __init__(self, inner: TrackedStore) -> None:
+        super().__init__(inner.inner)
+        self.pruning = anyio.Event()
+        self.release = anyio.Event()
+
+    async def prune_runs(self, older_than: Any, keep_per_job: int) -> int:
+        self.pruning.set()
+        await self.release.wait()
+        return await super().prune_runs(older_than, keep_per_job)
+
+
+async def test_a_job_added_while_the_start_up_prune_runs_is_still_scheduled(
+    store: TrackedStore,
+) -> None:
+    """The scheduler prunes history when it first has nothing due; a job added
+    meanwhile must wake it (it once went to sleep on the timer it had looked at
+    before the prune, with no timer at all, and never ran the new job)."""
+    slow = SlowPrune(store)
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    async with engine_running(slow, clock, handler, jump=False) as engine:
+        with anyio.fail_after(5):
+            await slow.pruning.wait()
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(0)))
+        slow.release.set()
+        with anyio.fail_after(5):
+            done = await wait_until(engine, job.id, is_final, slow)
+    assert done.status is JobStatus.COMPLETED
+    assert [call.job_id for call in handler.calls] == [job.id]
