@@ -67,7 +67,6 @@ class Checkpointer:
         writer: Writer | None = None,
         on_write: Callable[[], None] | None = None,
     ) -> None:
-        self._store = store
         self._write: Callable[[Sequence[Any], Sequence[Any]], Awaitable[None]]
         if writer is None:
             self._write = store.write_encoded

@@ -20,25 +20,17 @@ import pytest
 
 from nexus_schedd.errors import StoreError
 from nexus_schedd.store import JobFilter, SQLiteStore
+from tests.daemon.daemon_process import running
 from tests.store.factories import make_job, make_run
 
 pytestmark = pytest.mark.anyio
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     """Wait up to ``timeout`` seconds for ``pid`` to end (a bound, not a measurement)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not alive(pid):
+        if not running(pid):
             return True
         time.sleep(0.02)
     return False
@@ -63,13 +55,13 @@ async def test_writes_go_through_a_process_of_their_own_that_ends_with_the_store
     await store.open()
     pid = writer_pid(store)
     try:
-        assert pid != os.getpid() and alive(pid)
+        assert pid != os.getpid() and running(pid)
         assert b"sqlite_writer.py" in command_line(pid)
         await store.insert_jobs([make_job(1)])
         assert await store.get_job("J0001") == make_job(1)
     finally:
         await store.close()
-    assert not alive(pid)  # reaped by close(), not left as a zombie
+    assert not running(pid)  # reaped by close(), not left as a zombie
 
 
 async def test_a_writer_killed_fails_one_write_clearly_and_the_next_one_lands(
@@ -108,7 +100,7 @@ async def test_the_writer_ignores_the_signals_sent_to_the_daemons_process_group(
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             os.kill(pid, signum)
         await store.insert_jobs([make_job(1)])
-        assert alive(pid) and writer_pid(store) == pid
+        assert running(pid) and writer_pid(store) == pid
     finally:
         await store.close()
 
@@ -160,7 +152,7 @@ def test_the_writer_ends_when_the_process_that_owns_the_store_is_killed(tmp_path
         try:
             line = next(line for line in owner.stdout if line.startswith("writer "))
             pid = int(line.split()[1])
-            assert alive(pid)
+            assert running(pid)
         finally:
             owner.kill()  # what kill -9 of the daemon does
             owner.wait()
