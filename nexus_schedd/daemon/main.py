@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,17 +151,27 @@ def _scheduler_error(exc: BaseException) -> SchedulerError | None:
     return None
 
 
+LEFTOVER_THREAD_GRACE_S = 0.5
+"""How long threads still running when the event loop has ended get to finish."""
+
+
 def exit_despite_leaked_threads(code: int) -> None:
     """Exit with ``code`` now if a handler left non-daemon threads running.
 
     Everything of ours is closed by now; the interpreter would otherwise join those
     threads at exit and a drained daemon would hang until systemd kills it.
     """
-    leftovers = [
-        thread.name
+    others = [
+        thread
         for thread in threading.enumerate()
         if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
     ]
+    # anyio's idle worker threads were told to stop as the event loop ended and are
+    # on their way out; a handler's thread is still running after this moment.
+    deadline = time.monotonic() + LEFTOVER_THREAD_GRACE_S
+    for thread in others:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    leftovers = [thread.name for thread in others if thread.is_alive()]
     if not leftovers:
         return
     structlog.get_logger("nexus_schedd.daemon").warning(

@@ -341,6 +341,7 @@ def test_ctrl_c_to_the_process_group_still_checkpoints_through_the_writer(
     assert daemon.wait_exit(timeout=30) == 0
     assert process_gone(writer), "the daemon exited before its writer"
     assert not daemon.events("sqlite_writer_died")
+    assert not daemon.events("threads_left_running"), "a clean stop leaves no threads"
 
     # The run finished after the signal; its checkpoint went through the writer.
     again = daemon_factory(base_config(tmp_path))
