@@ -64,6 +64,7 @@ _log = structlog.get_logger("nexus_schedd.store.sqlite")
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _BUSY_TIMEOUT_MS = 5000
 _CACHE_KIB = 16 * 1024
+_WAL_CHECKPOINT_PAGES = 4000
 
 _JOB_SELECT = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 _RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
@@ -338,6 +339,7 @@ class SQLiteStore(Store):
             f"PRAGMA synchronous = {synchronous}",
             f"PRAGMA cache_size = -{_CACHE_KIB}",
             "PRAGMA temp_store = MEMORY",
+            f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}",
         ]
         if self.max_size_bytes is not None and self._page_size:
             pragmas.append(self._max_page_count())
