@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,17 @@ from tests.daemon.daemon_process import running
 from tests.store.factories import make_job, make_run
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An open store on a real file; closed after the test."""
+    opened = SQLiteStore(tmp_path / "schedd.db")
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
@@ -65,62 +77,47 @@ async def test_writes_go_through_a_process_of_their_own_that_ends_with_the_store
 
 
 async def test_a_writer_killed_fails_one_write_clearly_and_the_next_one_lands(
-    tmp_path: Path,
+    store: SQLiteStore,
 ) -> None:
-    store = SQLiteStore(tmp_path / "schedd.db")
-    await store.open()
-    try:
-        await store.insert_jobs([make_job(1)])
-        pid = writer_pid(store)
-        os.kill(pid, signal.SIGKILL)
-        assert wait_gone(pid)
+    await store.insert_jobs([make_job(1)])
+    pid = writer_pid(store)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone(pid)
 
-        with pytest.raises(StoreError) as caught:
-            await store.write(jobs=[make_job(2)])
-        assert "writer process ended" in caught.value.message
-        assert "unknown" in caught.value.message
+    with pytest.raises(StoreError) as caught:
+        await store.write(jobs=[make_job(2)])
+    assert "writer process ended" in caught.value.message
+    assert "unknown" in caught.value.message
 
-        await store.write(jobs=[make_job(2)], runs=[make_run(1, "J0002")])
-        assert writer_pid(store) != pid
-        page = await store.list_jobs(JobFilter(), 10)
-        assert [j.id for j in page.items] == ["J0001", "J0002"]
-    finally:
-        await store.close()
+    await store.write(jobs=[make_job(2)], runs=[make_run(1, "J0002")])
+    assert writer_pid(store) != pid
+    page = await store.list_jobs(JobFilter(), 10)
+    assert [j.id for j in page.items] == ["J0001", "J0002"]
 
 
 async def test_the_writer_ignores_the_signals_sent_to_the_daemons_process_group(
-    tmp_path: Path,
+    store: SQLiteStore,
 ) -> None:
     # Ctrl-C in a terminal signals the whole group; the daemon then shuts down and
     # writes its last checkpoint through the writer, which must still be there.
-    store = SQLiteStore(tmp_path / "schedd.db")
-    await store.open()
-    try:
-        pid = writer_pid(store)
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            os.kill(pid, signum)
-        await store.insert_jobs([make_job(1)])
-        assert running(pid) and writer_pid(store) == pid
-    finally:
-        await store.close()
+    pid = writer_pid(store)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        os.kill(pid, signum)
+    await store.insert_jobs([make_job(1)])
+    assert running(pid) and writer_pid(store) == pid
 
 
 async def test_a_value_sqlite_cannot_store_fails_that_write_and_changes_nothing(
-    tmp_path: Path,
+    store: SQLiteStore,
 ) -> None:
-    store = SQLiteStore(tmp_path / "schedd.db")
-    await store.open()
-    try:
-        await store.insert_jobs([make_job(1)])
-        with pytest.raises(StoreError) as caught:
-            await store.write(jobs=[make_job(2), replace(make_job(1), priority=2**70)])
-        assert "OverflowError" in caught.value.message
-        page = await store.list_jobs(JobFilter(), 10)
-        assert page.items == [make_job(1)]
-        await store.write(jobs=[make_job(2)])
-        assert await store.get_job("J0002") == make_job(2)
-    finally:
-        await store.close()
+    await store.insert_jobs([make_job(1)])
+    with pytest.raises(StoreError) as caught:
+        await store.write(jobs=[make_job(2), replace(make_job(1), priority=2**70)])
+    assert "OverflowError" in caught.value.message
+    page = await store.list_jobs(JobFilter(), 10)
+    assert page.items == [make_job(1)]
+    await store.write(jobs=[make_job(2)])
+    assert await store.get_job("J0002") == make_job(2)
 
 
 def test_the_writer_ends_when_the_process_that_owns_the_store_is_killed(tmp_path: Path) -> None:
