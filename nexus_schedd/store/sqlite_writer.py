@@ -80,8 +80,9 @@ def chunked(statement: str) -> dict[int, str]:
 def insert_rows(connection: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
     """``sql`` for every row in multi-row statements; the number of rows changed.
 
-    A handful of statements instead of one ``executemany`` step per row: the
-    store's figures stay the same whichever process runs this.
+    A handful of statements instead of one ``executemany`` step per row: each
+    step costs a trip through the sqlite3 module, and a 256-row statement is
+    prepared once and kept in the statement cache.
     """
     shapes = chunked(sql)
     changed = start = 0

@@ -150,7 +150,8 @@ class WriterProcess:
     async def _read_one(self) -> None:
         """Read the next reply into ``_replies`` (or fail every request in flight)."""
         sock = self._socket
-        if sock is None:  # the writer was lost after this request was sent
+        if sock is None:  # lost after these requests were sent (normally failed already)
+            self._fail_in_flight(StoreError(f"{self.path}: the SQLite writer is not running"))
             return
         try:
             reply: Reply = await self._receive(sock)
@@ -171,6 +172,10 @@ class WriterProcess:
             f"{self.path}: the SQLite writer process ended ({detail}); "
             "the outcome of the last write is unknown"
         )
+        self._fail_in_flight(error)
+
+    def _fail_in_flight(self, error: StoreError) -> None:
+        """Every request sent and not yet answered gets ``error`` as its reply."""
         for number in range(self._answered, self._sent):
             self._replies[number] = error
         self._answered = self._sent
