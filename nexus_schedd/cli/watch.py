@@ -20,12 +20,17 @@ def register(subparsers: Any) -> None:
 
 
 async def _watch(client: Client, args: argparse.Namespace) -> int:
-    parameters = {
+    parameters: dict[str, Any] = {
         key: value
         for key, value in (("job_type", args.job_type), ("job_id", args.job_id))
         if value is not None
     }
+    parameters["announce"] = True
     async for reply in client.stream("Watch", parameters):
+        if reply.get("subscribed"):
+            # On stderr, so stdout stays one event per line; scripts may wait for it.
+            print("nexus-schedctl: watching (interrupt to stop)", file=sys.stderr, flush=True)
+            continue
         event = reply["event"]
         if wants_json(args):
             # Each Watch reply as the protocol sends it, one per line (SPEC 7).

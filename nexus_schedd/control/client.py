@@ -238,10 +238,25 @@ class Client:
         return [parse_instant(text) for text in reply["occurrences"]]
 
     async def watch(
-        self, *, job_type: str | None = None, job_id: str | None = None
+        self,
+        *,
+        job_type: str | None = None,
+        job_id: str | None = None,
+        subscribed: anyio.Event | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """Watch: job and run events as they happen, until the caller stops iterating."""
-        async for reply in self.stream("Watch", _without_none(job_type=job_type, job_id=job_id)):
+        """Watch: job and run events as they happen, until the caller stops iterating.
+
+        ``subscribed`` is set once the daemon's subscription is in place: every
+        change made after that is seen (wait on it before making the change).
+        """
+        parameters = _without_none(
+            job_type=job_type, job_id=job_id, announce=True if subscribed else None
+        )
+        async for reply in self.stream("Watch", parameters):
+            if reply.get("subscribed"):
+                if subscribed is not None:
+                    subscribed.set()
+                continue
             yield event_from_json(reply["event"])
 
     async def list_handlers(self) -> list[str]:

@@ -9,7 +9,6 @@ zones, recurrences) and raises :mod:`nexus_schedd.errors` exceptions or
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -151,13 +150,25 @@ class SchedulerMethods:
         return {"ical": ical.decode("utf-8")}
 
     async def Watch(self, params: Params) -> AsyncGenerator[Params, None]:
-        """Events matching the filters, until the caller stops iterating."""
+        """Events matching the filters, until the caller stops iterating. With
+        ``announce``, the first reply says the subscription is in place."""
         job_type = params.get("job_type")
         job_id = params.get("job_id")
-        async with aclosing(_events(self._service)) as events:
-            async for event in events:
+        # The service subscribes when asked, before any event: from the announcement
+        # on, the client misses nothing.
+        subscription = self._service.watch()
+        try:
+            if params.get("announce"):
+                yield {"subscribed": True}
+            async for event in subscription:
                 if _matches(event, job_type, job_id):
                     yield {"event": event.to_json()}
+        finally:
+            close = getattr(subscription, "aclose", None)
+            if close is not None:
+                # Shielded: this runs when the watcher was cancelled (client gone).
+                with anyio.CancelScope(shield=True):
+                    await close()
 
     # -- writes -------------------------------------------------------------------
 
@@ -226,21 +237,6 @@ class SchedulerMethods:
         if not self._service.supported(spec.job_type):
             raise UnknownJobType(spec.job_type)
         return spec
-
-
-async def _events(service: SchedulerService) -> AsyncGenerator[Event, None]:
-    # Wrapping the service's iterator in a generator of our own lets aclosing()
-    # finalise it even when the service returns a plain async iterator.
-    iterator = service.watch()
-    try:
-        async for event in iterator:
-            yield event
-    finally:
-        close = getattr(iterator, "aclose", None)
-        if close is not None:
-            # Shielded: this runs when the watcher was cancelled (client gone).
-            with anyio.CancelScope(shield=True):
-                await close()
 
 
 def _matches(event: Event, job_type: str | None, job_id: str | None) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
 
 import anyio
 
@@ -41,15 +40,41 @@ class EventHub:
             subscriber.buffer.append(event)
             subscriber.ready.set()
 
-    async def subscribe(self) -> AsyncIterator[Event]:
-        """Events published from now on, until the caller stops iterating."""
+    def subscribe(self) -> Subscription:
+        """Events published from now on: the subscription is in place when this returns
+        (Watch's ``announce`` tells a client so), and ends when the caller stops
+        iterating or closes it."""
         subscriber = _Subscriber(self._buffer_size)
         self._subscribers.append(subscriber)
-        try:
-            while True:
-                while subscriber.buffer:
-                    yield subscriber.buffer.popleft()
-                subscriber.ready = anyio.Event()
-                await subscriber.ready.wait()
-        finally:
+        return Subscription(self, subscriber)
+
+    def _leave(self, subscriber: _Subscriber) -> None:
+        if subscriber in self._subscribers:
             self._subscribers.remove(subscriber)
+
+
+class Subscription:
+    """One subscriber's events, in order; ``aclose()`` (or ending the iteration) leaves."""
+
+    __slots__ = ("_hub", "_subscriber")
+
+    def __init__(self, hub: EventHub, subscriber: _Subscriber) -> None:
+        self._hub = hub
+        self._subscriber = subscriber
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        subscriber = self._subscriber
+        while not subscriber.buffer:
+            if subscriber not in self._hub._subscribers:
+                raise StopAsyncIteration
+            subscriber.ready = anyio.Event()
+            await subscriber.ready.wait()
+        return subscriber.buffer.popleft()
+
+    async def aclose(self) -> None:
+        """Stop receiving events (a task waiting in ``__anext__`` gets StopAsyncIteration)."""
+        self._hub._leave(self._subscriber)
+        self._subscriber.ready.set()

@@ -317,8 +317,11 @@ async def test_watch_streams_events_as_lines(daemon: Daemon) -> None:
     async with await anyio.open_process(
         [SCHEDCTL, "watch", "--json", "--type", "log"], env=env
     ) as watcher:
-        assert watcher.stdout is not None
-        await anyio.sleep(0.5)  # let it subscribe
+        assert watcher.stdout is not None and watcher.stderr is not None
+        said = b""
+        with anyio.fail_after(10):
+            while b"watching" not in said:  # subscribed: every change from now on is seen
+                said += await watcher.stderr.receive()
         await json_of(daemon, "add", "log", "--name", "seen")
         received = b""
         with anyio.fail_after(10):

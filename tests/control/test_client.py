@@ -91,15 +91,16 @@ def test_standard_permission_denied_maps_to_the_project_exception() -> None:
 async def test_watch_yields_typed_events(daemon: Daemon) -> None:
     async with Client(daemon.socket_path) as client, anyio.create_task_group() as tg:
         seen: list[EventKind] = []
+        subscribed = anyio.Event()
 
         async def watch() -> None:
-            async for event in client.watch(job_type="log"):
+            async for event in client.watch(job_type="log", subscribed=subscribed):
                 seen.append(event.kind)
                 if event.kind is EventKind.RUN_FINISHED:
                     return
 
         tg.start_soon(watch)
-        await anyio.sleep(0.05)  # let the watcher subscribe first
+        await subscribed.wait()
         await client.add_job({"job_type": "log"})
     assert seen[0] is EventKind.JOB_ADDED and seen[-1] is EventKind.RUN_FINISHED
 

@@ -273,8 +273,11 @@ async def test_reload_returns_the_callbacks_summary(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_watch_streams_events_until_the_client_leaves(daemon: Daemon) -> None:
     async with await anyio.connect_unix(daemon.socket_path) as watcher:
-        await watcher.send(call_message(S + "Watch", {"job_type": "log"}, more=True))
-        await anyio.sleep(0.05)  # let the server subscribe before the change happens
+        await watcher.send(
+            call_message(S + "Watch", {"job_type": "log", "announce": True}, more=True)
+        )
+        (announced,) = await read_replies(watcher, 1)
+        assert announced["parameters"] == {"subscribed": True}
         await call(daemon, "AddJob", {"job": {"job_type": "log", "name": "w"}})
         events = await read_replies(watcher, 3)
     for message in events:

@@ -91,9 +91,13 @@ async def test_every_method_is_callable_with_the_third_party_client(daemon: Daem
     # Watch streams with --more: read the first event, then hang up.
     called.add("Watch")
     address = f"unix:{daemon.socket_path}/io.nexus.Scheduler.Watch"
-    async with await anyio.open_process([*CLI, "call", "--more", address, "{}"]) as watcher:
+    watch = [*CLI, "call", "--more", address, '{"announce": true}']
+    async with await anyio.open_process(watch) as watcher:
         assert watcher.stdout is not None
-        await anyio.sleep(0.3)  # let it subscribe before the change it should see
+        received = b""
+        with anyio.fail_after(10):
+            while b"subscribed" not in received:
+                received += await watcher.stdout.receive()
         await call("AddJob", {"job": {"job_type": "log", "run_at": "2031-01-01T00:00:00Z"}})
         received = b""
         with anyio.fail_after(10):

@@ -8,6 +8,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,22 +104,16 @@ def test_every_method_is_callable_on_the_real_daemon(daemon: DaemonProcess) -> N
     called.add("Watch")
     address = f"unix:{daemon.socket_path}/io.nexus.Scheduler.Watch"
     with subprocess.Popen(
-        [sys.executable, "-m", "varlink.cli", "call", "--more", address, "{}"],
+        [sys.executable, "-m", "varlink.cli", "call", "--more", address, '{"announce": true}'],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     ) as watcher:
         try:
             assert watcher.stdout is not None
-            # Keep changing something until the subscription reports it (the
-            # client needs a moment to subscribe; every wait here is bounded).
-            received = ""
-            for _ in range(20):
-                call("AddJob", {"job": {"job_type": "log", "run_at": "2031-01-01T00:00:00Z"}})
-                readable, _, _ = select.select([watcher.stdout], [], [], 0.5)
-                if readable:
-                    received += os.read(watcher.stdout.fileno(), 65536).decode()
-                if "job_added" in received:
-                    break
+            received = read_until(watcher.stdout.fileno(), "subscribed", "")
+            # Subscribed: the next change is reported.
+            call("AddJob", {"job": {"job_type": "log", "run_at": "2031-01-01T00:00:00Z"}})
+            received = read_until(watcher.stdout.fileno(), "job_added", received)
             assert "job_added" in received
         finally:
             watcher.kill()
@@ -213,3 +208,17 @@ def test_every_schedctl_command_against_the_real_daemon(
     assert ok("cancel", "cli")["job"]["status"] == "canceled"
     refused = schedctl(daemon, "cancel", job["id"])  # a final job: refused, exit 1
     assert refused.returncode == 1 and "canceled" in refused.stderr
+
+
+def read_until(fd: int, text: str, received: str, limit_s: float = 10.0) -> str:
+    """Read ``fd`` until ``text`` has arrived (bounded by ``limit_s``)."""
+    deadline = time.monotonic() + limit_s
+    while text not in received:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"timed out waiting for {text!r}; got {received!r}"
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if readable:
+            chunk = os.read(fd, 65536).decode()
+            assert chunk, f"stream ended before {text!r}; got {received!r}"
+            received += chunk
+    return received

@@ -6,7 +6,6 @@ from dataclasses import replace
 from datetime import timedelta
 
 import anyio
-import anyio.lowlevel
 import pytest
 
 from nexus_schedd.clock import VirtualClock
@@ -55,7 +54,6 @@ async def test_watch_streams_job_and_run_events(store: TrackedStore) -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(collect)
-            await anyio.lowlevel.checkpoint()
             await engine.add_job(JobSpec(job_type="work", run_at=at(10)))
         await events.aclose()  # type: ignore[attr-defined]
     assert kinds == [EventKind.JOB_ADDED, EventKind.RUN_STARTED, EventKind.RUN_FINISHED]
