@@ -1,6 +1,9 @@
 """Time enters nexus-schedd through one :class:`Clock`.
 
-Nothing else calls ``datetime.now()`` or ``time.time()``. The engine waits with
+Nothing else reads the wall clock (``datetime.now()``, ``time.time()``): every
+"now" and every wait for an instant goes through a Clock. Intervals that measure
+the process itself rather than the schedule (event-loop lag for the watchdog, the
+bounded joins of leftover threads at exit) use the monotonic clock. The engine waits with
 ``with clock.deadline_scope(t): await wakeup.wait()`` and bounds handler attempts
 with the same kind of scope, so a :class:`VirtualClock` can drive days of
 schedule in milliseconds of real time.

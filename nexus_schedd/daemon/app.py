@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import socket
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from nexus_schedd.errors import ConfigError, SchedulerError
 from nexus_schedd.handlers.exec import kill_running_commands
 from nexus_schedd.handlers.loading import load_handlers
 from nexus_schedd.handlers.registry import HandlerRegistry
-from nexus_schedd.store import open_store
+from nexus_schedd.store import Store, open_store
 
 EXIT_FORCED = 1
 
@@ -49,6 +48,7 @@ class Daemon:
         self.notifier = Notifier.from_environment()
         self._reload_lock = anyio.Lock()
         self._engine: Engine | None = None
+        self._store: Store | None = None
         self._registries: list[HandlerRegistry] = []
         """Every registry loaded so far; all are closed at shutdown (a reload must not
         close handlers that attempts still running may be using)."""
@@ -56,7 +56,22 @@ class Daemon:
         self._socket_inherited = False
 
     async def run(self) -> None:
-        """Run until SIGTERM/SIGINT, then drain and return (exit code 0)."""
+        """Run until SIGTERM/SIGINT, then drain and return (exit code 0):
+        :meth:`startup`, :meth:`main_loop`, :meth:`shutdown`, under one task group."""
+        try:
+            async with anyio.create_task_group() as tg:
+                await self.startup(tg)
+                await self.main_loop()
+                await self.shutdown()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close()
+        log.info("daemon_stopped")
+
+    async def startup(self, tg: anyio.abc.TaskGroup) -> None:
+        """Open the socket, store and handlers, start the engine, reconcile the static
+        schedules, then serve the socket and report READY."""
         config = self.config
         # The socket first: a second daemon on a live socket is refused before it
         # touches the store.
@@ -71,48 +86,65 @@ class Daemon:
                 with contextlib.suppress(OSError):
                     os.unlink(config.daemon.socket)
             raise
-        try:
-            registry = load_handlers(config.handlers, log=log, config_file=self._config_name)
-            self._registries.append(registry)
-            check_schedule_types(config.schedules, registry.supports, self._config_name)
-            # A shared (PostgreSQL) store gets the multi-node engine.
-            engine = engine_for(store, registry, SystemClock(), settings, log=log)
-            self._engine = engine
-            server = ControlServer(engine, config.control, reload=self.reload, log=log)
-            async with anyio.create_task_group() as tg:
-                await tg.start(engine.run)
-                if not await tg.start(watch_clock_steps, engine.clock_stepped):
-                    log.warning(
-                        "clock_steps_unwatched",
-                        reason="no timerfd here: a wall-clock step is noticed at the next wake-up",
-                    )
-                report = await engine.reconcile_static(config.schedules)
-                if any(report.values()):
-                    log.info("static_schedules_reconciled", **report)
-                await tg.start(server.serve, listener)
-                self.notifier.ready(self._status_line())
-                log.info(
-                    "daemon_ready",
-                    version=__version__,
-                    socket=str(config.daemon.socket),
-                    store=config.store.url,
-                    handlers=registry.names(),
-                    pid=os.getpid(),
-                    node=settings.node,
-                )
-                tg.start_soon(self._watchdog)
-                await self._main_loop()
-                self._stopping = True
-                self.notifier.stopping()
-                log.info("daemon_draining", grace_s=config.daemon.shutdown_grace_s)
-                await engine.stop(config.daemon.shutdown_grace_s)
-                tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                for loaded in self._registries:
-                    await loaded.aclose()
-                await store.close()
-        log.info("daemon_stopped")
+        self._store = store
+        registry = load_handlers(config.handlers, log=log, config_file=self._config_name)
+        self._registries.append(registry)
+        check_schedule_types(config.schedules, registry.supports, self._config_name)
+        # A shared (PostgreSQL) store gets the multi-node engine.
+        engine = engine_for(store, registry, SystemClock(), settings, log=log)
+        self._engine = engine
+        server = ControlServer(engine, config.control, reload=self.reload, log=log)
+        await tg.start(engine.run)
+        if not await tg.start(watch_clock_steps, engine.clock_stepped):
+            log.warning(
+                "clock_steps_unwatched",
+                reason="no timerfd here: a wall-clock step is noticed at the next wake-up",
+            )
+        report = await engine.reconcile_static(config.schedules)
+        if any(report.values()):
+            log.info("static_schedules_reconciled", **report)
+        await tg.start(server.serve, listener)
+        self.notifier.ready(self._status_line())
+        log.info(
+            "daemon_ready",
+            version=__version__,
+            socket=str(config.daemon.socket),
+            store=config.store.url,
+            handlers=registry.names(),
+            pid=os.getpid(),
+            node=settings.node,
+        )
+        tg.start_soon(self._watchdog)
+
+    async def main_loop(self) -> None:
+        """Wait for signals: SIGHUP reloads; the first SIGTERM/SIGINT returns; a second exits."""
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    # A refused reload is logged by reload(); the old config stays in force.
+                    with contextlib.suppress(SchedulerError):
+                        await self.reload()
+                    continue
+                log.info("signal_received", signal=signal.Signals(signum).name)
+                break
+        # A second SIGTERM/SIGINT during the drain exits at once.
+        self._arm_forced_exit()
+
+    async def shutdown(self) -> None:
+        """Stop starting jobs and let running ones finish within ``shutdown_grace_s``."""
+        self._stopping = True
+        self.notifier.stopping()
+        grace_s = self.config.daemon.shutdown_grace_s
+        log.info("daemon_draining", grace_s=grace_s)
+        assert self._engine is not None
+        await self._engine.stop(grace_s)
+
+    async def _close(self) -> None:
+        """Close every handler registry loaded so far, then the store."""
+        for loaded in self._registries:
+            await loaded.aclose()
+        if self._store is not None:
+            await self._store.close()
 
     def _control_socket(self) -> socket.socket:
         inherited = listen_fds()
@@ -127,20 +159,6 @@ class Daemon:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise SchedulerError(f"cannot listen on control socket {path}: {reason}") from None
-
-    async def _main_loop(self) -> None:
-        """Wait for signals: SIGHUP reloads; the first SIGTERM/SIGINT returns; a second exits."""
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    # A refused reload is logged by reload(); the old config stays in force.
-                    with contextlib.suppress(SchedulerError):
-                        await self.reload()
-                    continue
-                log.info("signal_received", signal=signal.Signals(signum).name)
-                break
-        # A second SIGTERM/SIGINT during the drain exits at once.
-        self._arm_forced_exit()
 
     def _arm_forced_exit(self) -> None:
         def force(signum: int, _frame: object) -> None:
@@ -201,9 +219,9 @@ class Daemon:
         engine = self._engine
         assert engine is not None
         while True:
-            started = time.monotonic()
+            started = anyio.current_time()
             await anyio.sleep(interval)
-            lag = time.monotonic() - started - interval
+            lag = anyio.current_time() - started - interval
             if lag > 0.1:
                 log.warning("event_loop_lag", lag_ms=round(lag * 1000, 1))
             if engine.healthy and not self._stopping:

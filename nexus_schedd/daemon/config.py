@@ -27,11 +27,12 @@ from typing import Any, Literal, TypeVar, cast
 from nexus_schedd.control.paths import SOCKET_ENV, default_socket_path
 from nexus_schedd.control.server import ControlSettings
 from nexus_schedd.engine.settings import EngineSettings
-from nexus_schedd.errors import ConfigError, InvalidSpec
+from nexus_schedd.errors import ConfigError, InvalidSpec, StoreError
 from nexus_schedd.model import JobDefaults, JobSpec, MisfirePolicy, OverlapPolicy, Recurrence
 from nexus_schedd.model.recurrence import UNIT_KINDS, RecurrenceKind
 from nexus_schedd.model.schedule import parse_cron, validate_schedule
 from nexus_schedd.model.times import localize, parse_every, parse_instant, resolve_zone
+from nexus_schedd.store import sqlite_path_from_url
 from nexus_schedd.store.base import Durability
 
 SYSTEM_STATE_DIR = Path("/var/lib/nexus-schedd")
@@ -132,13 +133,6 @@ class StoreConfig:
     def shared(self) -> bool:
         """True when the URL names a store several nodes share (PostgreSQL)."""
         return self.url.startswith(("postgresql://", "postgres://"))
-
-    @property
-    def sqlite_path(self) -> Path | None:
-        """The database file for a ``sqlite://`` URL, else None."""
-        if not self.url.startswith("sqlite://"):
-            return None
-        return Path(self.url.removeprefix("sqlite://"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,14 +358,17 @@ class _Parser:
         url = self.string(table, "url", "store", "")
         if not url:
             url = f"sqlite://{state_dir / DB_FILE}"
-        elif url.startswith("sqlite://"):
-            db_path = url.removeprefix("sqlite://")
-            if not db_path:
-                raise self.error("store.url", "a sqlite:// URL needs a file path")
-            url = f"sqlite://{self.resolve(db_path)}"
+        elif url.startswith("sqlite:"):
+            try:
+                db_path = sqlite_path_from_url(url)
+            except StoreError as exc:
+                raise self.error("store.url", exc.message) from None
+            url = f"sqlite://{self.resolve(str(db_path))}"
         elif not url.startswith(("postgresql://", "postgres://")):
             raise self.error(
-                "store.url", f"unsupported URL {url!r} (use sqlite:///PATH or postgresql://...)"
+                "store.url",
+                f"unsupported URL {url!r} (use sqlite:///ABSOLUTE, sqlite://RELATIVE "
+                "or postgresql://...)",
             )
         return StoreConfig(
             url=url,

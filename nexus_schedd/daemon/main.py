@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import anyio
 import structlog
 
 from nexus_schedd import __version__
+from nexus_schedd.clock import SystemClock
 from nexus_schedd.daemon.app import Daemon, event_loop_options
 from nexus_schedd.daemon.config import Config, check_schedule_types, load_config
 from nexus_schedd.daemon.logging import configure_logging
@@ -126,7 +126,7 @@ async def check_with_handlers(config: Config, file: str) -> list[str]:
     finally:
         await registry.aclose()
     notes = [f"handler {name!r} failed to load: {error}" for name, error in registry.broken.items()]
-    now = datetime.now(UTC)
+    now = SystemClock().now()
     defaults = config.engine_settings().defaults
     for index, spec in enumerate(config.schedules):
         try:
