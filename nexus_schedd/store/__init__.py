@@ -16,13 +16,15 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "open_store",
+    "sqlite_path_from_url",
 ]
 
 
 def open_store(url: str, *, durability: Durability = "full", node: str = "") -> Store:
     """The store a ``[store] url`` names, not yet opened (``await store.open()`` next).
 
-    ``sqlite:///abs/path.db`` and ``sqlite:relative/path.db`` give an
+    ``sqlite:///abs/path.db`` and ``sqlite://relative/path.db`` (or
+    ``sqlite:relative/path.db``; see :func:`sqlite_path_from_url`) give an
     :class:`SQLiteStore`; ``postgresql://...`` (or ``postgres://``) a
     :class:`~nexus_schedd.store.postgres.PostgresStore` in the URL's ``?schema=``
     (default ``public``), whose notifications name ``node``; ``memory:`` a
@@ -40,5 +42,5 @@ def open_store(url: str, *, durability: Durability = "full", node: str = "") -> 
         return PostgresStore(dsn, schema=schema, durability=durability, node=node)
     raise StoreError(
         f"unsupported store URL {url!r}: use sqlite:///absolute/path.db, "
-        "sqlite:relative/path.db, postgresql://user@host/db?schema=name or memory:"
+        "sqlite://relative/path.db, postgresql://user@host/db?schema=name or memory:"
     )

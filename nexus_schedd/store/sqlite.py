@@ -720,14 +720,17 @@ def _reason(exc: BaseException) -> str:
 
 
 def sqlite_path_from_url(url: str) -> Path:
-    """The file of ``sqlite:///abs/path.db`` or ``sqlite:relative/path.db``."""
-    rest = url.removeprefix("sqlite:")
-    if rest.startswith("//"):
-        rest = rest[2:]
-        if not rest.startswith("/"):
-            raise StoreError(
-                f"store URL {url!r}: use sqlite:///absolute/path.db or sqlite:relative/path.db"
-            )
+    """The database file a SQLite store URL names: the one grammar of such URLs.
+
+    ``sqlite:`` then an optional ``//``, then the path: ``sqlite:///abs/path.db``
+    and ``sqlite:/abs/path.db`` are absolute; ``sqlite://state/schedd.db`` and
+    ``sqlite:state/schedd.db`` are relative (the config resolves them against its
+    own directory, a caller of :func:`~nexus_schedd.store.open_store` against the
+    working directory).
+    """
+    if not url.startswith("sqlite:"):
+        raise StoreError(f"store URL {url!r} is not a sqlite: URL")
+    rest = url.removeprefix("sqlite:").removeprefix("//")
     if not rest or rest.endswith("/"):
         raise StoreError(f"store URL {url!r} names no database file")
     return Path(rest)

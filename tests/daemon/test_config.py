@@ -16,6 +16,7 @@ from nexus_schedd.daemon.config import (
 )
 from nexus_schedd.errors import ConfigError
 from nexus_schedd.model import JobDefaults, MisfirePolicy, OverlapPolicy, RecurrenceKind
+from nexus_schedd.store import SQLiteStore, open_store
 
 USER_ENV = {"HOME": "/home/ann", "XDG_RUNTIME_DIR": "/run/user/1000"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,18 +91,20 @@ def test_store_url_is_derived_from_the_state_dir(tmp_path: Path) -> None:
     path = write(tmp_path, '[daemon]\nstate_dir = "/srv/schedd"\n')
     config = load_config(path, env=USER_ENV)
     assert config.store.url == "sqlite:///srv/schedd/schedd.db"
-    assert config.store.sqlite_path == Path("/srv/schedd/schedd.db")
 
 
-def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
-    (tmp_path / "config").mkdir()
+@pytest.mark.parametrize("url", ["sqlite://../db/x.db", "sqlite:../db/x.db"])
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path, url: str) -> None:
+    (tmp_path / "config").mkdir(exist_ok=True)
     text = '[daemon]\nstate_dir = "../var"\nsocket = "../var/control.sock"\n'
-    text += '[store]\nurl = "sqlite://../db/x.db"\n'
+    text += f'[store]\nurl = "{url}"\n'
     path = write(tmp_path / "config", text)
     config = load_config(path, env=USER_ENV)
     assert config.daemon.state_dir == tmp_path / "var"
     assert config.daemon.socket == tmp_path / "var" / "control.sock"
     assert config.store.url == f"sqlite://{tmp_path / 'db' / 'x.db'}"
+    store = open_store(config.store.url)  # the store reads the URL the config wrote
+    assert isinstance(store, SQLiteStore) and store.path == tmp_path / "db" / "x.db"
 
 
 def test_command_line_beats_environment_beats_file(tmp_path: Path) -> None:
@@ -240,6 +243,8 @@ greeting = "hi"
         ("[daemon]\nshutdown_grace_s = -1\n", "daemon.shutdown_grace_s", ">= 0"),
         ("[daemon]\nshutdown_grace_s = nan\n", "daemon.shutdown_grace_s", "finite number"),
         ('[store]\nurl = "mysql://x"\n', "store.url", "unsupported URL"),
+        ('[store]\nurl = "sqlite://"\n', "store.url", "names no database file"),
+        ('[store]\nurl = "sqlite:var/"\n', "store.url", "names no database file"),
         ('[store]\ndurability = "extra"\n', "store.durability", "full | normal"),
         ("[store]\ncommit_interval_ms = -5\n", "store.commit_interval_ms", "between 0"),
         ("[store]\nstart_ahead_ms = 1001\n", "store.start_ahead_ms", "between 0 and 1000"),

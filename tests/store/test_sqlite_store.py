@@ -243,13 +243,14 @@ def test_open_store_parses_store_urls(tmp_path: Path) -> None:
     assert isinstance(absolute, SQLiteStore)
     assert absolute.path == tmp_path / "a.db"
     assert absolute.durability == "normal"
-    relative = open_store("sqlite:state/b.db")
-    assert isinstance(relative, SQLiteStore) and relative.path == Path("state/b.db")
+    for relative_url in ("sqlite:state/b.db", "sqlite://state/b.db"):
+        relative = open_store(relative_url)
+        assert isinstance(relative, SQLiteStore) and relative.path == Path("state/b.db")
     assert isinstance(open_store("memory:"), MemoryStore)
 
 
 @pytest.mark.parametrize(
-    "url", ["sqlite:", "sqlite://relative.db", "mysql:///x", "sqlite:dir/", "postgresql-x://db/x"]
+    "url", ["sqlite:", "sqlite://", "mysql:///x", "sqlite:dir/", "postgresql-x://db/x"]
 )
 def test_open_store_refuses_urls_it_cannot_serve(url: str) -> None:
     with pytest.raises(StoreError):
