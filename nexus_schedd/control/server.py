@@ -174,12 +174,13 @@ class ControlServer:
                     stream = await listener.accept()
                 except anyio.BrokenResourceError as exc:
                     # Out of file descriptors and the like: back off instead of spinning.
-                    self._log.warning("control accept failed", error=str(exc.__cause__ or exc))
+                    self._log.warning("control_accept_failed", error=str(exc.__cause__ or exc))
                     await anyio.sleep(0.1)
                     continue
                 if self.connections >= self.settings.max_connections:
                     self._log.warning(
-                        "control connection refused: limit reached",
+                        "control_connection_refused",
+                        reason="limit reached",
                         max_connections=self.settings.max_connections,
                     )
                     await stream.aclose()
@@ -200,7 +201,7 @@ class ControlServer:
         except _CLOSED:
             pass
         except Exception:
-            self._log.exception("control connection failed")
+            self._log.exception("control_connection_failed")
         finally:
             self.connections -= 1
 
@@ -291,7 +292,7 @@ class ControlServer:
         if interface.method(request.name) is None:
             return error_reply(METHOD_NOT_FOUND, {"method": request.method})
         if not access_control.allowed(level, request.interface, request.name):
-            self._log.warning("control call refused", method=request.method, access=level.name)
+            self._log.warning("control_call_refused", method=request.method, access=level.name)
             if request.interface == SERVICE_INTERFACE:
                 return error_reply(PERMISSION_DENIED)
             exc = PermissionDenied(f"{request.method} is not allowed for this user")
@@ -336,9 +337,9 @@ class ControlServer:
                 error, parameters = f"{INTERFACE}.InternalError", {"message": exc.message}
             else:
                 parameters = exc.parameters()
-            self._log.info("control call failed", method=request.method, error=error)
+            self._log.info("control_call_failed", method=request.method, error=error)
             return error_reply(error, parameters)
-        self._log.exception("control call crashed", method=request.method)
+        self._log.exception("control_call_crashed", method=request.method)
         return error_reply(
             f"{INTERFACE}.InternalError", {"message": f"{type(exc).__name__}: {exc}"}
         )

@@ -35,7 +35,9 @@ class Notifier:
         address = env.get("NOTIFY_SOCKET") or None
         if address is not None and not address.startswith(("/", "@")):
             # sd_notify ignores anything else (e.g. vsock addresses it cannot reach).
-            _log.warning("unsupported NOTIFY_SOCKET, notifications disabled", address=address)
+            _log.warning(
+                "notify_socket_unsupported", address=address, note="notifications disabled"
+            )
             address = None
         return cls(address)
 
@@ -59,7 +61,7 @@ class Notifier:
                 sock.connect(target)
                 sock.sendall(message)
         except OSError as exc:
-            _log.warning("sd_notify failed", address=self.address, error=str(exc))
+            _log.warning("sd_notify_failed", address=self.address, error=str(exc))
             return False
         return True
 

@@ -98,7 +98,7 @@ def test_a_vanished_notify_socket_is_logged_not_raised(short_dir: Path) -> None:
     notifier = Notifier(str(short_dir / "gone"))
     with structlog.testing.capture_logs() as logs:
         assert notifier.ready() is False
-    assert logs[0]["event"] == "sd_notify failed"
+    assert logs[0]["event"] == "sd_notify_failed"
 
 
 def test_watchdog_interval_is_half_of_watchdog_usec() -> None:
