@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -43,11 +43,9 @@ from nexus_schedd.errors import (
     UnknownJobType,
 )
 from nexus_schedd.model import Job, JobSpec, Recurrence, Run
+from nexus_schedd.model.events import Event, EventKind
+from nexus_schedd.model.queries import Page
 from nexus_schedd.model.times import format_instant, parse_instant
-from nexus_schedd.store.base import Page
-
-if TYPE_CHECKING:
-    from nexus_schedd.engine.service import Event
 
 MAX_REPLY_BYTES = 256 * 1024 * 1024
 
@@ -307,9 +305,6 @@ def spec_to_json(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
 
 def event_from_json(data: Mapping[str, Any]) -> Event:
     """An :class:`Event` from Watch's JSON."""
-    # Imported here: the engine package is heavy and the CLI only needs it for watch.
-    from nexus_schedd.engine.service import Event, EventKind
-
     job = data.get("job")
     run = data.get("run")
     return Event(

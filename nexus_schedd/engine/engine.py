@@ -44,7 +44,7 @@ from nexus_schedd.engine.policies import (
     jittered,
     walk_missed,
 )
-from nexus_schedd.engine.service import UNSET, EngineStatus, Event, EventKind
+from nexus_schedd.engine.service import UNSET
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.errors import (
     InvalidJobState,
@@ -68,8 +68,10 @@ from nexus_schedd.model import (
     RunOutcome,
     truncate_output,
 )
+from nexus_schedd.model.events import EngineStatus, Event, EventKind
+from nexus_schedd.model.queries import JobFilter, Page, RunFilter
 from nexus_schedd.model.schedule import first_occurrence, validate_schedule
-from nexus_schedd.store.base import JobFilter, Page, RunFilter, Store
+from nexus_schedd.store.base import Store
 
 PRUNE_EVERY_RUNS = 10_000
 """Finished runs between two history prunes."""

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 
-from nexus_schedd.engine.service import Event
+from nexus_schedd.model.events import Event
 
 DEFAULT_BUFFER = 1000
 

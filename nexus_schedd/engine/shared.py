@@ -30,11 +30,11 @@ import anyio
 from nexus_schedd.clock import Clock
 from nexus_schedd.engine.checkpoint import Checkpointer
 from nexus_schedd.engine.engine import TRIGGER_PRIORITY, Engine, _Attempt
-from nexus_schedd.engine.service import EngineStatus
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.errors import InvalidJobState, StoreError
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobStatus, Run, RunOutcome
+from nexus_schedd.model.events import EngineStatus
 from nexus_schedd.store.base import ClaimingStore, Store, StoreWakeup
 
 TAKE_OVER_BATCH = 500

@@ -12,48 +12,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from nexus_schedd.model import Job, JobStatus, Run, RunOutcome
-
-T = TypeVar("T")
+from nexus_schedd.model import Job, JobStatus, Run
+from nexus_schedd.model.queries import JobFilter, Page, RunFilter
 
 Durability = Literal["full", "normal"]
 """``full``: every commit is fsync'd before it is acknowledged; ``normal``: the
 backend's faster setting (SQLite synchronous=NORMAL, PostgreSQL synchronous_commit off)."""
-
-
-@dataclass(frozen=True, slots=True)
-class JobFilter:
-    """Which jobs a listing returns. Empty fields do not filter."""
-
-    statuses: frozenset[JobStatus] = frozenset()
-    job_type: str | None = None
-    target_id: str | None = None
-    due_before: datetime | None = None
-    """Only pending jobs whose run_at is at or before this instant (``--overdue``)."""
-    static: bool | None = None
-    """Only jobs declared in the config's ``[[schedules]]`` (True) or not (False).
-    Added for reconcile at start-up; a store may ignore it and return more, so
-    callers re-check ``Job.static``."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunFilter:
-    """Which runs a listing returns. Empty fields do not filter."""
-
-    job_id: str | None = None
-    outcomes: frozenset[RunOutcome] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    """One page of a listing; pass ``next_cursor`` back to get the next one."""
-
-    items: list[T] = field(default_factory=list)
-    next_cursor: str | None = None
 
 
 class Store(ABC):

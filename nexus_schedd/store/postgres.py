@@ -41,7 +41,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from nexus_schedd.errors import InvalidSpec, JobExists, SchedulerError, StoreError
 from nexus_schedd.model import Job, JobStatus, Run
-from nexus_schedd.store.base import Durability, JobFilter, Page, RunFilter, Store
+from nexus_schedd.model.queries import JobFilter, Page, RunFilter
+from nexus_schedd.store.base import Durability, Store
 from nexus_schedd.store.keys import (
     check_limit,
     decode_job_cursor,

@@ -38,7 +38,8 @@ from nexus_schedd.model import (
     JobStatus,
     Run,
 )
-from nexus_schedd.store.base import Durability, JobFilter, Page, RunFilter, Store
+from nexus_schedd.model.queries import JobFilter, Page, RunFilter
+from nexus_schedd.store.base import Durability, Store
 from nexus_schedd.store.keys import (
     check_limit,
     decode_job_cursor,

@@ -10,7 +10,6 @@ import pytest
 
 from nexus_schedd.client import Client, default_socket_path
 from nexus_schedd.control.client import error_from_reply
-from nexus_schedd.engine.service import EventKind
 from nexus_schedd.errors import (
     DaemonUnreachable,
     InvalidJobState,
@@ -22,6 +21,7 @@ from nexus_schedd.errors import (
     UnknownJobType,
 )
 from nexus_schedd.model import JobSpec, JobStatus, Recurrence, RecurrenceKind
+from nexus_schedd.model.events import EventKind
 from tests.control.harness import Daemon
 
 FUTURE = datetime(2031, 1, 1, 9, tzinfo=UTC)

@@ -19,7 +19,8 @@ from nexus_schedd.engine import Engine, EngineSettings
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobDefaults, JobResult, JobStatus, Run
-from nexus_schedd.store.base import JobFilter, Page, RunFilter, Store
+from nexus_schedd.model.queries import JobFilter, Page, RunFilter
+from nexus_schedd.store.base import Store
 
 T = TypeVar("T")
 T0 = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)

@@ -27,8 +27,8 @@ from nexus_schedd.model import (
     RecurrenceKind,
     RunOutcome,
 )
-from nexus_schedd.store import MemoryStore, RunFilter
-from nexus_schedd.store.base import JobFilter
+from nexus_schedd.model.queries import JobFilter, RunFilter
+from nexus_schedd.store import MemoryStore
 from nexus_schedd.store.postgres import PostgresStore
 from tests.store.factories import (
     POSTGRES_DSN,

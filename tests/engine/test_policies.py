@@ -24,7 +24,7 @@ from nexus_schedd.model import (
     Run,
     RunOutcome,
 )
-from nexus_schedd.store.base import RunFilter
+from nexus_schedd.model.queries import RunFilter
 from tests.engine.harness import (
     EXACT,
     T0,

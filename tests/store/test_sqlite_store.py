@@ -13,7 +13,8 @@ import pytest
 
 from nexus_schedd.errors import StoreError
 from nexus_schedd.model import JobStatus
-from nexus_schedd.store import JobFilter, MemoryStore, RunFilter, SQLiteStore, open_store
+from nexus_schedd.model.queries import JobFilter, RunFilter
+from nexus_schedd.store import MemoryStore, SQLiteStore, open_store
 from nexus_schedd.store.schema import SCHEMA_VERSION
 from tests.store.factories import T0, make_job, make_run
 

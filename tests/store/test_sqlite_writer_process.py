@@ -20,7 +20,8 @@ import anyio
 import pytest
 
 from nexus_schedd.errors import StoreError
-from nexus_schedd.store import JobFilter, SQLiteStore
+from nexus_schedd.model.queries import JobFilter
+from nexus_schedd.store import SQLiteStore
 from tests.daemon.daemon_process import running
 from tests.store.factories import make_job, make_run
 
