@@ -52,25 +52,6 @@ class Store(ABC):
     async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
         """Upsert whole job rows (by id) and run rows (by run id) in one transaction."""
 
-    writes_in_flight = 1
-    """How many :meth:`write_encoded` calls the engine may have in flight at once.
-    More than one only for a store that applies its writes in the order they were
-    made (the newest version of a row must win)."""
-
-    def encode_job(self, job: Job) -> Any:
-        """``job`` as :meth:`write_encoded` takes it. The engine encodes each change
-        when it stages it, while the previous write is in flight, so that the
-        encoding is off the path from one commit to the next. Default: the job."""
-        return job
-
-    def encode_run(self, run: Run) -> Any:
-        """``run`` as :meth:`write_encoded` takes it (default: the run)."""
-        return run
-
-    async def write_encoded(self, jobs: Sequence[Any], runs: Sequence[Any]) -> None:
-        """:meth:`write` for rows made by :meth:`encode_job` and :meth:`encode_run`."""
-        await self.write(jobs, runs)
-
     @abstractmethod
     async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
         """Delete finished runs that finished before ``older_than`` or fall beyond the
@@ -115,6 +96,42 @@ class Store(ABC):
     @abstractmethod
     async def count_by_status(self) -> dict[JobStatus, int]:
         """How many jobs are in each status (statuses with none may be absent)."""
+
+
+EncodedRow = tuple[Any, ...]
+"""A job or run row as a store that takes staged writes encodes it."""
+
+
+@runtime_checkable
+class StagedWrites(Protocol):
+    """A store whose rows the engine's Checkpointer encodes as it stages them.
+
+    The Checkpointer encodes each change while the previous write is in flight,
+    so the encoding is off the path from one commit to the next, and keeps up to
+    ``writes_in_flight`` writes in flight. A store without this protocol gets
+    :meth:`Store.write` with the objects, one write at a time. (SQLite: rows are
+    the tuples its writer process binds; two writes in flight, see
+    :mod:`nexus_schedd.store.sqlite.store`.)
+    """
+
+    @property
+    def writes_in_flight(self) -> int:
+        """How many :meth:`write_encoded` calls may be in flight at once. More
+        than one only for a store that applies its writes in the order they
+        were made (the newest version of a row must win)."""
+        ...
+
+    def encode_job(self, job: Job) -> EncodedRow:
+        """``job`` as :meth:`write_encoded` takes it."""
+        ...
+
+    def encode_run(self, run: Run) -> EncodedRow:
+        """``run`` as :meth:`write_encoded` takes it."""
+        ...
+
+    async def write_encoded(self, jobs: Sequence[EncodedRow], runs: Sequence[EncodedRow]) -> None:
+        """:meth:`Store.write` for rows made by :meth:`encode_job` and :meth:`encode_run`."""
+        ...
 
 
 class StoreWakeup(Protocol):
