@@ -3,6 +3,7 @@ snapshot. Values of the model, so clients can decode them without the engine."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -10,7 +11,7 @@ from typing import Any
 
 from nexus_schedd.model.job import Job, Run
 from nexus_schedd.model.status import JobStatus
-from nexus_schedd.model.times import format_instant
+from nexus_schedd.model.times import format_instant, parse_instant
 
 
 class EventKind(StrEnum):
@@ -39,6 +40,18 @@ class Event:
             "job": None if self.job is None else self.job.to_json(),
             "run": None if self.run is None else self.run.to_json(),
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Event:
+        """An event from Watch's JSON (what :meth:`to_json` writes)."""
+        job = data.get("job")
+        run = data.get("run")
+        return cls(
+            kind=EventKind(data["kind"]),
+            at=parse_instant(data["at"]),
+            job=None if job is None else Job.from_json(job),
+            run=None if run is None else Run.from_json(run),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ import anyio
 import pytest
 
 from nexus_schedd.client import Client, default_socket_path
-from nexus_schedd.control.client import error_from_reply
 from nexus_schedd.errors import (
     DaemonUnreachable,
     InvalidJobState,
@@ -19,6 +18,7 @@ from nexus_schedd.errors import (
     PermissionDenied,
     ProtocolError,
     UnknownJobType,
+    error_from_reply,
 )
 from nexus_schedd.model import JobSpec, JobStatus, Recurrence, RecurrenceKind
 from nexus_schedd.model.events import EventKind
