@@ -150,8 +150,8 @@ class Checkpointer:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Write staged rows until cancelled."""
         async with anyio.create_task_group() as tg:
-            for _ in range(self._writers):
-                tg.start_soon(self._write_staged)
+            for number in range(self._writers):
+                tg.start_soon(self._write_staged, name=f"checkpoint write {number}")
             task_status.started()
 
     def _has_staged(self) -> bool:
