@@ -116,7 +116,7 @@ class ClaimedWork:
             settings.node, now + core.start_ahead, free, settings.lease_s
         )
         for job in claimed:
-            self._take(job, -job.priority, job.run_at)
+            self._take(job)
         if len(claimed) < free:
             # Everything due was claimed (by us or others): sleep until the next one.
             self._due_at = await self._claiming.next_due_at()
@@ -129,13 +129,17 @@ class ClaimedWork:
         await core.clock.sleep_until(core.clock.now() + LOCKED_BACKOFF)
         return self._due_at is not None and self._due_at <= core.clock.now() + core.start_ahead
 
-    def _take(self, job: Job, rank: int, at: datetime | None) -> None:
+    def _take(self, job: Job) -> None:
         """A job claimed in the store: ready to start here (the claim's ``running``
         is only the lease; the core's dispatch makes the real transition)."""
         assert job.run_at is not None
-        self._leased.add(job.id)
+        self._hold(job.id)
+        self._core.enqueue(replace(job, status=JobStatus.PENDING), -job.priority, job.run_at)
+
+    def _hold(self, job_id: str) -> None:
+        """This node now holds a lease on ``job_id``: keep it renewed."""
+        self._leased.add(job_id)
         self._leases_held.set()
-        self._core.enqueue(replace(job, status=JobStatus.PENDING), rank, at or job.run_at)
 
     def wake_at(self, can_take: bool) -> datetime | None:
         """The store's next due time (if there is room for it), the next lease
@@ -199,8 +203,7 @@ class ClaimedWork:
                 f"job {job.id} is no longer pending (claimed or changed by another node)",
                 status=JobStatus.RUNNING,
             )
-        self._leased.add(job.id)
-        self._leases_held.set()
+        self._hold(job.id)
         return replace(claimed, status=JobStatus.PENDING)
 
     def start_failed(
