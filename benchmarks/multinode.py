@@ -27,8 +27,7 @@ import structlog
 
 from benchmarks.common import Report, Row, emit
 from nexus_schedd.clock import SystemClock
-from nexus_schedd.engine import EngineSettings
-from nexus_schedd.engine.shared import SharedEngine
+from nexus_schedd.engine import Engine, EngineSettings
 from nexus_schedd.errors import StoreError
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobDefaults, JobSpec, JobStatus
@@ -67,7 +66,7 @@ async def _node(dsn: str, schema: str, name: str) -> None:
     await store.open()
     handler = BenchHandler(None)
     try:
-        engine = SharedEngine(
+        engine = Engine(
             store,
             HandlerRegistry({"bench": handler}),
             SystemClock(),

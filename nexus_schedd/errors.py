@@ -8,6 +8,7 @@ disagree about what a failure means.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 INTERFACE = "io.nexus.Scheduler"
@@ -33,6 +34,11 @@ class SchedulerError(Exception):
         """The Varlink error parameters for this error."""
         return {"message": self.message}
 
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> SchedulerError:
+        """The error :meth:`parameters` describes (the client's side)."""
+        return cls(str(parameters.get("message") or "") or cls.varlink_error)
+
 
 class JobNotFound(SchedulerError):
     """No job has the given id or name."""
@@ -46,6 +52,10 @@ class JobNotFound(SchedulerError):
     def parameters(self) -> dict[str, Any]:
         return {"id": self.ref, "message": self.message}
 
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> SchedulerError:
+        return cls(str(parameters.get("id", "")))
+
 
 class InvalidJobState(SchedulerError):
     """The job's status does not allow the requested operation or transition."""
@@ -58,6 +68,11 @@ class InvalidJobState(SchedulerError):
 
     def parameters(self) -> dict[str, Any]:
         return {"status": self.status, "message": self.message}
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> SchedulerError:
+        message = str(parameters.get("message") or "")
+        return cls(message or "invalid job state", status=parameters.get("status"))
 
 
 class InvalidSpec(SchedulerError):
@@ -73,6 +88,10 @@ class InvalidSpec(SchedulerError):
     def parameters(self) -> dict[str, Any]:
         return {"field": self.field, "reason": self.reason}
 
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> SchedulerError:
+        return cls(str(parameters.get("field", "")), str(parameters.get("reason", "")))
+
 
 class UnknownJobType(SchedulerError):
     """No loaded handler supports the job type."""
@@ -85,6 +104,10 @@ class UnknownJobType(SchedulerError):
 
     def parameters(self) -> dict[str, Any]:
         return {"job_type": self.job_type, "message": self.message}
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> SchedulerError:
+        return cls(str(parameters.get("job_type", "")))
 
 
 class JobExists(SchedulerError):
@@ -99,6 +122,10 @@ class JobExists(SchedulerError):
 
     def parameters(self) -> dict[str, Any]:
         return {"name": self.name, "id": self.job_id, "message": self.message}
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> SchedulerError:
+        return cls(str(parameters.get("name", "")), str(parameters.get("id", "")))
 
 
 class PermissionDenied(SchedulerError):
@@ -130,6 +157,14 @@ class ConfigError(SchedulerError):
     def parameters(self) -> dict[str, Any]:
         return {"file": self.file, "key": self.key, "reason": self.reason}
 
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> SchedulerError:
+        return cls(
+            str(parameters.get("file", "")),
+            str(parameters.get("key", "")),
+            str(parameters.get("reason", "")),
+        )
+
 
 class DaemonUnreachable(SchedulerError):
     """The control socket could not be reached (client side only)."""
@@ -157,3 +192,25 @@ ERRORS_BY_VARLINK_NAME: dict[str, type[SchedulerError]] = {
         ConfigError,
     )
 }
+
+SERVICE_PERMISSION_DENIED = "org.varlink.service.PermissionDenied"
+"""Varlink's own refusal (the server's access check): a PermissionDenied too."""
+
+
+def error_from_reply(error: str, parameters: Mapping[str, Any]) -> SchedulerError:
+    """The exception for a Varlink error reply (the inverse of each error's
+    ``varlink_error`` and :meth:`~SchedulerError.parameters`)."""
+    cls = ERRORS_BY_VARLINK_NAME.get(error)
+    if cls is not None:
+        try:
+            return cls.from_parameters(parameters)
+        except TypeError:
+            pass
+    if error == SERVICE_PERMISSION_DENIED:
+        return PermissionDenied("permission denied")
+    message = str(parameters.get("message") or "")
+    detail = ", ".join(f"{key}={value}" for key, value in parameters.items())
+    text = f"{error.rsplit('.', 1)[-1]}" + (f" ({detail})" if detail else "")
+    if message:
+        text = f"{text}: {message}"
+    return ProtocolError(text)

@@ -20,34 +20,24 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from nexus_schedd.control.paths import resolve_socket_path
-from nexus_schedd.control.varlink import PERMISSION_DENIED, decode_message, encode_message
+from nexus_schedd.control.varlink import decode_message, encode_message
 from nexus_schedd.errors import (
-    ERRORS_BY_VARLINK_NAME,
     INTERFACE,
-    ConfigError,
     DaemonUnreachable,
-    InvalidJobState,
-    InvalidSpec,
-    JobExists,
-    JobNotFound,
-    PermissionDenied,
     ProtocolError,
-    SchedulerError,
-    UnknownJobType,
+    error_from_reply,
 )
 from nexus_schedd.model import Job, JobSpec, Recurrence, Run
+from nexus_schedd.model.events import Event
+from nexus_schedd.model.queries import Page
 from nexus_schedd.model.times import format_instant, parse_instant
-from nexus_schedd.store.base import Page
-
-if TYPE_CHECKING:
-    from nexus_schedd.engine.service import Event
 
 MAX_REPLY_BYTES = 256 * 1024 * 1024
 
@@ -300,73 +290,14 @@ class Client:
 
 
 def spec_to_json(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
-    """The protocol JSON of a job spec (a mapping passes through unchanged)."""
-    if not isinstance(spec, JobSpec):
-        return dict(spec)
-    return _without_none(
-        job_type=spec.job_type,
-        name=spec.name,
-        target_id=spec.target_id,
-        payload=spec.payload,
-        run_at=None if spec.run_at is None else format_instant(spec.run_at),
-        recurrence=None if spec.recurrence is None else spec.recurrence.to_json(),
-        priority=spec.priority,
-        max_retries=spec.max_retries,
-        timeout_s=spec.timeout_s,
-        misfire=None if spec.misfire is None else spec.misfire.value,
-        misfire_grace_s=spec.misfire_grace_s,
-        overlap=None if spec.overlap is None else spec.overlap.value,
-        jitter_s=spec.jitter_s,
-    )
+    """The protocol JSON of a job spec (:meth:`JobSpec.to_json`; a mapping passes
+    through unchanged)."""
+    return spec.to_json() if isinstance(spec, JobSpec) else dict(spec)
 
 
 def event_from_json(data: Mapping[str, Any]) -> Event:
-    """An :class:`Event` from Watch's JSON."""
-    # Imported here: the engine package is heavy and the CLI only needs it for watch.
-    from nexus_schedd.engine.service import Event, EventKind
-
-    job = data.get("job")
-    run = data.get("run")
-    return Event(
-        kind=EventKind(data["kind"]),
-        at=parse_instant(data["at"]),
-        job=None if job is None else Job.from_json(job),
-        run=None if run is None else Run.from_json(run),
-    )
-
-
-def error_from_reply(error: str, parameters: Mapping[str, Any]) -> SchedulerError:
-    """The exception for a Varlink error reply."""
-    cls = ERRORS_BY_VARLINK_NAME.get(error)
-    message = str(parameters.get("message") or "")
-    try:
-        if cls is JobNotFound:
-            return JobNotFound(str(parameters.get("id", "")))
-        if cls is InvalidSpec:
-            return InvalidSpec(str(parameters.get("field", "")), str(parameters.get("reason", "")))
-        if cls is UnknownJobType:
-            return UnknownJobType(str(parameters.get("job_type", "")))
-        if cls is JobExists:
-            return JobExists(str(parameters.get("name", "")), str(parameters.get("id", "")))
-        if cls is InvalidJobState:
-            return InvalidJobState(message or "invalid job state", status=parameters.get("status"))
-        if cls is ConfigError:
-            return ConfigError(
-                str(parameters.get("file", "")),
-                str(parameters.get("key", "")),
-                str(parameters.get("reason", "")),
-            )
-        if cls is not None:
-            return cls(message or error)
-    except TypeError:
-        pass
-    if error == PERMISSION_DENIED:
-        return PermissionDenied("permission denied")
-    detail = ", ".join(f"{key}={value}" for key, value in parameters.items())
-    text = f"{error.rsplit('.', 1)[-1]}" + (f" ({detail})" if detail else "")
-    if message:
-        text = f"{text}: {message}"
-    return ProtocolError(text)
+    """An :class:`Event` from Watch's JSON (:meth:`Event.from_json`)."""
+    return Event.from_json(data)
 
 
 async def _receive(buffered: BufferedByteReceiveStream, path: Path) -> dict[str, Any]:

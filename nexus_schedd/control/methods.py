@@ -19,12 +19,13 @@ from nexus_schedd import __version__
 from nexus_schedd.clock import Clock
 from nexus_schedd.control.calendar import build_calendar
 from nexus_schedd.control.varlink import ParameterError
-from nexus_schedd.engine.service import UNSET, Event, SchedulerService
+from nexus_schedd.engine.service import UNSET, SchedulerService
 from nexus_schedd.errors import InvalidSpec, UnknownJobType
 from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, RunOutcome
+from nexus_schedd.model.events import Event
+from nexus_schedd.model.queries import JobFilter, RunFilter
 from nexus_schedd.model.schedule import preview, validate_schedule
 from nexus_schedd.model.times import format_instant, parse_instant, resolve_zone
-from nexus_schedd.store.base import JobFilter, RunFilter
 
 ReloadCallback = Callable[[], Awaitable[Mapping[str, Any]]]
 Params = dict[str, Any]

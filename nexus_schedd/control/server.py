@@ -28,6 +28,7 @@ from nexus_schedd import __version__
 from nexus_schedd.clock import Clock, SystemClock
 from nexus_schedd.control import access as access_control
 from nexus_schedd.control.methods import MethodContext, NotImplementedByDaemon, SchedulerMethods
+from nexus_schedd.control.settings import ControlSettings
 from nexus_schedd.control.varlink import (
     EXPECTED_MORE,
     INTERFACE_NOT_FOUND,
@@ -54,22 +55,6 @@ URL = "https://varlink.org/"
 
 _STREAMING_METHODS = frozenset({"Watch"})
 _CLOSED = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
-
-
-@dataclass(frozen=True, slots=True)
-class ControlSettings:
-    """Access control and limits of the control socket (config ``[control]``)."""
-
-    socket_mode: int = 0o660
-    admin_group: str = "nexus-schedd"
-    read_group: str = ""
-    max_message_bytes: int = 1048576
-    max_connections: int = 128
-    idle_timeout_s: float = 300.0
-    default_timezone: str = "UTC"
-    """Zone for recurrences and times sent without one."""
-    overdue_after_s: float = 300.0
-    """How late a pending job must be for ListJobs' ``overdue`` filter."""
 
 
 ReloadCallback = Callable[[], Awaitable[Mapping[str, Any]]]

@@ -25,8 +25,7 @@ from nexus_schedd.clock import SystemClock, watch_clock_steps
 from nexus_schedd.control.server import ControlServer, bind_control_socket
 from nexus_schedd.daemon.config import Config, check_schedule_types, load_config
 from nexus_schedd.daemon.systemd import Notifier, listen_fds, watchdog_interval
-from nexus_schedd.engine import Engine
-from nexus_schedd.engine.shared import engine_for
+from nexus_schedd.engine import Engine, engine_for
 from nexus_schedd.errors import ConfigError, SchedulerError
 from nexus_schedd.handlers.exec import kill_running_commands
 from nexus_schedd.handlers.loading import load_handlers

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from nexus_schedd.control.paths import SOCKET_ENV, default_socket_path
-from nexus_schedd.control.server import ControlSettings
+from nexus_schedd.control.settings import ControlSettings
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.errors import ConfigError, InvalidSpec, StoreError
 from nexus_schedd.model import JobDefaults, JobSpec, MisfirePolicy, OverlapPolicy, Recurrence

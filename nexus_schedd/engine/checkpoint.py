@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
+from nexus_schedd.clock import Clock, SystemClock
 from nexus_schedd.errors import SchedulerError, StoreError
 from nexus_schedd.model import Job, Run
-from nexus_schedd.store.base import Store
+from nexus_schedd.store.base import StagedWrites, Store
 
 DurableCallback = Callable[[BaseException | None], None]
 """Called once a staged change is on disk (None) or its write failed (the error)."""
 
-RETRY_AFTER_FAILURE_S = 1.0
+RETRY_AFTER_FAILURE = timedelta(seconds=1)
+"""After a failed write, the pause before the next write (on the engine's Clock)."""
 
 Writer = Callable[[Sequence[Job], Sequence[Run]], Awaitable[None]]
-"""How a batch reaches the store when not through ``store.write_encoded`` (shared
-mode fences leased jobs)."""
+"""A write of job and run objects (shared mode's writer fences leased jobs)."""
 
 
 class _Batch:
@@ -49,15 +51,14 @@ class Checkpointer:
     ``on_write`` is called as each write takes what was staged, so the engine can
     stage the next batch while this one is written.
 
-    Rows are encoded for the store (``store.encode_job``/``encode_run``) as they
-    are staged, which is while the previous write is in flight, and written
-    with ``store.write_encoded``; a custom ``writer`` gets the objects instead.
-
-    A store that applies its writes in the order they were made
-    (``store.writes_in_flight`` > 1: SQLite's writer process) gets the next write
-    while it still commits the previous one, so it never waits for the event
-    loop between two commits. Writes are reported (``on_durable``, ``commit``)
-    in the order they were taken.
+    How rows reach the store, in order of preference: a custom ``writer`` gets
+    the objects; a store with :class:`~nexus_schedd.store.base.StagedWrites`
+    gets rows encoded as they are staged (while the previous write is in flight)
+    and up to its ``writes_in_flight`` writes at once, so a store that applies
+    writes in order (SQLite's writer process) gets the next write while it still
+    commits the previous one; any other store gets :meth:`Store.write`, one at a
+    time. Writes are reported (``on_durable``, ``commit``) in the order they
+    were taken.
     """
 
     def __init__(
@@ -66,14 +67,22 @@ class Checkpointer:
         log: Any,
         writer: Writer | None = None,
         on_write: Callable[[], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._write: Callable[[Sequence[Any], Sequence[Any]], Awaitable[None]]
-        if writer is None:
+        self._encode_job: Callable[[Job], Any] = _same
+        self._encode_run: Callable[[Run], Any] = _same
+        self._writers = 1
+        if writer is not None:
+            self._write = writer
+        elif isinstance(store, StagedWrites):
             self._write = store.write_encoded
-            self._encode_job: Callable[[Job], Any] = store.encode_job
-            self._encode_run: Callable[[Run], Any] = store.encode_run
+            self._encode_job, self._encode_run = store.encode_job, store.encode_run
+            # The store owns the bound (its pipeline depth); one write task each.
+            self._writers = store.writes_in_flight
         else:
-            self._write, self._encode_job, self._encode_run = writer, _same, _same
+            self._write = store.write
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._log = log
         self._jobs: dict[str, Job] = {}
         self._job_rows: dict[str, Any] = {}
@@ -81,15 +90,14 @@ class Checkpointer:
         self._batch = _Batch()
         self._wake = anyio.Event()
         self._on_write = on_write
-        self._writers = store.writes_in_flight if writer is None else 1
         self._in_flight: list[_Batch] = []
         """Batches taken by a write and not yet reported, oldest first."""
         self._taken = 0
         self._reported = 0
         self._turn = anyio.Event()
         """Set (and replaced) whenever a batch is reported."""
-        self._paused_until = 0.0
-        """After a failed write, no write starts before this (``anyio.current_time``)."""
+        self._paused_until: datetime | None = None
+        """After a failed write, no write starts before this (on the Clock)."""
 
     def stage(
         self,
@@ -142,8 +150,8 @@ class Checkpointer:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Write staged rows until cancelled."""
         async with anyio.create_task_group() as tg:
-            for _ in range(self._writers):
-                tg.start_soon(self._write_staged)
+            for number in range(self._writers):
+                tg.start_soon(self._write_staged, name=f"checkpoint write {number}")
             task_status.started()
 
     def _has_staged(self) -> bool:
@@ -163,10 +171,12 @@ class Checkpointer:
                 if self._wake.is_set():
                     self._wake = anyio.Event()
                 continue
-            pause = self._paused_until - anyio.current_time()
-            if pause > 0:
-                await anyio.sleep(pause)
-                continue
+            paused_until = self._paused_until
+            if paused_until is not None:
+                if self._clock.now() < paused_until:
+                    await self._clock.sleep_until(paused_until)
+                    continue
+                self._paused_until = None
             # Rows staged while the last write was in flight (or by its callbacks)
             # go at once: waiting a turn would let the handlers that write just made
             # durable run first, and the disk would sit idle meanwhile.
@@ -194,7 +204,7 @@ class Checkpointer:
                 self._keep_for_retry(batch, job_rows, run_rows)
             if batch.error is not None:
                 # Retried once the pause is over, by whichever write comes first.
-                self._paused_until = anyio.current_time() + RETRY_AFTER_FAILURE_S
+                self._paused_until = self._clock.now() + RETRY_AFTER_FAILURE
                 self._wake.set()
             await self._report(batch)
 

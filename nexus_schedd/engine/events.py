@@ -6,7 +6,7 @@ from collections import deque
 
 import anyio
 
-from nexus_schedd.engine.service import Event
+from nexus_schedd.model.events import Event
 
 DEFAULT_BUFFER = 1000
 

@@ -1,18 +1,20 @@
-"""The pure rules of the engine: backoff, the next occurrence, and misfire walks.
+"""The pure rules of the engine: backoff, the next occurrence, misfire walks, and
+the next state of a job after an attempt or a crash.
 
-Nothing here touches the store, the clock or the event loop, so every rule can be
-read (and tested) on its own.
+Nothing here touches the store, the clock or the event loop (time and randomness
+are arguments), so every rule can be read (and tested) on its own.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from nexus_schedd.model import Job, JobDefaults
+from nexus_schedd.model import Job, JobDefaults, JobResult, JobStatus, LastResult, RunOutcome
 from nexus_schedd.model.frozen import fast_init
 from nexus_schedd.model.schedule import next_occurrence
 
@@ -116,42 +118,106 @@ def walk_missed(job: Job, now: datetime, rng: random.Random) -> MissedWalk:
     return MissedWalk(current, missed, tuple(recent), upcoming)
 
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# Every 10-bit value as two Crockford characters: an id is 13 lookups, not 26.
-_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
+# -- the next state of a job -----------------------------------------------------
 
 
-class RunIds:
-    """ULID-format run (and job) ids from the engine's clock, without the cost of the ulid
-    package on the dispatch path (about 1 us instead of 15).
-
-    48 bits of milliseconds then 80 random bits, Crockford base32, 26 characters:
-    they sort by start time like every other id in the store.
-    """
-
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-        self._millis = -1
-        self._prefix = ""
-
-    def next(self, now: datetime) -> str:
-        """A new id for a run starting at ``now``."""
-        millis = int(now.timestamp() * 1000)
-        if millis != self._millis:
-            # 48 time bits as 10 characters: two zero pad bits then 5 pairs.
-            self._millis, self._prefix = millis, _encode_pairs(millis, 5)
-        # 80 random bits as 16 characters, unrolled: a third of a join's cost.
-        r, p = self._rng.getrandbits(80), _PAIRS
-        return (
-            f"{self._prefix}{p[r >> 70]}{p[(r >> 60) & 1023]}{p[(r >> 50) & 1023]}"
-            f"{p[(r >> 40) & 1023]}{p[(r >> 30) & 1023]}{p[(r >> 20) & 1023]}"
-            f"{p[(r >> 10) & 1023]}{p[r & 1023]}"
+def move_on(job: Job, upcoming: Occurrence | None, now: datetime, last: LastResult) -> Job:
+    """The job once its occurrence has passed: pending at the next one, or
+    completed (the passed occurrence counted) when the schedule is over."""
+    if upcoming is None:
+        return job.transition(
+            JobStatus.COMPLETED,
+            now,
+            last_result=last,
+            occurrence_count=job.occurrence_count + 1,
         )
+    return job.transition(JobStatus.PENDING, now, last_result=last, **upcoming.changes())
 
 
-def _encode_pairs(value: int, pairs: int) -> str:
-    """The low ``pairs * 10`` bits of ``value`` in Crockford base32."""
-    pairs_table = _PAIRS
-    return "".join(
-        [pairs_table[(value >> shift) & 1023] for shift in range(pairs * 10 - 10, -1, -10)]
+def after_failure(
+    job: Job,
+    now: datetime,
+    last: LastResult,
+    upcoming: Callable[[], Occurrence | None],
+    defaults: JobDefaults,
+    rng: random.Random,
+    *,
+    result: JobResult | None = None,
+) -> Job:
+    """The retry rule, for a failed attempt (``result`` None: no result, as after a
+    crash or a timeout): retried after the handler's delay or the backoff while
+    retries remain and the result allows it; else a one-shot job fails for good
+    and a recurring one moves on to ``upcoming()`` (called only then: drawing the
+    next occurrence's jitter must not depend on whether a retry came first)."""
+    retriable = result.should_retry if result is not None else True
+    if retriable and job.retry_count < job.max_retries:
+        if result is not None and result.retry_delay_s is not None:
+            delay = result.retry_delay_s
+        else:
+            delay = backoff_delay(job.retry_count, defaults, rng)
+        return job.transition(
+            JobStatus.PENDING,
+            now,
+            retry_count=job.retry_count + 1,
+            run_at=now + timedelta(seconds=delay),
+            last_result=last,
+        )
+    if not job.recurring:
+        return job.transition(JobStatus.FAILED_PERMANENT, now, last_result=last)
+    return move_on(job, upcoming(), now, last)
+
+
+def after_attempt(
+    job: Job,
+    *,
+    triggered: bool,
+    upcoming: Occurrence | None,
+    outcome: RunOutcome,
+    result: JobResult | None,
+    now: datetime,
+    last: LastResult,
+    defaults: JobDefaults,
+    rng: random.Random,
+) -> Job:
+    """The job after its current attempt ended with ``outcome``.
+
+    ``upcoming`` is where the schedule goes next (for a triggered attempt: the
+    occurrence it stood beside). A cancel (shutdown) retries the occurrence
+    without counting; a triggered extra run never retries and never moves the
+    schedule; a failure follows :func:`after_failure`.
+    """
+    if outcome is RunOutcome.CANCELED:
+        if triggered and upcoming is not None:
+            return job.transition(JobStatus.PENDING, now, **upcoming.changes())
+        return job.transition(JobStatus.PENDING, now, run_at=now)
+    if triggered:
+        # upcoming is None when the occurrence it stood beside was skipped
+        # meanwhile (overlap forbid) and was the schedule's last one.
+        return move_on(job, upcoming, now, last)
+    if outcome is not RunOutcome.SUCCESS:
+        return after_failure(job, now, last, lambda: upcoming, defaults, rng, result=result)
+    return move_on(job, upcoming, now, last)
+
+
+def after_crash(
+    job: Job, now: datetime, defaults: JobDefaults, rng: random.Random, *, regular: bool
+) -> Job:
+    """A job left running by a process that died (or lost its lease).
+
+    ``regular``: the open attempt was the job's own occurrence (not a triggered
+    extra run), so it counts as a failed attempt under the retry rule; otherwise
+    the job just goes back to pending where its schedule stands.
+    """
+    if not regular:
+        return job.transition(JobStatus.PENDING, now)
+    last = LastResult(
+        success=False,
+        output=None,
+        error="crashed",
+        started_at=job.updated_at,
+        finished_at=now,
+        duration_ms=max(0.0, (now - job.updated_at).total_seconds() * 1000.0),
+    )
+    return after_failure(
+        job, now, last, lambda: following(job, Occurrence.of(job), rng), defaults, rng
     )

@@ -10,59 +10,12 @@ reference that is an id or a name and raise the errors of
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Protocol
 
-from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, Run
-from nexus_schedd.model.times import format_instant
-from nexus_schedd.store.base import JobFilter, Page, RunFilter
-
-
-class EventKind(StrEnum):
-    """What happened, as streamed by Watch."""
-
-    JOB_ADDED = "job_added"
-    JOB_UPDATED = "job_updated"
-    JOB_REMOVED = "job_removed"
-    RUN_STARTED = "run_started"
-    RUN_FINISHED = "run_finished"
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One change to a job or run."""
-
-    kind: EventKind
-    at: datetime
-    job: Job | None = None
-    run: Run | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind.value,
-            "at": format_instant(self.at),
-            "job": None if self.job is None else self.job.to_json(),
-            "run": None if self.run is None else self.run.to_json(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStatus:
-    """A snapshot for GetStatus and the sd_notify STATUS line."""
-
-    counts: dict[JobStatus, int]
-    running: int
-    due_backlog: int
-    next_due: datetime | None
-    lateness_p50_ms: float | None
-    lateness_p99_ms: float | None
-    loop_lag_ms: float
-    started_at: datetime
-    node: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
+from nexus_schedd.model import Job, JobSpec, Recurrence, Run
+from nexus_schedd.model.events import EngineStatus, Event
+from nexus_schedd.model.queries import JobFilter, Page, RunFilter
 
 UNSET: Any = object()
 """Marker for "leave unchanged" in :meth:`SchedulerService.reschedule_job`."""

@@ -145,6 +145,26 @@ class JobSpec:
         """True when the spec has a recurrence that repeats."""
         return self.recurrence is not None and self.recurrence.repeats
 
+    def to_json(self) -> dict[str, Any]:
+        """The protocol's JSON of this spec (what :meth:`from_json` reads); fields
+        left unset are left out."""
+        values = {
+            "job_type": self.job_type,
+            "name": self.name,
+            "target_id": self.target_id,
+            "payload": self.payload,
+            "run_at": None if self.run_at is None else format_instant(self.run_at),
+            "recurrence": None if self.recurrence is None else self.recurrence.to_json(),
+            "priority": self.priority,
+            "max_retries": self.max_retries,
+            "timeout_s": self.timeout_s,
+            "misfire": None if self.misfire is None else self.misfire.value,
+            "misfire_grace_s": self.misfire_grace_s,
+            "overlap": None if self.overlap is None else self.overlap.value,
+            "jitter_s": self.jitter_s,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
     @classmethod
     def from_json(cls, data: Any, default_timezone: str = "UTC") -> JobSpec:
         """Build from the protocol's JSON, naming the field and reason of any problem."""

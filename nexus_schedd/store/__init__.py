@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from nexus_schedd.errors import StoreError
-from nexus_schedd.store.base import Durability, JobFilter, Page, RunFilter, Store
+from nexus_schedd.store.base import Durability, Store
 from nexus_schedd.store.memory import MemoryStore
 from nexus_schedd.store.sqlite import SQLiteStore, sqlite_path_from_url
 
 __all__ = [
     "Durability",
-    "JobFilter",
     "MemoryStore",
-    "Page",
-    "RunFilter",
     "SQLiteStore",
     "Store",
     "open_store",

@@ -12,48 +12,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from nexus_schedd.model import Job, JobStatus, Run, RunOutcome
-
-T = TypeVar("T")
+from nexus_schedd.model import Job, JobStatus, Run
+from nexus_schedd.model.queries import JobFilter, Page, RunFilter
 
 Durability = Literal["full", "normal"]
 """``full``: every commit is fsync'd before it is acknowledged; ``normal``: the
 backend's faster setting (SQLite synchronous=NORMAL, PostgreSQL synchronous_commit off)."""
-
-
-@dataclass(frozen=True, slots=True)
-class JobFilter:
-    """Which jobs a listing returns. Empty fields do not filter."""
-
-    statuses: frozenset[JobStatus] = frozenset()
-    job_type: str | None = None
-    target_id: str | None = None
-    due_before: datetime | None = None
-    """Only pending jobs whose run_at is at or before this instant (``--overdue``)."""
-    static: bool | None = None
-    """Only jobs declared in the config's ``[[schedules]]`` (True) or not (False).
-    Added for reconcile at start-up; a store may ignore it and return more, so
-    callers re-check ``Job.static``."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunFilter:
-    """Which runs a listing returns. Empty fields do not filter."""
-
-    job_id: str | None = None
-    outcomes: frozenset[RunOutcome] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    """One page of a listing; pass ``next_cursor`` back to get the next one."""
-
-    items: list[T] = field(default_factory=list)
-    next_cursor: str | None = None
 
 
 class Store(ABC):
@@ -84,25 +51,6 @@ class Store(ABC):
     @abstractmethod
     async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
         """Upsert whole job rows (by id) and run rows (by run id) in one transaction."""
-
-    writes_in_flight = 1
-    """How many :meth:`write_encoded` calls the engine may have in flight at once.
-    More than one only for a store that applies its writes in the order they were
-    made (the newest version of a row must win)."""
-
-    def encode_job(self, job: Job) -> Any:
-        """``job`` as :meth:`write_encoded` takes it. The engine encodes each change
-        when it stages it, while the previous write is in flight, so that the
-        encoding is off the path from one commit to the next. Default: the job."""
-        return job
-
-    def encode_run(self, run: Run) -> Any:
-        """``run`` as :meth:`write_encoded` takes it (default: the run)."""
-        return run
-
-    async def write_encoded(self, jobs: Sequence[Any], runs: Sequence[Any]) -> None:
-        """:meth:`write` for rows made by :meth:`encode_job` and :meth:`encode_run`."""
-        await self.write(jobs, runs)
 
     @abstractmethod
     async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
@@ -148,6 +96,42 @@ class Store(ABC):
     @abstractmethod
     async def count_by_status(self) -> dict[JobStatus, int]:
         """How many jobs are in each status (statuses with none may be absent)."""
+
+
+EncodedRow = tuple[Any, ...]
+"""A job or run row as a store that takes staged writes encodes it."""
+
+
+@runtime_checkable
+class StagedWrites(Protocol):
+    """A store whose rows the engine's Checkpointer encodes as it stages them.
+
+    The Checkpointer encodes each change while the previous write is in flight,
+    so the encoding is off the path from one commit to the next, and keeps up to
+    ``writes_in_flight`` writes in flight. A store without this protocol gets
+    :meth:`Store.write` with the objects, one write at a time. (SQLite: rows are
+    the tuples its writer process binds; two writes in flight, see
+    :mod:`nexus_schedd.store.sqlite.store`.)
+    """
+
+    @property
+    def writes_in_flight(self) -> int:
+        """How many :meth:`write_encoded` calls may be in flight at once. More
+        than one only for a store that applies its writes in the order they
+        were made (the newest version of a row must win)."""
+        ...
+
+    def encode_job(self, job: Job) -> EncodedRow:
+        """``job`` as :meth:`write_encoded` takes it."""
+        ...
+
+    def encode_run(self, run: Run) -> EncodedRow:
+        """``run`` as :meth:`write_encoded` takes it."""
+        ...
+
+    async def write_encoded(self, jobs: Sequence[EncodedRow], runs: Sequence[EncodedRow]) -> None:
+        """:meth:`Store.write` for rows made by :meth:`encode_job` and :meth:`encode_run`."""
+        ...
 
 
 class StoreWakeup(Protocol):

@@ -14,7 +14,8 @@ import anyio.lowlevel
 
 from nexus_schedd.errors import InvalidSpec, JobExists, StoreError
 from nexus_schedd.model import Job, JobStatus, Run
-from nexus_schedd.store.base import JobFilter, Page, RunFilter, Store
+from nexus_schedd.model.queries import JobFilter, Page, RunFilter
+from nexus_schedd.store.base import Store
 from nexus_schedd.store.keys import (
     check_limit,
     decode_job_cursor,

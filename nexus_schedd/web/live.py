@@ -18,8 +18,8 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from nexus_schedd.client import Client
-from nexus_schedd.engine.service import Event
 from nexus_schedd.errors import SchedulerError
+from nexus_schedd.model.events import Event
 from nexus_schedd.model.times import format_instant
 from nexus_schedd.web.metrics import RunMetrics
 

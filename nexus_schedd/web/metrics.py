@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from nexus_schedd.engine.service import Event, EventKind
+from nexus_schedd.model.events import Event, EventKind
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -17,7 +17,8 @@ from typing import Any
 import anyio
 
 from nexus_schedd.clock import SystemClock
-from nexus_schedd.control.server import ControlServer, ControlSettings, bind_control_socket
+from nexus_schedd.control.server import ControlServer, bind_control_socket
+from nexus_schedd.control.settings import ControlSettings
 from nexus_schedd.engine.engine import Engine
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.handlers.log import LogHandler

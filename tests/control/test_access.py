@@ -27,7 +27,7 @@ from nexus_schedd.control.access import (
     allowed,
     groups_of,
 )
-from nexus_schedd.control.server import ControlSettings
+from nexus_schedd.control.settings import ControlSettings
 from nexus_schedd.errors import EXIT_PERMISSION, PermissionDenied
 from tests.control.harness import running_daemon
 

@@ -9,8 +9,6 @@ import anyio
 import pytest
 
 from nexus_schedd.client import Client, default_socket_path
-from nexus_schedd.control.client import error_from_reply
-from nexus_schedd.engine.service import EventKind
 from nexus_schedd.errors import (
     DaemonUnreachable,
     InvalidJobState,
@@ -20,8 +18,10 @@ from nexus_schedd.errors import (
     PermissionDenied,
     ProtocolError,
     UnknownJobType,
+    error_from_reply,
 )
 from nexus_schedd.model import JobSpec, JobStatus, Recurrence, RecurrenceKind
+from nexus_schedd.model.events import EventKind
 from tests.control.harness import Daemon
 
 FUTURE = datetime(2031, 1, 1, 9, tzinfo=UTC)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nexus_schedd.control.server import ControlSettings
+from nexus_schedd.control.settings import ControlSettings
 from nexus_schedd.control.varlink import load_interface
 from tests.control.harness import Daemon, blocking_call, running_daemon
 

@@ -16,7 +16,8 @@ import anyio
 import icalendar
 import pytest
 
-from nexus_schedd.control.server import ControlSettings, bind_control_socket
+from nexus_schedd.control.server import bind_control_socket
+from nexus_schedd.control.settings import ControlSettings
 from nexus_schedd.control.varlink import Interface, load_interface
 from tests.control.harness import (
     Daemon,

@@ -240,7 +240,7 @@ def sqlite_writers(pid: int) -> list[int]:
                 cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"sqlite_writer.py" in cmdline:
+            if b"sqlite/writer_process.py" in cmdline:
                 found.append(child)
     return found
 

@@ -19,7 +19,10 @@ from nexus_schedd.engine import Engine, EngineSettings
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobDefaults, JobResult, JobStatus, Run
-from nexus_schedd.store.base import JobFilter, Page, RunFilter, Store
+from nexus_schedd.model.queries import JobFilter, Page, RunFilter
+from nexus_schedd.store.base import StagedWrites, Store
+from nexus_schedd.store.rows import job_from_row, run_from_row
+from nexus_schedd.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
 T0 = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
@@ -30,8 +33,11 @@ EXACT = JobDefaults(backoff_jitter=0.0)
 
 
 class TrackedStore(Store):
-    """Delegates to a real store, counting calls in flight (SQLite hops threads,
-    which anyio cannot see, so the virtual clock must not jump meanwhile)."""
+    """Delegates to a real store, counting calls in flight (SQLite hops threads
+    and processes, which anyio cannot see, so the virtual clock must not jump
+    meanwhile). It forwards the staged write path (StagedWrites) too, so engine
+    tests on SQLite run the production checkpoint writes; over a store without
+    it, rows are the objects themselves and go to ``write``."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
@@ -57,7 +63,37 @@ class TrackedStore(Store):
         self._notify()
 
     async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
+        await self.before_write(list(jobs), list(runs))
         await self._call(self.inner.write(jobs, runs))
+        self._notify()
+
+    async def before_write(self, jobs: list[Job], runs: list[Run]) -> None:
+        """Called with the objects of every write, either path (tests override it)."""
+
+    @property
+    def writes_in_flight(self) -> int:
+        inner = self.inner
+        return inner.writes_in_flight if isinstance(inner, StagedWrites) else 1
+
+    def encode_job(self, job: Job) -> Any:
+        inner = self.inner
+        return inner.encode_job(job) if isinstance(inner, StagedWrites) else job
+
+    def encode_run(self, run: Run) -> Any:
+        inner = self.inner
+        return inner.encode_run(run) if isinstance(inner, StagedWrites) else run
+
+    async def write_encoded(self, jobs: Sequence[Any], runs: Sequence[Any]) -> None:
+        inner = self.inner
+        if isinstance(inner, StagedWrites):
+            if isinstance(inner, SQLiteStore):
+                await self.before_write(
+                    [job_from_row(row) for row in jobs], [run_from_row(row) for row in runs]
+                )
+            await self._call(inner.write_encoded(jobs, runs))
+        else:
+            await self.before_write(list(jobs), list(runs))
+            await self._call(inner.write(jobs, runs))
         self._notify()
 
     def _notify(self) -> None:

@@ -12,18 +12,23 @@ import anyio
 import pytest
 import structlog
 
+from nexus_schedd.clock import VirtualClock
 from nexus_schedd.engine.checkpoint import Checkpointer
 from nexus_schedd.errors import StoreError
 from nexus_schedd.model import Job, JobStatus, Run
 from nexus_schedd.store.memory import MemoryStore
+from tests.engine.harness import T0
 from tests.store.factories import make_job, make_run
 
 pytestmark = pytest.mark.anyio
 
 
 class EncodingStore(MemoryStore):
-    """A memory store whose rows are tagged tuples; it records when it encodes and
-    what it is asked to write, and can fail its next write."""
+    """A memory store with the staged write path (StagedWrites) whose rows are
+    tagged tuples; it records when it encodes and what it is asked to write, and
+    can fail its next write."""
+
+    writes_in_flight = 1
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,16 +75,18 @@ async def test_rows_of_a_failed_write_are_written_next_unless_a_newer_version_ca
     store = EncodingStore()
     await store.open()
     store.fail_next = True
-    checkpointer = Checkpointer(store, structlog.get_logger())
+    clock = VirtualClock(T0)
+    checkpointer = Checkpointer(store, structlog.get_logger(), clock=clock)
     kept, superseded = make_job(1), make_job(2)
     newer = replace(superseded, status=JobStatus.RUNNING)
     async with anyio.create_task_group() as tg:
+        tg.start_soon(clock.autojump)  # the retry pause passes in virtual time
         await tg.start(checkpointer.run)
         with anyio.fail_after(5), pytest.raises(StoreError):
             await checkpointer.commit([kept, superseded])
         checkpointer.stage([newer])
         with anyio.fail_after(5):
-            await checkpointer.flush()  # the retry waits out RETRY_AFTER_FAILURE_S
+            await checkpointer.flush()  # the retry waits out RETRY_AFTER_FAILURE
         tg.cancel_scope.cancel()
     retried_jobs = store.written[-1][0]
     assert sorted(row[1].id for row in retried_jobs) == [kept.id, superseded.id]
@@ -162,10 +169,12 @@ async def test_a_failed_write_does_not_bring_back_a_row_a_later_write_carries_ne
     store = PipelinedStore()
     store.fail_first = True
     await store.open()
-    checkpointer = Checkpointer(store, structlog.get_logger())
+    clock = VirtualClock(T0)
+    checkpointer = Checkpointer(store, structlog.get_logger(), clock=clock)
     older, other = make_job(1), make_job(2)
     newer = replace(older, status=JobStatus.RUNNING)
     async with anyio.create_task_group() as tg:
+        tg.start_soon(clock.autojump)  # the retry pause passes in virtual time
         await tg.start(checkpointer.run)
         checkpointer.stage([older, other])
         await next_write(store)

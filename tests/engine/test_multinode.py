@@ -13,8 +13,7 @@ import anyio
 import pytest
 
 from nexus_schedd.clock import SystemClock
-from nexus_schedd.engine import EngineSettings
-from nexus_schedd.engine.shared import SharedEngine, engine_for
+from nexus_schedd.engine import Engine, EngineSettings, engine_for
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import (
@@ -27,8 +26,8 @@ from nexus_schedd.model import (
     RecurrenceKind,
     RunOutcome,
 )
-from nexus_schedd.store import MemoryStore, RunFilter
-from nexus_schedd.store.base import JobFilter
+from nexus_schedd.model.queries import JobFilter, RunFilter
+from nexus_schedd.store import MemoryStore
 from nexus_schedd.store.postgres import PostgresStore
 from tests.store.factories import (
     POSTGRES_DSN,
@@ -89,7 +88,7 @@ class Cluster:
 
     schema: str
     recorder: Recorder
-    engines: list[SharedEngine]
+    engines: list[Engine]
     stores: list[PostgresStore]
     scopes: list[anyio.CancelScope]
 
@@ -108,7 +107,7 @@ async def cluster(
     stores = [
         PostgresStore(POSTGRES_DSN, schema=schema, node=f"n{i}", pool_size=3) for i in range(size)
     ]
-    engines: list[SharedEngine] = []
+    engines: list[Engine] = []
     scopes: list[anyio.CancelScope] = []
     try:
         for store in stores:
@@ -128,7 +127,7 @@ async def cluster(
                     SystemClock(),
                     settings,
                 )
-                assert isinstance(engine, SharedEngine)
+                assert engine.shared
                 scope = anyio.CancelScope()
                 engines.append(engine)
                 scopes.append(scope)
@@ -145,7 +144,7 @@ async def cluster(
 
 
 async def _serve(
-    engine: SharedEngine,
+    engine: Engine,
     scope: anyio.CancelScope,
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -173,7 +172,7 @@ async def all_final(store: PostgresStore) -> bool:
 async def test_an_engine_on_a_plain_store_stays_single_node() -> None:
     store = MemoryStore()
     engine = engine_for(store, HandlerRegistry({}), SystemClock(), EngineSettings())
-    assert not isinstance(engine, SharedEngine)
+    assert not engine.shared
 
 
 async def test_three_nodes_run_every_occurrence_once_and_share_the_work() -> None:
@@ -230,7 +229,7 @@ async def test_a_dead_nodes_running_job_is_taken_over_after_its_lease_and_retrie
         store = PostgresStore(POSTGRES_DSN, schema=nodes.schema, node="n1", pool_size=3)
         await store.open()
         try:
-            survivor = SharedEngine(
+            survivor = Engine(
                 store,
                 HandlerRegistry({"rec": nodes.recorder.bound("n1")}),
                 SystemClock(),

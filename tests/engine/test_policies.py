@@ -3,7 +3,6 @@ recovery, and the no-polling guarantee."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +23,7 @@ from nexus_schedd.model import (
     Run,
     RunOutcome,
 )
-from nexus_schedd.store.base import RunFilter
+from nexus_schedd.model.queries import RunFilter
 from tests.engine.harness import (
     EXACT,
     T0,
@@ -495,13 +494,11 @@ async def test_the_next_batch_is_checkpointed_while_the_current_one_runs(
     """A write carries at most half the slots' starts; the next batch's start is
     being written before the current batch's handlers are called."""
     log: list[tuple[str, frozenset[str]]] = []
-    write = store.write
 
-    async def logged_write(jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
+    async def logged_write(jobs: list[Job], runs: list[Run]) -> None:
         log.append(("write", frozenset(j.id for j in jobs if j.status is JobStatus.RUNNING)))
-        await write(jobs, runs)
 
-    store.write = logged_write  # type: ignore[method-assign]
+    store.before_write = logged_write  # type: ignore[method-assign]
     clock = VirtualClock(T0)
     handler = ScriptedHandler(clock)
     call = handler.handle
@@ -531,20 +528,18 @@ async def test_the_next_batch_is_staged_while_the_current_start_is_written(
     """The writer never waits for the loop to dispatch: while one batch's start
     is being written, the next batch takes the free slots and is staged, so the
     next write carries it the moment the first commit ends."""
-    write = store.write
     held = anyio.Event()
     release = anyio.Event()
     writes: list[frozenset[str]] = []
 
-    async def held_write(jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
+    async def held_write(jobs: list[Job], runs: list[Run]) -> None:
         starts = frozenset(j.id for j in jobs if j.status is JobStatus.RUNNING)
         writes.append(starts)
         if starts and not held.is_set():
             held.set()
             await release.wait()
-        await write(jobs, runs)
 
-    store.write = held_write  # type: ignore[method-assign]
+    store.before_write = held_write  # type: ignore[method-assign]
     clock = VirtualClock(T0)
     handler = ScriptedHandler(clock)
     settings = EngineSettings(max_concurrency=4, defaults=EXACT)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from ulid import ULID
 
-from nexus_schedd.engine.policies import RunIds
+from nexus_schedd.engine.ids import RunIds
 
 T0 = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 

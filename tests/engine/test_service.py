@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 from nexus_schedd.clock import VirtualClock
-from nexus_schedd.engine.service import EventKind
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import JobSpec, JobStatus, Recurrence, RecurrenceKind
+from nexus_schedd.model.events import EventKind
 from tests.engine.harness import (
     T0,
     ScriptedHandler,

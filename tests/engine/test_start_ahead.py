@@ -3,7 +3,6 @@ handler is still called exactly at run_at (never early)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pytest
@@ -34,10 +33,9 @@ class WriteLog(TrackedStore):
         self.clock = clock
         self.started_at: list[datetime] = []
 
-    async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
+    async def before_write(self, jobs: list[Job], runs: list[Run]) -> None:
         if any(job.status is JobStatus.RUNNING for job in jobs):
             self.started_at.append(self.clock.now())
-        await super().write(jobs, runs)
 
 
 @pytest.mark.parametrize("ahead_ms", [0.0, 10.0, 250.0])

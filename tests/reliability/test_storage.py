@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from nexus_schedd.daemon.config import DB_FILE
-from nexus_schedd.store.schema import SCHEMA_VERSION
+from nexus_schedd.store.sqlite.schema import SCHEMA_VERSION
 from tests.daemon.daemon_process import DaemonProcess, console_script
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -11,7 +11,7 @@ import pytest
 
 from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.model import JobStatus, RunOutcome
-from nexus_schedd.store import RunFilter
+from nexus_schedd.model.queries import RunFilter
 from nexus_schedd.store.postgres import PostgresStore, Wakeup
 from tests.store.factories import (
     POSTGRES_DSN,

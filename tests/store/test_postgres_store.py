@@ -11,7 +11,7 @@ import pytest
 from nexus_schedd.errors import StoreError
 from nexus_schedd.store import open_store
 from nexus_schedd.store.postgres import PostgresStore, postgres_options_from_url
-from nexus_schedd.store.postgres_schema import SCHEMA_VERSION
+from nexus_schedd.store.postgres.schema import SCHEMA_VERSION
 from tests.store.factories import (
     POSTGRES_DSN,
     check_postgres_reachable,

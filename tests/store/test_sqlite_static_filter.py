@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from nexus_schedd.model.queries import JobFilter
 from nexus_schedd.store import SQLiteStore
-from nexus_schedd.store.base import JobFilter
 from tests.store.factories import make_job
 
 

@@ -13,8 +13,9 @@ import pytest
 
 from nexus_schedd.errors import StoreError
 from nexus_schedd.model import JobStatus
-from nexus_schedd.store import JobFilter, MemoryStore, RunFilter, SQLiteStore, open_store
-from nexus_schedd.store.schema import SCHEMA_VERSION
+from nexus_schedd.model.queries import JobFilter, RunFilter
+from nexus_schedd.store import MemoryStore, SQLiteStore, open_store
+from nexus_schedd.store.sqlite.schema import SCHEMA_VERSION
 from tests.store.factories import T0, make_job, make_run
 
 pytestmark = pytest.mark.anyio
@@ -308,7 +309,7 @@ async def test_a_version_1_database_is_migrated_forward_and_keeps_its_jobs(
     """A database written by the first release (schema 1) opens, gains migration 2
     (the index for names of final jobs) in place, and loses nothing."""
     from nexus_schedd.store.rows import JOB_COLUMNS, job_row
-    from nexus_schedd.store.schema import MIGRATIONS
+    from nexus_schedd.store.sqlite.schema import MIGRATIONS
 
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)

@@ -20,7 +20,8 @@ import anyio
 import pytest
 
 from nexus_schedd.errors import StoreError
-from nexus_schedd.store import JobFilter, SQLiteStore
+from nexus_schedd.model.queries import JobFilter
+from nexus_schedd.store import SQLiteStore
 from tests.daemon.daemon_process import running
 from tests.store.factories import make_job, make_run
 
@@ -68,7 +69,7 @@ async def test_writes_go_through_a_process_of_their_own_that_ends_with_the_store
     pid = writer_pid(store)
     try:
         assert pid != os.getpid() and running(pid)
-        assert b"sqlite_writer.py" in command_line(pid)
+        assert b"sqlite/writer_process.py" in command_line(pid)
         await store.insert_jobs([make_job(1)])
         assert await store.get_job("J0001") == make_job(1)
     finally:

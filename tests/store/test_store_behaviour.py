@@ -20,7 +20,8 @@ from nexus_schedd.model import (
     Run,
     RunOutcome,
 )
-from nexus_schedd.store import JobFilter, RunFilter, Store
+from nexus_schedd.model.queries import JobFilter, RunFilter
+from nexus_schedd.store import Store
 from nexus_schedd.store.keys import encode_job_cursor
 from tests.store.factories import T0, make_job, make_run
 

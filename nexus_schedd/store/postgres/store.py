@@ -41,7 +41,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from nexus_schedd.errors import InvalidSpec, JobExists, SchedulerError, StoreError
 from nexus_schedd.model import Job, JobStatus, Run
-from nexus_schedd.store.base import Durability, JobFilter, Page, RunFilter, Store
+from nexus_schedd.model.queries import JobFilter, Page, RunFilter
+from nexus_schedd.store.base import Durability, Store
 from nexus_schedd.store.keys import (
     check_limit,
     decode_job_cursor,
@@ -51,7 +52,8 @@ from nexus_schedd.store.keys import (
     from_micros,
     to_micros,
 )
-from nexus_schedd.store.postgres_schema import (
+from nexus_schedd.store.migrations import FINAL_STATUSES_SQL
+from nexus_schedd.store.postgres.schema import (
     ADVISORY_LOCK_CLASS,
     check_schema_name,
     pending_migrations,
@@ -64,7 +66,6 @@ from nexus_schedd.store.rows import (
     run_from_row,
     run_row,
 )
-from nexus_schedd.store.schema import FINAL_STATUSES_SQL
 
 _log = structlog.get_logger("nexus_schedd.store.postgres")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from nexus_schedd.errors import StoreError
-from nexus_schedd.store.schema import FINAL_STATUSES_SQL, Migration
+from nexus_schedd.store.migrations import FINAL_STATUSES_SQL, Migration
 
 ADVISORY_LOCK_CLASS = 0x6E78_7364
 """First key of ``pg_advisory_lock(int4, int4)`` ("nxsd"); the second is ``hashtext(schema)``."""

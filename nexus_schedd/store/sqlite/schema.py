@@ -12,22 +12,8 @@ correctly, compare in the index without parsing, and convert back to a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from nexus_schedd.errors import StoreError
-
-FINAL_STATUSES_SQL = "('completed', 'failed_permanent', 'canceled')"
-"""The final statuses as an SQL list; partial indexes and their queries must match it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One forward step of the schema."""
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-
+from nexus_schedd.store.migrations import FINAL_STATUSES_SQL, Migration
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(

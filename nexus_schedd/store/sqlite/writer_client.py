@@ -1,4 +1,5 @@
-"""The SQLite store's handle on its writer process (:mod:`.sqlite_writer`).
+"""The SQLite store's handle on its writer process (:mod:`.writer_process`); runs
+in the daemon.
 
 Starts the process, sends it requests over a Unix socket pair and waits for the
 replies without blocking the event loop, and stops it. Requests may be sent
@@ -24,15 +25,22 @@ import structlog
 from anyio.abc import Process
 
 from nexus_schedd.errors import StoreError
-from nexus_schedd.store import sqlite_writer
+from nexus_schedd.store.sqlite import writer_process
+from nexus_schedd.store.sqlite.writer_process import (
+    Close,
+    Open,
+    Reply,
+    Request,
+    Status,
+    decode_reply,
+    encode_request,
+)
 
 _log = structlog.get_logger("nexus_schedd.store.sqlite")
 
-_SCRIPT = Path(sqlite_writer.__file__)
+_SCRIPT = Path(writer_process.__file__)
 _SOCKET_BUFFER = 4 * 1024 * 1024
 _EXIT_WAIT_S = 10.0
-
-Reply = tuple[str, Any]
 
 
 class WriterProcess:
@@ -45,11 +53,13 @@ class WriterProcess:
         self.pragmas = pragmas
         self._process: Process | None = None
         self._socket: socket.socket | None = None
-        self._header = bytearray(sqlite_writer.HEADER.size)
+        self._header = bytearray(writer_process.HEADER.size)
+        # Not a bound on writes in flight (SQLiteStore owns that): request
+        # numbers, to match replies, which come in the order sent, to requests.
         self._sent = 0
         """Requests sent so far (the next request's number)."""
         self._answered = 0
-        """Requests answered or failed so far; replies come in the order sent."""
+        """Requests answered or failed so far."""
         self._replies: dict[int, Reply | StoreError] = {}
         self._reading = False
         self._arrived = anyio.Event()
@@ -91,19 +101,21 @@ class WriterProcess:
         ours.setblocking(False)
         self._socket = ours
         _log.debug("sqlite_writer_started", path=str(self.path), pid=self._process.pid)
-        number = await self._send_message(ours, ("open", self.database, self.pragmas))
-        status, value = await self.reply(number)
-        if status != "ok":
+        number = await self._send_message(ours, Open(self.database, self.pragmas))
+        reply = await self.reply(number)
+        if reply.status is not Status.OK:
             await self._reap()
-            if isinstance(value, sqlite3.Error):
-                raise value
-            raise StoreError(f"{self.path}: the SQLite writer cannot open the database: {value}")
+            if isinstance(reply.value, sqlite3.Error):
+                raise reply.value
+            raise StoreError(
+                f"{self.path}: the SQLite writer cannot open the database: {reply.value}"
+            )
 
-    async def request(self, message: tuple[Any, ...]) -> Reply:
-        """Send ``message`` and return the writer's reply ``(status, value)``."""
+    async def request(self, message: Request) -> Reply:
+        """Send ``message`` and return the writer's reply."""
         return await self.reply(await self.send(message))
 
-    async def send(self, message: tuple[Any, ...]) -> int:
+    async def send(self, message: Request) -> int:
         """Send ``message`` (starting the writer if it is not running); its number,
         for :meth:`reply`. Shielded: a request half sent would garble the next."""
         with anyio.CancelScope(shield=True):
@@ -115,11 +127,11 @@ class WriterProcess:
                 number = await self._send_message(sock, message)
         return number
 
-    async def _send_message(self, sock: socket.socket, message: tuple[Any, ...]) -> int:
+    async def _send_message(self, sock: socket.socket, message: Request) -> int:
         number = self._sent
         self._sent += 1
         try:
-            await self._send(sock, sqlite_writer.encode(message))
+            await self._send(sock, encode_request(message))
         except OSError as exc:
             await self._lost(exc)
         return number
@@ -154,7 +166,7 @@ class WriterProcess:
             self._fail_in_flight(StoreError(f"{self.path}: the SQLite writer is not running"))
             return
         try:
-            reply: Reply = await self._receive(sock)
+            reply = decode_reply(await self._receive(sock))
         except (OSError, EOFError, anyio.ClosedResourceError) as exc:
             if self._socket is sock:  # not already handled by a sender
                 await self._lost(exc)
@@ -186,7 +198,7 @@ class WriterProcess:
         if self._socket is None:
             return
         try:
-            await self.request(("close",))
+            await self.request(Close())
         except StoreError:
             pass  # already gone; _reap has run
         else:
@@ -206,7 +218,7 @@ class WriterProcess:
     async def _receive(self, sock: socket.socket) -> Any:
         header = self._header
         await self._receive_into(sock, memoryview(header))
-        (size,) = sqlite_writer.HEADER.unpack(header)
+        (size,) = writer_process.HEADER.unpack(header)
         body = bytearray(size)
         await self._receive_into(sock, memoryview(body))
         return pickle.loads(body)

@@ -1,7 +1,7 @@
 """The embedded store: SQLite in WAL mode, with group commit.
 
 One writer connection owns every write, in a process of its own
-(:mod:`.sqlite_writer`, driven through :mod:`.writer_process`): in the daemon's
+(:mod:`.writer_process`, driven through :mod:`.writer_client`): in the daemon's
 process SQLite's writer thread waited for the GIL after every step while the
 event loop ran Python. Concurrent ``insert_jobs``/``write``/``prune_runs`` calls
 share one transaction and one commit (one fsync with ``durability="full"``):
@@ -38,7 +38,8 @@ from nexus_schedd.model import (
     JobStatus,
     Run,
 )
-from nexus_schedd.store.base import Durability, JobFilter, Page, RunFilter, Store
+from nexus_schedd.model.queries import JobFilter, Page, RunFilter
+from nexus_schedd.store.base import Durability, EncodedRow, Store
 from nexus_schedd.store.keys import (
     check_limit,
     decode_job_cursor,
@@ -47,6 +48,7 @@ from nexus_schedd.store.keys import (
     encode_run_cursor,
     to_micros,
 )
+from nexus_schedd.store.migrations import FINAL_STATUSES_SQL
 from nexus_schedd.store.rows import (
     JOB_COLUMNS,
     RUN_COLUMNS,
@@ -55,9 +57,9 @@ from nexus_schedd.store.rows import (
     run_from_row,
     run_row,
 )
-from nexus_schedd.store.schema import FINAL_STATUSES_SQL, migrations_after
-from nexus_schedd.store.sqlite_writer import Segment
-from nexus_schedd.store.writer_process import WriterProcess
+from nexus_schedd.store.sqlite.schema import migrations_after
+from nexus_schedd.store.sqlite.writer_client import WriterProcess
+from nexus_schedd.store.sqlite.writer_process import Call, Segment, Status, Write
 
 _log = structlog.get_logger("nexus_schedd.store.sqlite")
 
@@ -398,16 +400,20 @@ class SQLiteStore(Store):
             )
         )
 
-    # The writer process handles requests in the order they were sent.
-    writes_in_flight = _WRITES_IN_FLIGHT
+    # -- the staged write path (StagedWrites: the engine's Checkpointer) ---------------
 
-    def encode_job(self, job: Job) -> tuple[Any, ...]:
+    writes_in_flight = _WRITES_IN_FLIGHT
+    """The one bound on writes in flight: this queue sends at most this many
+    transactions, and the Checkpointer keeps as many writes going. (The writer
+    process handles requests in the order they were sent.)"""
+
+    def encode_job(self, job: Job) -> EncodedRow:
         return job_row(job)
 
-    def encode_run(self, run: Run) -> tuple[Any, ...]:
+    def encode_run(self, run: Run) -> EncodedRow:
         return run_row(run)
 
-    async def write_encoded(self, jobs: Sequence[Any], runs: Sequence[Any]) -> None:
+    async def write_encoded(self, jobs: Sequence[EncodedRow], runs: Sequence[EncodedRow]) -> None:
         if not jobs and not runs:
             return
         await self._submit(_Request("write", job_rows=list(jobs), run_rows=list(runs)))
@@ -492,9 +498,10 @@ class SQLiteStore(Store):
         assert writer is not None
         deletes = any(r.kind == "delete" for r in batch)
         segments = None if deletes else _segments(batch)
-        calls = [_steps(r) for r in batch] if deletes or len(batch) > 1 else None
-        status, value = await writer.request(("write", segments, calls))
-        if status == "ok":
+        calls = [_call(r) for r in batch] if deletes or len(batch) > 1 else None
+        reply = await writer.request(Write(segments, calls))
+        value = reply.value
+        if reply.status is Status.OK:
             self.commits += 1
             for request, result in zip(batch, value or (), strict=value is not None):
                 if isinstance(result, sqlite3.Error):
@@ -502,7 +509,7 @@ class SQLiteStore(Store):
                 else:
                     request.deleted = result
             return
-        exc = self._sqlite_error(status, value)
+        exc = self._sqlite_error(reply.status, value)
         if calls is None:
             batch[0].error = await self._error_for(batch[0], exc)
             return
@@ -511,9 +518,9 @@ class SQLiteStore(Store):
         for request in batch:
             request.error = error
 
-    def _sqlite_error(self, status: str, value: Any) -> sqlite3.Error:
+    def _sqlite_error(self, status: Status, value: Any) -> sqlite3.Error:
         """The SQLite error a writer reply carries; other failures raise StoreError."""
-        if status in ("error", "aborted") and isinstance(value, sqlite3.Error):
+        if status in (Status.ERROR, Status.ABORTED) and isinstance(value, sqlite3.Error):
             return value
         raise StoreError(f"{self.path}: write failed: {value}")
 
@@ -701,18 +708,18 @@ def _segments(batch: list[_Request]) -> list[Segment]:
     return segments
 
 
-def _steps(request: _Request) -> list[Any]:
-    """``request`` as one call of a ``calls`` request (see :mod:`.sqlite_writer`)."""
+def _call(request: _Request) -> Call:
+    """``request`` as one :class:`Call` of a write (see :mod:`.writer_process`)."""
     if request.kind == "delete":
-        return [("many", request.delete_sql, list(request.delete_rows))]
-    steps: list[Any] = []
+        return Call(many_sql=request.delete_sql, many_rows=list(request.delete_rows))
+    segments: list[Segment] = []
     if request.kind == "insert":
-        steps.append((_JOB_INSERT, None, request.job_rows))
+        segments.append((_JOB_INSERT, None, request.job_rows))
     elif request.job_rows:
-        steps.append((_JOB_UPSERT, _JOB_UPSERT_FULL, request.job_rows))
+        segments.append((_JOB_UPSERT, _JOB_UPSERT_FULL, request.job_rows))
     if request.run_rows:
-        steps.append((_RUN_UPSERT, _RUN_UPSERT_FULL, request.run_rows))
-    return steps
+        segments.append((_RUN_UPSERT, _RUN_UPSERT_FULL, request.run_rows))
+    return Call(segments=segments)
 
 
 def _reason(exc: BaseException) -> str:

@@ -9,34 +9,37 @@ SQLite step, and while the event loop ran Python each hand-over cost about
 other core, and a transaction costs the loop one message each way.
 
 Wire format, on a Unix socket pair: each message is a 4-byte little-endian
-length and a pickle (both ends are this package, the socket is private to the
-two processes). Requests are handled one after another in the order they were
-sent, one reply each, so the store may send the next write while this process
-still commits the previous one (it never waits for the event loop between two
-commits), and every write lands in the order it was sent:
+length and a pickle of plain tuples (both ends are this package, the socket is
+private to the two processes). The messages are the typed values below
+(:class:`Open`, :class:`Write`, :class:`Close`; each answered by one
+:class:`Reply`), turned into tuples of built-in types by :func:`encode_request`
+and :func:`encode_reply` and back by the ``decode_`` functions: this file runs
+as ``__main__`` in the writer, so a pickled class would not resolve on the other
+side. Requests are handled one after another in the order they were sent, so
+the store may send the next write while this process still commits the
+previous one (it never waits for the event loop between two commits), and
+every write lands in the order it was sent:
 
-- ``("open", uri, pragmas)``: connect to the ``file:`` URI and run the pragmas.
-  Reply ``("ok", None)``.
-- ``("write", segments, calls)``: one transaction. ``segments`` is every call's
-  rows merged into as few statements as possible, a list of
-  ``(sql, full_sql, rows)`` (see :func:`write_rows`), or None to go straight to
-  ``calls``. If it fails and ``calls`` is given, the transaction is rolled back
-  and run again with each call in a SAVEPOINT of its own, so a failing call
-  rolls back only itself; a call is a list of ``(sql, full_sql, rows)`` or
-  ``("many", sql, rows)`` (``executemany``, its rowcount returned). Reply
-  ``("ok", None)`` when the merged transaction committed, ``("ok", results)``
-  with each call's rowcount or the ``sqlite3.Error`` that rolled it back, or
-  ``("error", exc)`` for a transaction that failed as a whole (rolled back;
-  with ``calls`` None, the only call's error).
-- ``("close",)``: close the connection, reply ``("ok", None)`` and exit.
+- :class:`Open`: connect to the ``file:`` URI and run the pragmas; ``OK``.
+- :class:`Write`: one transaction. ``segments`` is every call's rows merged
+  into as few statements as possible (see :func:`write_rows`), or None to go
+  straight to ``calls``. If it fails and ``calls`` is given, the transaction is
+  rolled back and run again with each :class:`Call` in a SAVEPOINT of its own,
+  so a failing call rolls back only itself. ``OK`` with value None when the
+  merged transaction committed, ``OK`` with each call's rowcount or the
+  ``sqlite3.Error`` that rolled it back, or ``ERROR`` with the exception for a
+  transaction that failed as a whole (rolled back; with ``calls`` None, the
+  only call's error).
+- :class:`Close`: close the connection, reply ``OK`` and exit.
 
 A transaction SQLite abandoned half-way (disk full, I/O error) is reported as
-``("aborted", exc)``; any other exception as ``("failed", text)``. The process ignores the signals a terminal
+``ABORTED`` with the error; any other exception as ``FAILED`` with its text.
+The process ignores the signals a terminal
 or a service manager sends the whole process group (the daemon shuts down
 first and checkpoints through it) and exits when the socket closes, so a
 daemon killed with SIGKILL leaves no writer behind.
 
-This file also runs as a script (``python -I sqlite_writer.py FD``) and imports
+This file also runs as a script (``python -I writer_process.py FD``) and imports
 only the standard library, so the process starts without loading the daemon.
 """
 
@@ -48,6 +51,8 @@ import socket
 import sqlite3
 import struct
 import sys
+from dataclasses import dataclass, field
+from enum import IntEnum
 from itertools import chain
 from typing import Any
 
@@ -63,6 +68,104 @@ Segment = tuple[str, "str | None", list[tuple[Any, ...]]]
 it is a guarded upsert that skipped rows, ``full_sql`` is re-run for them all."""
 
 _shapes: dict[str, dict[int, str]] = {}
+
+
+# -- the messages ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One store call of a :class:`Write`, run in a SAVEPOINT of its own when the
+    merged transaction failed: its segments, or one ``executemany`` (a delete)."""
+
+    segments: list[Segment] = field(default_factory=list)
+    many_sql: str | None = None
+    many_rows: list[Any] = field(default_factory=list)
+    """Parameters of ``many_sql``; its rowcount is the call's result."""
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """Connect to the ``file:`` URI ``uri`` and run ``pragmas``."""
+
+    uri: str
+    pragmas: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One transaction (see the module docstring)."""
+
+    segments: list[Segment] | None
+    calls: list[Call] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection and exit after replying."""
+
+
+Request = Open | Write | Close
+
+
+class Status(IntEnum):
+    """How a request went."""
+
+    OK = 0
+    ERROR = 1
+    """The transaction failed as a whole and was rolled back (value: the sqlite3.Error)."""
+    ABORTED = 2
+    """SQLite abandoned the transaction half-way (value: the sqlite3.Error)."""
+    FAILED = 3
+    """Something other than SQLite failed (value: its text)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to one request."""
+
+    status: Status
+    value: Any = None
+
+
+_OPEN, _WRITE, _CLOSE = 1, 2, 3
+
+
+def encode_request(request: Request) -> bytes:
+    """``request`` as one frame."""
+    if isinstance(request, Write):
+        calls = (
+            None
+            if request.calls is None
+            else [(call.segments, call.many_sql, call.many_rows) for call in request.calls]
+        )
+        return _frame((_WRITE, request.segments, calls))
+    if isinstance(request, Open):
+        return _frame((_OPEN, request.uri, request.pragmas))
+    return _frame((_CLOSE,))
+
+
+def decode_request(message: tuple[Any, ...]) -> Request:
+    """The request a frame carried (ValueError for an unknown one)."""
+    kind = message[0]
+    if kind == _WRITE:
+        calls = None if message[2] is None else [Call(*call) for call in message[2]]
+        return Write(message[1], calls)
+    if kind == _OPEN:
+        return Open(message[1], message[2])
+    if kind == _CLOSE:
+        return Close()
+    raise ValueError(f"unknown request {kind!r}")
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """``reply`` as one frame."""
+    return _frame((int(reply.status), reply.value))
+
+
+def decode_reply(message: tuple[int, Any]) -> Reply:
+    """The reply a frame carried."""
+    return Reply(Status(message[0]), message[1])
 
 
 def chunked(statement: str) -> dict[int, str]:
@@ -122,7 +225,7 @@ class Aborted(Exception):
         self.error = error
 
 
-def commit_calls(connection: sqlite3.Connection, calls: list[list[Any]]) -> list[Any]:
+def commit_calls(connection: sqlite3.Connection, calls: list[Call]) -> list[Any]:
     """One transaction, each call in its own SAVEPOINT: a call that fails rolls
     back only itself. Each call's rowcount (of its ``many`` steps) or its error."""
     results: list[Any] = []
@@ -132,11 +235,10 @@ def commit_calls(connection: sqlite3.Connection, calls: list[list[Any]]) -> list
             connection.execute("SAVEPOINT call")
             try:
                 changed = 0
-                for step in call:
-                    if step[0] == "many":
-                        changed += connection.executemany(step[1], step[2]).rowcount
-                    else:
-                        write_rows(connection, step)
+                for segment in call.segments:
+                    write_rows(connection, segment)
+                if call.many_sql is not None:
+                    changed += connection.executemany(call.many_sql, call.many_rows).rowcount
             except sqlite3.Error as exc:
                 if not connection.in_transaction:
                     raise Aborted(exc) from None
@@ -153,20 +255,18 @@ def commit_calls(connection: sqlite3.Connection, calls: list[list[Any]]) -> list
     return results
 
 
-def write(
-    connection: sqlite3.Connection, segments: list[Segment] | None, calls: list[list[Any]] | None
-) -> tuple[str, Any]:
-    """One ``write`` request (see the module's docstring): its reply."""
-    if segments is not None:
+def write(connection: sqlite3.Connection, request: Write) -> Reply:
+    """One :class:`Write` (see the module's docstring): its reply."""
+    if request.segments is not None:
         try:
-            commit_segments(connection, segments)
+            commit_segments(connection, request.segments)
         except sqlite3.Error as exc:
-            if calls is None:
-                return ("error", exc)
+            if request.calls is None:
+                return Reply(Status.ERROR, exc)
         else:
-            return ("ok", None)
-    assert calls is not None
-    return ("ok", commit_calls(connection, calls))
+            return Reply(Status.OK)
+    assert request.calls is not None
+    return Reply(Status.OK, commit_calls(connection, request.calls))
 
 
 def rollback(connection: sqlite3.Connection) -> None:
@@ -190,47 +290,45 @@ def read_message(stream: Any) -> Any:
     return pickle.loads(body)
 
 
-def encode(message: Any) -> bytes:
+def _frame(message: tuple[Any, ...]) -> bytes:
     """``message`` as one frame (length prefix and pickle)."""
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return HEADER.pack(len(body)) + body
 
 
 def serve(sock: socket.socket) -> None:
-    """Answer requests until ``close`` or the store's end of the socket closes."""
+    """Answer requests until :class:`Close` or the store's end of the socket closes."""
     stream = sock.makefile("rb")
     connection: sqlite3.Connection | None = None
     while True:
-        request = read_message(stream)
-        if request is None:
+        message = read_message(stream)
+        if message is None:
             break
-        kind = request[0]
         try:
-            if kind == "write":
+            request = decode_request(message)
+            if isinstance(request, Write):
                 assert connection is not None
-                reply: tuple[str, Any] = write(connection, request[1], request[2])
-            elif kind == "open":
+                reply = write(connection, request)
+            elif isinstance(request, Open):
                 # isolation_level=None: transactions are begun and ended explicitly.
-                connection = sqlite3.connect(request[1], uri=True, isolation_level=None)
-                for pragma in request[2]:
+                connection = sqlite3.connect(request.uri, uri=True, isolation_level=None)
+                for pragma in request.pragmas:
                     connection.execute(pragma)
-                reply = ("ok", None)
-            elif kind == "close":
+                reply = Reply(Status.OK)
+            else:
                 if connection is not None:
                     connection.close()
                     connection = None
-                sock.sendall(encode(("ok", None)))
+                sock.sendall(encode_reply(Reply(Status.OK)))
                 break
-            else:
-                reply = ("error", sqlite3.ProgrammingError(f"unknown request {kind!r}"))
         except Aborted as aborted:
-            reply = ("aborted", aborted.error)
+            reply = Reply(Status.ABORTED, aborted.error)
         except sqlite3.Error as exc:
-            reply = ("error", exc)
+            reply = Reply(Status.ERROR, exc)
         except Exception as exc:  # a value SQLite cannot bind, say: this request fails
-            reply = ("failed", f"{type(exc).__name__}: {exc}")
+            reply = Reply(Status.FAILED, f"{type(exc).__name__}: {exc}")
         try:
-            sock.sendall(encode(reply))
+            sock.sendall(encode_reply(reply))
         except OSError:
             break  # the store is gone
     if connection is not None:

@@ -1,0 +1,677 @@
+"""The engine core: timers, the ready heap, dispatch, and outcome -> next state.
+
+Flow of one attempt::
+
+    source --due--> timer heap --due--> ready heap --slot free--> start batch --on disk--> worker
+    (window or      (run_at, seq)       (-priority, run_at)       (RUNNING + open run)      handler
+     claims)                                                                                  |
+    timer heap <--next occurrence / retry-- result (staged, group commit) <-------------------+
+
+The scheduler task sleeps with ``clock.deadline_scope(earliest due)`` on a wake-up
+event; it never wakes while nothing is due. Due work comes from a
+:class:`~nexus_schedd.engine.source.DueWorkSource`; attempts run on
+:class:`~nexus_schedd.engine.workers.Workers`; changes are group-committed by the
+:class:`~nexus_schedd.engine.checkpoint.Checkpointer`. State lives in three
+places: the store (durable), the checkpointer's staged rows (newer than the
+store), and ``jobs`` (the newest version of every job in memory: on a timer,
+ready, or running).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from nexus_schedd.clock import Clock
+from nexus_schedd.engine.attempts import CANCELED, Attempt, RunningJob
+from nexus_schedd.engine.checkpoint import Checkpointer
+from nexus_schedd.engine.events import EventHub
+from nexus_schedd.engine.ids import RunIds
+from nexus_schedd.engine.policies import (
+    Occurrence,
+    after_attempt,
+    following,
+    walk_missed,
+)
+from nexus_schedd.engine.recovery import HistoryPruner
+from nexus_schedd.engine.settings import EngineSettings
+from nexus_schedd.engine.source import DueWorkSource
+from nexus_schedd.engine.workers import Workers
+from nexus_schedd.errors import StoreError
+from nexus_schedd.handlers.registry import HandlerRegistry
+from nexus_schedd.model import (
+    Job,
+    JobResult,
+    JobStatus,
+    LastResult,
+    MisfirePolicy,
+    OverlapPolicy,
+    Run,
+    RunOutcome,
+    truncate_output,
+)
+from nexus_schedd.model.events import Event, EventKind
+from nexus_schedd.store.base import Store
+
+LOOP_LAG_WARN_MS = 250.0
+"""A timer wake-up this late is logged as ``event_loop_lag`` (something blocked the loop)."""
+TRIGGER_PRIORITY = -(2**40)
+"""Ready-heap key of a triggered attempt: ahead of every priority a job can have."""
+FETCH_RETRY = timedelta(seconds=1)
+"""After a store error while fetching due work, the pause before the next try
+(meanwhile the loop goes on dispatching what it has and serving control calls)."""
+
+TriggerWaiter = tuple[anyio.Event, list[Job | BaseException]]
+ReadyEntry = tuple[int, datetime, int, str]
+"""(-priority, due, seq, job id): the ready heap's order; seq must match the job's token."""
+
+
+class EngineCore:
+    """Dispatch, attempts and their outcomes, over a source of due work.
+
+    Used by :class:`~nexus_schedd.engine.engine.Engine` (the facade that owns the
+    lifecycle and the control operations) and by the sources of due work.
+    ``make_source`` builds the source with this core.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: HandlerRegistry,
+        clock: Clock,
+        settings: EngineSettings,
+        log: Any,
+        rng: random.Random,
+        make_source: Callable[[EngineCore], DueWorkSource],
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.settings = settings
+        self.log = log
+        self.rng = rng
+        self.events = EventHub()
+        self.run_ids = RunIds(random.Random())  # unseeded: ids must differ across engines
+
+        self.jobs: dict[str, Job] = {}
+        """The newest version of every job in memory (on a timer, ready or running)."""
+        self.running: dict[str, RunningJob] = {}
+        self.token: dict[str, int] = {}
+        """Each job's live timer or ready entry; entries with another seq are stale."""
+        self.seq = itertools.count()
+        self.ready: list[ReadyEntry] = []
+        self.triggers: dict[str, list[TriggerWaiter]] = {}
+        """Callers of TriggerJob waiting for their attempt's start to be on disk."""
+        self.status_counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
+        """Jobs per status, kept up to date in memory (GetStatus reads no store)."""
+        self.active = 0
+        """Attempts started (staged or running) and not yet finished."""
+        self.start_ahead = timedelta(milliseconds=settings.start_ahead_ms)
+        self.loop_lag_ms = 0.0
+        self.loop_iterations = 0
+        """Scheduler loop passes so far (grows only while there is work)."""
+        self.stopping = False
+
+        self._timers: list[tuple[datetime, int, str]] = []
+        self._blocked: dict[str, list[ReadyEntry]] = {}
+        self._active_by_type: dict[str, int] = {}
+        self._unwritten = 0
+        """Starts staged and not yet taken by a write (see :meth:`_dispatch`)."""
+        self._start_cap = max(1, settings.max_concurrency // 2)
+        self._wakeup = anyio.Event()
+        self._sleeping_until: datetime | None = None
+        self._sleeping = False
+        self._fetch_paused_until: datetime | None = None
+        self.drained: anyio.Event | None = None
+        """Set when the last attempt finishes, while stop() waits for that."""
+
+        self.pruner = HistoryPruner(store, clock, settings, log)
+        self.workers = Workers(self)
+        self.source = make_source(self)
+        self.checkpoints = Checkpointer(
+            store, log, writer=self.source.writer, on_write=self._write_begun, clock=clock
+        )
+
+    # -- small shared operations ------------------------------------------------------
+
+    def wake_scheduler(self) -> None:
+        """Make the scheduler loop look again (work may have become possible)."""
+        self._wakeup.set()
+
+    def count(self, old: JobStatus, new: JobStatus) -> None:
+        """A job moved from ``old`` to ``new``: keep ``status_counts`` right."""
+        if old is not new:
+            self.status_counts[old] -= 1
+            self.status_counts[new] += 1
+
+    def publish(self, kind: EventKind, job: Job | None = None, run: Run | None = None) -> None:
+        """Tell Watch subscribers, if any."""
+        if self.events.active:
+            self.events.publish(Event(kind, self.clock.now(), job=job, run=run))
+
+    def place(self, job: Job) -> None:
+        """Make ``job`` the engine's newest version and put it on (or off) the heap."""
+        if job.status is JobStatus.PENDING:
+            assert job.run_at is not None
+            if self.source.keeps_pending(job):
+                self.jobs[job.id] = job
+                self.arm(job.id, job.run_at)
+                return
+        elif job.status is JobStatus.RUNNING:
+            self.jobs[job.id] = job
+            return
+        self.forget(job.id)
+
+    def forget(self, job_id: str) -> None:
+        """Drop a job from memory (its timer or ready entry goes stale)."""
+        self.jobs.pop(job_id, None)
+        self.token.pop(job_id, None)
+
+    def arm(self, job_id: str, at: datetime) -> None:
+        """Put the job's one timer at ``at`` (earlier timers of the job go stale)."""
+        seq = next(self.seq)
+        self.token[job_id] = seq
+        heapq.heappush(self._timers, (at, seq, job_id))
+        if self._sleeping and (self._sleeping_until is None or at < self._sleeping_until):
+            self.wake_scheduler()
+
+    def enqueue(self, job: Job, rank: int, at: datetime) -> None:
+        """Make ``job`` ready to start now, ahead of jobs with a larger ``rank``
+        (-priority, or TRIGGER_PRIORITY)."""
+        self.jobs[job.id] = job
+        seq = next(self.seq)
+        self.token[job.id] = seq
+        heapq.heappush(self.ready, (rank, at, seq, job.id))
+
+    def next_timer(self) -> datetime | None:
+        """The earliest live timer, dropping stale entries from the top."""
+        timers = self._timers
+        while timers:
+            at, seq, job_id = timers[0]
+            if self.token.get(job_id) == seq:
+                return at
+            heapq.heappop(timers)
+        return None
+
+    def backlog(self) -> int:
+        """Due jobs waiting for a slot."""
+        return len(self.ready) + sum(len(queue) for queue in self._blocked.values())
+
+    def unblock_all(self) -> None:
+        """Type limits changed: every job waiting on one is ready again."""
+        for queue in self._blocked.values():
+            for entry in queue:
+                heapq.heappush(self.ready, entry)
+        self._blocked.clear()
+        self.wake_scheduler()
+
+    def cancel_job_attempts(self, job_id: str, reason: str) -> int:
+        """Cancel every attempt of the job in flight and forget its running state."""
+        state = self.running.pop(job_id, None)
+        if state is None:
+            return 0
+        attempts = state.attempts()
+        for attempt in attempts:
+            attempt.cancel(reason)
+        return len(attempts)
+
+    def all_attempts(self) -> list[Attempt]:
+        """Every attempt in flight."""
+        return [a for state in self.running.values() for a in state.attempts()]
+
+    def fail_triggers(self, job_id: str, error: BaseException) -> None:
+        """Callers waiting to trigger ``job_id`` get ``error``."""
+        for event, box in self.triggers.pop(job_id, ()):
+            box.append(error)
+            event.set()
+
+    # -- the scheduler loop -------------------------------------------------------
+
+    async def schedule(self) -> None:
+        """The scheduler task: collect due timers, dispatch, fetch from the source,
+        sleep until the next due time; until stop. The source is stopped after."""
+        try:
+            await self._schedule()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.source.stop()
+
+    async def _schedule(self) -> None:
+        ahead = self.start_ahead
+        source = self.source
+        settings = self.settings
+        while not self.stopping:
+            self.loop_iterations += 1
+            now = self.clock.now()
+            self._collect_due(now + ahead)
+            if self.ready and self.active < settings.max_concurrency:
+                self._dispatch(now)
+            free = settings.max_concurrency - self.active - len(self.ready)
+            if await self._fetch(now, free):
+                continue
+            next_at = self.next_timer()
+            if next_at is not None and next_at <= self.clock.now() + ahead:
+                await anyio.lowlevel.checkpoint()
+                continue
+            if self.pruner.due:
+                await self.pruner.prune()
+                # Jobs added or finished meanwhile armed timers without a wake-up
+                # (the loop was not asleep): look at the heap again.
+                continue
+            wake_at = None if next_at is None else next_at - ahead
+            wanted = source.wake_at(free > 0)
+            if self._fetch_paused_until is not None:
+                wanted = (
+                    self._fetch_paused_until
+                    if wanted is None
+                    else min(wanted, self._fetch_paused_until)
+                )
+            if wanted is not None and (wake_at is None or wanted < wake_at):
+                wake_at = wanted
+            self._sleeping_until = None if wake_at is None else wake_at + ahead
+            self._sleeping = True
+            if not self._wakeup.is_set():
+                with self.clock.deadline_scope(wake_at) as scope:
+                    await self._wakeup.wait()
+                if scope.cancelled_caught and wake_at is not None:
+                    self._note_wakeup_lag(scope, wake_at)
+            self._sleeping = False
+            self._wakeup = anyio.Event()
+
+    async def _fetch(self, now: datetime, free: int) -> bool:
+        """The source's turn, behind the one error path for its store calls: a
+        store error is logged, fetching pauses for FETCH_RETRY (the loop goes on
+        with the work it has) and then the source is asked again."""
+        paused = self._fetch_paused_until
+        if paused is not None:
+            if now < paused:
+                return False
+            self._fetch_paused_until = None
+        try:
+            return await self.source.fetch(now, free)
+        except StoreError as exc:
+            self.log.error(
+                "due_work_fetch_failed",
+                source=type(self.source).__name__,
+                error=exc.message,
+                retry_in_s=FETCH_RETRY.total_seconds(),
+            )
+            self._fetch_paused_until = self.clock.now() + FETCH_RETRY
+            return False
+
+    def _note_wakeup_lag(self, scope: anyio.CancelScope, due: datetime) -> None:
+        """How late the timer wake-up came: a blocked event loop shows here first.
+
+        Measured on the loop's monotonic clock where the scope has a real deadline,
+        so a wall-clock step is not mistaken for lag; only timer wake-ups count
+        (a poke is not late for anything).
+        """
+        if math.isfinite(scope.deadline):
+            lag = (anyio.current_time() - scope.deadline) * 1000.0
+        else:
+            lag = (self.clock.now() - due).total_seconds() * 1000.0
+        self.loop_lag_ms = max(0.0, lag)
+        if lag >= LOOP_LAG_WARN_MS:
+            self.log.warning("event_loop_lag", lag_ms=round(lag, 1), source="scheduler")
+
+    def _collect_due(self, horizon: datetime) -> None:
+        """Move timers due by ``horizon`` (now + start_ahead) to the ready heap, or
+        apply the overlap policy (overlap timers are armed start_ahead late, so
+        they fire on time)."""
+        now = horizon - self.start_ahead
+        timers = self._timers
+        while timers and timers[0][0] <= horizon:
+            at, seq, job_id = heapq.heappop(timers)
+            if self.token.get(job_id) != seq:
+                continue
+            job = self.jobs[job_id]
+            if job.status is JobStatus.PENDING:
+                heapq.heappush(self.ready, (-job.priority, at, seq, job_id))
+            elif job.status is JobStatus.RUNNING:
+                self._overlap(job, now)
+
+    # -- dispatch -----------------------------------------------------------------
+
+    def _dispatch(self, now: datetime) -> None:
+        """Start as many ready jobs as slots allow, highest priority first.
+
+        At most half the slots' starts wait to be written, so under load there
+        are two batches in flight: while one batch's start is written to disk,
+        the next is staged and the previous one's handlers run, and the writer
+        takes the next batch the moment the last commit ends, instead of the
+        loop and the writer taking turns.
+        """
+        limits = self.settings.type_limits
+        starts: list[Attempt] = []
+        ready = self.ready
+        jobs, token, triggers = self.jobs, self.token, self.triggers
+        slots, cap = self.settings.max_concurrency, self._start_cap
+        while ready and self.active < slots and self._unwritten < cap:
+            entry = heapq.heappop(ready)
+            job_id = entry[3]
+            if token.get(job_id) != entry[2]:
+                continue
+            job = jobs[job_id]
+            if job.status is not JobStatus.PENDING:
+                continue
+            limit = limits.get(job.job_type)
+            if limit is not None and self._active_by_type.get(job.job_type, 0) >= limit:
+                heapq.heappush(self._blocked.setdefault(job.job_type, []), entry)
+                continue
+            token.pop(job_id, None)
+            attempt = self._begin(job, now, triggered=job_id in triggers)
+            if attempt is not None:
+                starts.append(attempt)
+                self._unwritten += 1
+        if starts:
+            self.checkpoints.stage(
+                [a.job for a in starts],
+                [a.run for a in starts],
+                on_durable=lambda error: self._started(starts, error),
+            )
+
+    def _begin(self, job: Job, now: datetime, *, triggered: bool) -> Attempt | None:
+        """Turn a due pending job into an attempt (in memory; staged by the caller)."""
+        misfire_applies = job.recurring or job.misfire is MisfirePolicy.SKIP
+        if not triggered and misfire_applies and job.retry_count == 0:
+            misfired = self._apply_misfire(job, now)
+            if misfired is None:
+                return None
+            job = misfired
+        assert job.run_at is not None and job.scheduled_for is not None
+        if triggered:
+            upcoming: Occurrence | None = Occurrence.of(job)
+        elif job.recurring:
+            upcoming = following(job, Occurrence.of(job), self.rng)
+        else:
+            upcoming = None  # what following() gives a job that does not repeat
+        running = job.transition(JobStatus.RUNNING, now)
+        scheduled_for = now if triggered else job.scheduled_for
+        # Started up to start_ahead early: the start is on disk by run_at and the
+        # worker calls the handler at run_at (started_at), off the fsync's latency.
+        start = job.run_at if not triggered and job.run_at > now else now
+        run = Run(
+            id=self.run_ids.next(now),
+            job_id=job.id,
+            scheduled_for=scheduled_for,
+            attempt=1 if triggered else job.retry_count + 1,
+            started_at=start,
+            node=self.settings.node,
+            job_type=job.job_type,
+        )
+        timeout = job.timeout_s if job.timeout_s is not None else self.settings.defaults.timeout_s
+        attempt = Attempt(
+            job=running,
+            run=run,
+            handler=self.registry.resolve(job.job_type),
+            # A trigger is always an extra run: the schedule (a one-shot's only
+            # occurrence too) stays where it was (SPEC 4).
+            triggered=triggered,
+            # The time limit counts from the handler's start (run.started_at);
+            # set here, in one place, for both sources of work.
+            deadline=start + timedelta(seconds=timeout) if timeout else None,
+            due=None if triggered else job.run_at,
+        )
+        state = self.running.get(job.id)
+        if state is None:
+            self.running[job.id] = RunningJob(attempt, upcoming)
+        else:
+            state.current, state.upcoming = attempt, upcoming
+        if upcoming is not None and upcoming.run_at > now and job.recurring:
+            # Overlap timer. An upcoming occurrence already due is a catch-up
+            # (run_all after downtime or backlog): it runs after this one instead.
+            self.arm(job.id, upcoming.run_at + self.start_ahead)
+        self.count(JobStatus.PENDING, JobStatus.RUNNING)
+        self.jobs[job.id] = running
+        self.active += 1
+        self._active_by_type[job.job_type] = self._active_by_type.get(job.job_type, 0) + 1
+        return attempt
+
+    def _apply_misfire(self, job: Job, now: datetime) -> Job | None:
+        """Apply run_once / skip to a recurring occurrence later than its grace:
+        the job to run now, or None when the occurrences were skipped."""
+        assert job.run_at is not None
+        if job.misfire is MisfirePolicy.RUN_ALL:
+            return job
+        if (now - job.run_at).total_seconds() <= job.misfire_grace_s:
+            return job
+        walk = walk_missed(job, now, self.rng)
+        if job.misfire is MisfirePolicy.RUN_ONCE:
+            if walk.missed == 1:
+                return job
+            # One run stands for every missed occurrence; the others are counted.
+            latest = walk.latest_missed
+            self.log.info("misfire_run_once", job_id=job.id, missed=walk.missed)
+            return replace(
+                job, scheduled_for=latest.scheduled_for, occurrence_count=latest.occurrence_count
+            )
+        latest = walk.latest_missed
+        # Skip applies to occurrences later than the grace: the latest one may be
+        # within it (an hourly job after a 3-hour outage, restarted just after one).
+        runs_latest = (now - latest.run_at).total_seconds() <= job.misfire_grace_s
+        skipped = walk.recent[:-1] if runs_latest else walk.recent
+        missed = walk.missed - 1 if runs_latest else walk.missed
+        runs = [
+            self._skipped_run(
+                job, instant, now, f"misfire: {missed} occurrence(s) missed, policy skip"
+            )
+            for instant in skipped
+        ]
+        self.log.info("misfire_skip", job_id=job.id, missed=missed)
+        if runs_latest:
+            self.checkpoints.stage(runs=runs)
+            return replace(
+                job,
+                scheduled_for=latest.scheduled_for,
+                run_at=latest.run_at,
+                occurrence_count=latest.occurrence_count,
+            )
+        if walk.upcoming is None:
+            # The schedule ended while nobody ran it: through running to completed,
+            # the only path the transition table allows.
+            done = job.transition(JobStatus.RUNNING, now).transition(
+                JobStatus.COMPLETED,
+                now,
+                occurrence_count=walk.latest_missed.occurrence_count + 1,
+            )
+        else:
+            done = job.transition(JobStatus.RUNNING, now).transition(
+                JobStatus.PENDING, now, **walk.upcoming.changes()
+            )
+        self.count(job.status, done.status)
+        self.place(done)
+        self.checkpoints.stage([done], runs)
+        self.publish(EventKind.JOB_UPDATED, done)
+        return None
+
+    def _skipped_run(self, job: Job, scheduled_for: datetime, now: datetime, why: str) -> Run:
+        """The history record of an occurrence that was skipped."""
+        return Run(
+            id=self.run_ids.next(now),
+            job_id=job.id,
+            scheduled_for=scheduled_for,
+            attempt=1,
+            started_at=now,
+            finished_at=now,
+            outcome=RunOutcome.SKIPPED,
+            error=why,
+            node=self.settings.node,
+            job_type=job.job_type,
+        )
+
+    def _overlap(self, job: Job, now: datetime) -> None:
+        """The next occurrence came due while the job still runs: apply its overlap policy."""
+        state = self.running.get(job.id)
+        if state is None or state.current is None or state.upcoming is None:
+            return
+        upcoming = state.upcoming
+        if job.overlap is OverlapPolicy.FORBID:
+            skipped = self._skipped_run(
+                job,
+                upcoming.scheduled_for,
+                now,
+                "overlap forbid: the previous occurrence was still running",
+            )
+            self.checkpoints.stage(runs=[skipped])
+            self.publish(EventKind.RUN_FINISHED, job, skipped)
+            state.upcoming = following(job, upcoming, self.rng)
+            if state.upcoming is not None:
+                self.arm(job.id, state.upcoming.run_at + self.start_ahead)
+            return
+        current = state.current
+        state.current = None
+        state.detached.add(current)
+        if job.overlap is OverlapPolicy.REPLACE:
+            current.cancel(CANCELED)
+        pending = job.transition(JobStatus.PENDING, now, **upcoming.changes())
+        self.count(JobStatus.RUNNING, JobStatus.PENDING)
+        self.place(pending)
+        self.checkpoints.stage([pending])
+
+    def _started(self, attempts: list[Attempt], error: BaseException | None) -> None:
+        """The start batch is on disk (or failed): hand the attempts to the workers."""
+        now = self.clock.now()
+        if self.ready and not self.stopping:
+            if error is None:
+                # Stage the next batch (if it was not staged during the write)
+                # before these handlers run: its start is then written while they
+                # run (the checkpointer writes at once).
+                self._dispatch(now)
+            else:
+                self.wake_scheduler()
+        triggers = self.triggers
+        workers = self.workers
+        queue = workers.work.append
+        for attempt in attempts:
+            waiters = triggers.pop(attempt.job.id, None) if attempt.job.id in triggers else None
+            if error is not None:
+                self._abandon_start(attempt, now, error)
+                for event, box in waiters or ():
+                    box.append(error)
+                    event.set()
+                continue
+            for event, box in waiters or ():
+                box.append(attempt.job)
+                event.set()
+            self.publish(EventKind.RUN_STARTED, attempt.job, attempt.run)
+            queue(attempt)
+        workers.wake()
+
+    def _write_begun(self) -> None:
+        """The checkpointer took what was staged into a write: the next batch of
+        starts may be staged meanwhile, if jobs wait for free slots."""
+        self._unwritten = 0
+        if self.ready and self.active < self.settings.max_concurrency and not self.stopping:
+            self.wake_scheduler()
+
+    def _abandon_start(self, attempt: Attempt, now: datetime, error: BaseException) -> None:
+        """A start that never reached the disk: the job goes back to pending soon."""
+        self.log.error("start_not_checkpointed", job_id=attempt.job.id, error=str(error))
+        job_id = attempt.job.id
+        unchanged = self.checkpoints.staged_job(job_id) in (None, attempt.job)
+        self._release(attempt, now)
+        state = self.running.get(job_id)
+        if state is not None and state.current is attempt:
+            state.current = None
+            if not state.detached:
+                del self.running[job_id]
+            job = self.jobs.get(job_id, attempt.job)
+            if job.status is JobStatus.RUNNING:
+                retry = job.transition(JobStatus.PENDING, now, run_at=now + timedelta(seconds=1))
+                self.count(JobStatus.RUNNING, JobStatus.PENDING)
+                self.place(retry)
+        self.source.start_failed(attempt, now, error, unchanged=unchanged)
+
+    # -- outcomes -----------------------------------------------------------------
+
+    def finish(
+        self, attempt: Attempt, outcome: RunOutcome, result: JobResult | None, error: str | None
+    ) -> None:
+        """Record the attempt's run and move the job on (retry, next occurrence, final)."""
+        now = self.clock.now()
+        started = attempt.run
+        run = Run(
+            id=started.id,
+            job_id=started.job_id,
+            scheduled_for=started.scheduled_for,
+            attempt=started.attempt,
+            started_at=started.started_at,
+            finished_at=now,
+            outcome=outcome,
+            error=error,
+            output=None
+            if result is None or result.output is None
+            else truncate_output(result.output),
+            node=started.node,
+            job_type=started.job_type,
+        )
+        self._release(attempt, now)
+        job_id = attempt.job.id
+        state = self.running.get(job_id)
+        job = self.jobs.get(job_id)
+        if state is None or job is None or state.current is not attempt:
+            # Canceled, overtaken by a newer occurrence, or left behind: history only.
+            if state is not None:
+                state.detached.discard(attempt)
+                if state.current is None and not state.detached:
+                    del self.running[job_id]
+            self.checkpoints.stage(runs=[run])
+            self.publish(EventKind.RUN_FINISHED, job, run)
+            return
+        state.current = None
+        if not state.detached:
+            del self.running[job_id]
+        last = LastResult(
+            success=outcome is RunOutcome.SUCCESS,
+            output=run.output,
+            error=error,
+            started_at=run.started_at,
+            finished_at=now,
+            duration_ms=(now - run.started_at).total_seconds() * 1000.0,
+        )
+        new = after_attempt(
+            job,
+            triggered=attempt.triggered,
+            upcoming=state.upcoming,
+            outcome=outcome,
+            result=result,
+            now=now,
+            last=last,
+            defaults=self.settings.defaults,
+            rng=self.rng,
+        )
+        self.count(job.status, new.status)
+        self.place(new)
+        self.checkpoints.stage([new], [run])
+        self.publish(EventKind.RUN_FINISHED, new, run)
+
+    def _release(self, attempt: Attempt, now: datetime) -> None:
+        """Free the attempt's slot and let a job waiting on its type limit move up."""
+        job_type = attempt.job.job_type
+        self.active -= 1
+        self._active_by_type[job_type] -= 1
+        blocked = self._blocked.get(job_type)
+        while blocked:
+            entry = heapq.heappop(blocked)
+            if self.token.get(entry[3]) == entry[2]:
+                heapq.heappush(self.ready, entry)
+                break
+        if blocked is not None and not blocked:
+            del self._blocked[job_type]
+        pruner = self.pruner
+        pruner.note_finished(now)
+        if self.ready or pruner.due or self.source.due_by(now + self.start_ahead):
+            self.wake_scheduler()
+        if self.active == 0:
+            self.workers.all_done()
+            if self.drained is not None:
+                self.drained.set()

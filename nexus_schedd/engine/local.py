@@ -1,0 +1,143 @@
+"""Due work from a store this node owns alone: a window of pending jobs in memory.
+
+The next ``window_size`` pending jobs (by run_at) are loaded into the core's timer
+heap; when the heap runs dry and the store holds more, the next window is
+loaded. Jobs that become pending inside the window stay in memory; later ones
+wait in the store (they are on disk) until the window reaches them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from anyio.abc import TaskGroup
+
+from nexus_schedd.engine.attempts import Attempt
+from nexus_schedd.engine.recovery import CRASHED_HERE, crashed, recover_jobs
+from nexus_schedd.engine.source import Writer
+from nexus_schedd.model import Job, JobStatus
+
+if TYPE_CHECKING:
+    from nexus_schedd.engine.core import EngineCore
+
+
+class LocalWindow:
+    """The single-node :class:`~nexus_schedd.engine.source.DueWorkSource`."""
+
+    writer: Writer | None = None
+    """Checkpoints take the store's own write path."""
+
+    def __init__(self, core: EngineCore) -> None:
+        self._core = core
+        self._store = core.store
+        self._end: tuple[datetime, str] | None = None
+        """(run_at, id) of the window's last job; None when the window is empty."""
+        self._complete = True
+        """The window holds every pending job of the store."""
+
+    async def start(self, tg: TaskGroup) -> None:
+        """Recover from a crash, then load the first window."""
+        await self._recover()
+        await self._load(None)
+
+    async def _recover(self) -> None:
+        """Close runs a crash left open (``crashed``, counted as an attempt) and put
+        jobs left RUNNING back to pending by the retry rules."""
+        core = self._core
+        now = core.clock.now()
+        open_runs = await self._store.open_runs()
+        running = await self._store.jobs_in_status(JobStatus.RUNNING)
+        if not open_runs and not running:
+            return
+        closed = [crashed(run, now, CRASHED_HERE) for run in open_runs]
+        recovered = recover_jobs(running, open_runs, now, core.settings.defaults, core.rng)
+        core.log.warning("recovered_after_crash", crashed_runs=len(closed), jobs=len(recovered))
+        await core.checkpoints.commit(recovered, closed)
+
+    async def fetch(self, now: datetime, free: int) -> bool:
+        """Load the next window once the timers ran dry and the store holds more
+        (and forget the latest pending jobs when adds made memory too big)."""
+        core = self._core
+        if len(core.jobs) > 2 * core.settings.window_size:
+            self._shrink()
+        if self._complete or core.next_timer() is not None:
+            return False
+        await self._load(self._end)
+        return True
+
+    async def _load(self, after: tuple[datetime, str] | None) -> None:
+        """Load the next ``window_size`` pending jobs from the store into the heap."""
+        core = self._core
+        size = core.settings.window_size
+        await core.checkpoints.flush()
+        jobs = await self._store.next_pending(after, size)
+        for job in jobs:
+            if job.id not in core.jobs:
+                core.jobs[job.id] = job
+                assert job.run_at is not None
+                core.arm(job.id, job.run_at)
+        self._complete = len(jobs) < size
+        if jobs:
+            last = jobs[-1]
+            assert last.run_at is not None
+            self._end = (last.run_at, last.id)
+        elif after is None:
+            self._end = None
+
+    def _shrink(self) -> None:
+        """Keep at most about 2 x window_size pending jobs in memory: beyond that,
+        forget the latest (they are on disk) and narrow the window to match."""
+        core = self._core
+        size = core.settings.window_size
+        if len(core.jobs) <= 2 * size:
+            return
+        pending = [job for job in core.jobs.values() if job.status is JobStatus.PENDING]
+        if len(pending) <= 2 * size:
+            return
+        pending.sort(key=lambda job: (job.run_at, job.id))
+        keep, drop = pending[:size], pending[size:]
+        for job in drop:
+            if job.id in core.triggers:
+                continue
+            core.forget(job.id)
+        last = keep[-1]
+        assert last.run_at is not None
+        self._end = (last.run_at, last.id)
+        self._complete = False
+
+    def wake_at(self, can_take: bool) -> datetime | None:
+        """Never: every due time of the window is on the core's timers."""
+        return None
+
+    def due_by(self, horizon: datetime) -> bool:
+        """Never: due work is on the core's timers already."""
+        return False
+
+    def keeps_pending(self, job: Job) -> bool:
+        """Inside the window (or the window holds everything): on a timer."""
+        end = self._end
+        assert job.run_at is not None
+        return self._complete or end is None or (job.run_at, job.id) <= end
+
+    def known(self, job_id: str) -> Job | None:
+        # Memory first: this node is the only writer, and every change is made in
+        # memory before it is staged, so memory is never older than a staged row.
+        core = self._core
+        return core.jobs.get(job_id) or core.checkpoints.staged_job(job_id)
+
+    async def take_for_trigger(self, job: Job) -> Job:
+        """Nothing to claim: the job is this node's already."""
+        return self._core.jobs.get(job.id, job)
+
+    def start_failed(
+        self, attempt: Attempt, now: datetime, error: BaseException, *, unchanged: bool
+    ) -> None:
+        """Nothing more: the job is pending again in memory; the open run (if the
+        start committed after all) is closed by the next start's recovery."""
+
+    async def stop(self) -> None:
+        """Nothing was taken from anyone."""
+
+    def describe(self) -> tuple[datetime | None, dict[str, Any]]:
+        return None, {}

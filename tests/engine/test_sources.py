@@ -1,0 +1,69 @@
+"""The engine core over its source of due work: which source a store gets, and the
+one error path of a source's store calls (logged, retried after a pause on the
+Clock, the engine serving meanwhile)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from nexus_schedd.clock import VirtualClock
+from nexus_schedd.engine import EngineSettings
+from nexus_schedd.errors import StoreError
+from nexus_schedd.model import Job, JobSpec, JobStatus
+from tests.engine.harness import (
+    EXACT,
+    T0,
+    ScriptedHandler,
+    TrackedStore,
+    at,
+    engine_running,
+    is_final,
+    wait_until,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class FailingWindowLoads(TrackedStore):
+    """Fails the next ``failures`` window loads after start-up's first one."""
+
+    def __init__(self, inner: TrackedStore, failures: int) -> None:
+        super().__init__(inner.inner)
+        self.failures = failures
+        self.loads = 0
+
+    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+        self.loads += 1
+        if self.loads > 1 and self.failures > 0:
+            self.failures -= 1
+            raise StoreError("simulated: the store is unreachable")
+        return await super().next_pending(after, limit)
+
+
+async def test_a_store_on_one_node_gets_the_local_window(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    async with engine_running(store, clock, ScriptedHandler(clock)) as engine:
+        assert not engine.shared
+        assert "shared" not in engine.status().extra
+
+
+async def test_a_failed_window_load_is_retried_and_every_job_still_runs(
+    store: TrackedStore,
+) -> None:
+    flaky = FailingWindowLoads(store, failures=2)
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    # Ten jobs in a window of two: memory is trimmed to the first two, and the
+    # rest come in through window loads, the first two of which fail.
+    settings = EngineSettings(defaults=EXACT, window_size=2)
+    async with engine_running(flaky, clock, handler, settings=settings) as engine:
+        jobs = await engine.add_jobs(
+            [JobSpec(job_type="work", run_at=at(60 + n)) for n in range(10)]
+        )
+        done = [await wait_until(engine, job.id, is_final, flaky) for job in jobs]
+        assert engine.healthy
+    assert flaky.failures == 0
+    assert {job.status for job in done} == {JobStatus.COMPLETED}
+    assert sorted(call.job_id for call in handler.calls) == sorted(job.id for job in jobs)
