@@ -547,7 +547,7 @@ class Engine:
                 await self._add([spec], static=True)
                 report["added"].append(name)
                 continue
-            same_start = spec.run_at is None or spec.run_at == existing.anchor_at
+            same_start = spec.run_at is None or candidate.anchor_at == existing.anchor_at
             if candidate.definition() == existing.definition() and same_start:
                 continue
             await self.cancel_job(existing.id)
