@@ -78,6 +78,8 @@ _CALENDAR_KINDS = frozenset(
 
 _CLAMPED_KINDS = frozenset({RecurrenceKind.MONTHLY, RecurrenceKind.YEARLY})
 
+_SINGLE_VALUE_RANGE = re.compile(r"(\w+)-\1(?:/\d+)?", re.IGNORECASE)
+
 _ELAPSED_STEP = {
     RecurrenceKind.MINUTELY: timedelta(minutes=1),
     RecurrenceKind.HOURLY: timedelta(hours=1),
@@ -213,6 +215,8 @@ def parse_cron(text: str) -> CronExpression:
         raise InvalidSpec(
             CRON_FIELD, f"hashed (H) and random (R) fields are not supported: {text!r}"
         )
+    # croniter 7 reads a one-value range ("1-1", "mon-mon/2") as "*": say the value.
+    fields = tuple(_without_single_value_ranges(field) for field in fields)
     days_or = _restricts_days(fields[_DAY_OF_MONTH]) and _restricts_days(fields[_DAY_OF_WEEK])
     if days_or:
         # Vixie cron's OR: a day matches either field. One croniter per field,
@@ -242,6 +246,14 @@ def parse_cron(text: str) -> CronExpression:
         templates=templates,
         days_combine_with_or=days_or,
     )
+
+
+def _without_single_value_ranges(field: str) -> str:
+    parts = []
+    for part in field.split(","):
+        match = _SINGLE_VALUE_RANGE.fullmatch(part)
+        parts.append(match.group(1) if match else part)
+    return ",".join(parts)
 
 
 def _restricts_days(field: str) -> bool:
