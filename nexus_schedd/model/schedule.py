@@ -143,16 +143,19 @@ class WallSearch:
 
     def __init__(self, templates: tuple[croniter, ...]) -> None:
         self._searches = [copy.copy(template) for template in templates]
-        self.set_current(datetime(2000, 1, 1))
+        count = len(self._searches)
+        self._heads: list[datetime | None] = [None] * count
+        # A croniter that found nothing is not asked again: each failed search
+        # scans decades of calendar.
+        self._done = [False] * count
+        self._never = [False] * count
 
     def set_current(self, wall: datetime) -> None:
         """Continue with the first match strictly after the naive ``wall``."""
         for search in self._searches:
             search.set_current(wall)
         count = len(self._searches)
-        self._heads: list[datetime | None] = [None] * count
-        # A croniter that found nothing is not asked again: each failed search
-        # scans decades of calendar.
+        self._heads = [None] * count
         self._done = [False] * count
         self._never = [False] * count
 
@@ -239,6 +242,11 @@ def parse_cron(text: str) -> CronExpression:
         )
     except (CroniterError, ValueError, TypeError, KeyError, IndexError) as exc:
         raise InvalidSpec(CRON_FIELD, f"bad cron expression {text!r}: {_reason(exc)}") from None
+    if len(templates) > 1:
+        # A day field that alone never fires ("30" in February) would make every
+        # search scan decades again; its dates repeat within 28 years, so one
+        # probe decides. If neither fires, both stay and the search says so.
+        templates = tuple(t for t in templates if _fires(t)) or templates
     return CronExpression(
         text=normalized,
         fields=fields,
@@ -246,6 +254,16 @@ def parse_cron(text: str) -> CronExpression:
         templates=templates,
         days_combine_with_or=days_or,
     )
+
+
+def _fires(template: croniter) -> bool:
+    probe = copy.copy(template)
+    probe.set_current(datetime(2000, 1, 1))
+    try:
+        probe.get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
 
 
 def _without_single_value_ranges(field: str) -> str:
