@@ -28,6 +28,7 @@ from nexus_schedd.model.recurrence import UNIT_KINDS
 from nexus_schedd.model.status import JobStatus
 from nexus_schedd.model.times import (
     format_instant,
+    local_wall_time,
     parse_duration,
     parse_instant,
     parse_interval,
@@ -125,6 +126,13 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         spec["payload"] = payload
     if args.at is not None:
         spec["run_at"] = format_instant(parse_instant(args.at, zone, "--at"), zone)
+        if args.tz is not None and (args.every is not None or args.cron is not None):
+            # The daemon reads a local time in the recurrence's zone (--tz): sent
+            # as written, a time inside a DST gap keeps its wall-clock time for
+            # the later occurrences (SPEC 3); as an instant it would not.
+            wall = local_wall_time(args.at)
+            if wall is not None:
+                spec["run_at"] = wall.isoformat()
     elif args.delay is not None:
         delay = parse_duration(args.delay, "--in")
         spec["run_at"] = format_instant(now() + timedelta(seconds=delay), zone)

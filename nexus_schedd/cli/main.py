@@ -8,8 +8,10 @@ taking the parsed arguments and returning the exit code.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from nexus_schedd import __version__
 from nexus_schedd.cli import daemon, export, jobs, preview, runs, watch
@@ -18,12 +20,27 @@ from nexus_schedd.errors import EXIT_USAGE, SchedulerError
 COMMAND_MODULES = (daemon, jobs, runs, watch, export, preview)
 
 
+# A dash followed by a digit: a UTC offset or a negative number (``-03:30``,
+# ``-0330``, ``-5``). No option of nexus-schedctl is spelled like that.
+_DASH_VALUE = re.compile(r"-\d")
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that exits with the usage code of SPEC section 7 (2) on bad usage."""
+    """argparse that exits with the usage code of SPEC section 7 (2) on bad usage,
+    and reads ``-03:30`` as a value, never as an option."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        # argparse takes any word starting with "-" for an option unless it is a
+        # plain negative number, so "--tz -03:30" failed with "expected one
+        # argument". Every option taking a time, an offset or a zone (and every
+        # other) goes through here, subcommands included (parser_class=_Parser).
+        if _DASH_VALUE.match(arg_string):
+            return None
+        return super()._parse_optional(arg_string)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,13 @@ from nexus_schedd.clock import SystemClock
 from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.model.recurrence import UNIT_KINDS, Recurrence, RecurrenceKind
 from nexus_schedd.model.schedule import preview, validate_schedule
-from nexus_schedd.model.times import parse_instant, parse_interval, parse_unit, resolve_zone
+from nexus_schedd.model.times import (
+    local_wall_time,
+    parse_instant,
+    parse_interval,
+    parse_unit,
+    resolve_zone,
+)
 
 DEFAULT_COUNT = 10
 MAX_COUNT = 1000
@@ -32,7 +39,8 @@ def register(subparsers: Any) -> None:
         help="show the next occurrences of a cron expression or interval (no daemon needed)",
         description=(
             "Show when a recurrence fires, with the daemon's DST rules. For --every the "
-            "first time listed is --from itself; for --cron, the first match after --from."
+            "first time listed is --from itself; for --cron, the first match after --from. "
+            "--until and --max-occurrences end the list as they would end the job."
         ),
     )
     which = parser.add_mutually_exclusive_group(required=True)
@@ -54,6 +62,16 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--count", default=str(DEFAULT_COUNT), metavar="N", help=f"how many (1..{MAX_COUNT})"
+    )
+    parser.add_argument(
+        "--until",
+        metavar="TIME",
+        help="no occurrence after this time, as 'add --until' (without an offset, read in --tz)",
+    )
+    parser.add_argument(
+        "--max-occurrences",
+        metavar="N",
+        help="the job's occurrences in total, as 'add --count' (the first listed is the first)",
     )
     # Also accepted after the command; SUPPRESS keeps the global flag's value otherwise.
     parser.add_argument(
@@ -80,8 +98,20 @@ def run(args: argparse.Namespace) -> int:
         recurrence = Recurrence(
             kind=kind, interval=parse_interval(number, "--every"), timezone=zone_name
         )
-    validate_schedule(recurrence, start)
-    times = preview(recurrence, start, count)
+    if args.until is not None:
+        recurrence = replace(recurrence, ends_at=parse_instant(args.until, zone, "--until"))
+    if args.max_occurrences is not None:
+        recurrence = replace(
+            recurrence, max_occurrences=_parse_positive(args.max_occurrences, "--max-occurrences")
+        )
+    try:
+        validate_schedule(recurrence, start)
+    except InvalidSpec as exc:
+        if exc.field == "recurrence.ends_at":
+            raise InvalidSpec("--until", exc.reason) from None
+        raise
+    wall = None if args.start is None else local_wall_time(args.start)
+    times = preview(recurrence, start, count, wall)
     if getattr(args, "json", False):
         # The protocol's Preview reply, as --json promises (SPEC 7).
         occurrences = [t.isoformat() for t in times]
@@ -123,6 +153,16 @@ def _parse_count(text: str) -> int:
     if not 1 <= count <= MAX_COUNT:
         raise InvalidSpec("--count", f"must be 1..{MAX_COUNT}, got {count}")
     return count
+
+
+def _parse_positive(text: str, option: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidSpec(option, f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise InvalidSpec(option, f"must be >= 1, got {value}")
+    return value
 
 
 def _human_line(instant: datetime) -> str:

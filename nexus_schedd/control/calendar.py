@@ -8,12 +8,20 @@ written in UTC; ``daily`` and longer keep the wall-clock time in the job's zone
 (TZID); ``monthly`` and ``yearly`` anchored on a day that some months lack use
 ``BYMONTHDAY=28,...;BYSETPOS=-1`` to clamp to the month's last day as the
 scheduler does.
+
+RFC 5545 and SPEC section 3 differ on one corner: a recurrence instance whose
+local time falls in a DST gap is *dropped* by RFC 5545 (3.3.10), while the
+scheduler runs it at the first instant after the gap. So a calendar kind whose
+wall-clock time some gap of its zone covers (a daily 02:30 in Europe/Berlin)
+gets no RRULE, which would lose those runs, but listed occurrences. Repeated
+times agree (both take the first instant), and fixed offsets have no gaps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
@@ -40,6 +48,9 @@ _FREQUENCIES = {
 _ELAPSED_KINDS = frozenset({RecurrenceKind.MINUTELY, RecurrenceKind.HOURLY})
 _GCAL_BASE = "https://calendar.google.com/calendar/render"
 _OCCURRENCE_CHUNK = 50
+# How far ahead an open-ended schedule is checked for DST gaps; the tz database
+# repeats each zone's yearly rule beyond its listed transitions.
+_GAP_HORIZON_YEARS = 80
 
 
 def current_occurrence(job: Job) -> datetime | None:
@@ -55,6 +66,8 @@ def rrule_for(job: Job) -> dict[str, Any] | None:
     recurrence = job.recurrence
     start = current_occurrence(job)
     if recurrence is None or start is None or recurrence.kind not in _FREQUENCIES:
+        return None
+    if recurrence.kind not in _ELAPSED_KINDS and _gap_can_move_an_occurrence(job, start):
         return None
     rule: dict[str, Any] = {"freq": _FREQUENCIES[recurrence.kind], "interval": recurrence.interval}
     local_start = _event_start(job, start)
@@ -79,6 +92,60 @@ def rrule_for(job: Job) -> dict[str, Any] | None:
     if recurrence.ends_at is not None:
         rule["until"] = recurrence.ends_at.astimezone(UTC)
     return rule
+
+
+def _gap_can_move_an_occurrence(job: Job, start: datetime) -> bool:
+    """Whether a DST gap of the job's zone, from ``start`` to the end of its schedule
+    (at most ``_GAP_HORIZON_YEARS``), covers the schedule's wall-clock time."""
+    recurrence = job.recurrence
+    assert recurrence is not None
+    zone = resolve_zone(recurrence.timezone)
+    if not isinstance(zone, ZoneInfo):
+        return False
+    # The anchor carries the schedule's wall-clock time, also when the first
+    # occurrence was moved by a gap (schedule_anchor).
+    wall = job.anchor_at.astimezone(zone).time().replace(tzinfo=None)
+    last_year = start.year + _GAP_HORIZON_YEARS
+    if recurrence.ends_at is not None:
+        last_year = min(last_year, recurrence.ends_at.year)
+    return any(_covers(gap, wall) for gap in _gaps(zone.key, start.year, last_year))
+
+
+def _covers(gap: tuple[datetime, datetime], wall: time) -> bool:
+    first_skipped, first_after = gap
+    for day in (first_skipped.date(), first_skipped.date() + timedelta(days=1)):
+        if first_skipped <= datetime.combine(day, wall) < first_after:
+            return True
+    return first_after - first_skipped >= timedelta(days=1)
+
+
+@lru_cache(maxsize=64)
+def _gaps(zone_key: str, first_year: int, last_year: int) -> tuple[tuple[datetime, datetime], ...]:
+    """The naive local spans [first skipped, first after) of the zone's gaps."""
+    zone = ZoneInfo(zone_key)
+    found = []
+    instant = datetime(first_year, 1, 1, tzinfo=UTC)
+    end = datetime(last_year + 1, 1, 1, tzinfo=UTC)
+    # No zone of the tz database changes its offset twice within 12 hours.
+    step = timedelta(hours=12)
+    offset = instant.astimezone(zone).utcoffset()
+    while instant < end:
+        following = instant + step
+        later = following.astimezone(zone).utcoffset()
+        if later != offset and offset is not None and later is not None:
+            if later > offset:
+                low, high = instant, following
+                while high - low > timedelta(seconds=1):
+                    middle = low + (high - low) / 2
+                    if middle.astimezone(zone).utcoffset() == offset:
+                        low = middle
+                    else:
+                        high = middle
+                change = high.replace(microsecond=0, tzinfo=None)
+                found.append((change + offset, change + later))
+            offset = later
+        instant = following
+    return tuple(found)
 
 
 def upcoming_occurrences(

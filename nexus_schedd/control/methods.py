@@ -9,7 +9,7 @@ zones, recurrences) and raises :mod:`nexus_schedd.errors` exceptions or
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +25,12 @@ from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, RunOutcome
 from nexus_schedd.model.events import Event
 from nexus_schedd.model.queries import JobFilter, RunFilter
 from nexus_schedd.model.schedule import preview, validate_schedule
-from nexus_schedd.model.times import format_instant, parse_instant, resolve_zone
+from nexus_schedd.model.times import (
+    format_instant,
+    local_wall_time,
+    parse_instant,
+    resolve_zone,
+)
 
 ReloadCallback = Callable[[], Awaitable[Mapping[str, Any]]]
 Params = dict[str, Any]
@@ -129,8 +134,23 @@ class SchedulerMethods:
             else parse_instant(start_raw, zone, "start")
         )
         count = _bounded(params, "count", DEFAULT_PREVIEW, MAX_PREVIEW)
-        validate_schedule(recurrence, start)
-        found = preview(recurrence, start, count)
+        until_raw = params.get("until")
+        if until_raw is not None:
+            recurrence = replace(recurrence, ends_at=parse_instant(until_raw, zone, "until"))
+        if params.get("max_occurrences") is not None:
+            limit = params["max_occurrences"]
+            if limit < 1:
+                raise ParameterError("max_occurrences", "must be at least 1")
+            recurrence = replace(recurrence, max_occurrences=limit)
+        try:
+            validate_schedule(recurrence, start)
+        except InvalidSpec as exc:
+            # As AddJob would refuse it, naming the parameter this call was given.
+            if exc.field == "recurrence.ends_at" and until_raw is not None:
+                raise InvalidSpec("until", exc.reason) from None
+            raise
+        wall = None if start_raw is None else local_wall_time(start_raw)
+        found = preview(recurrence, start, count, wall)
         return {"occurrences": [format_instant(instant, zone) for instant in found]}
 
     async def ListHandlers(self, params: Params) -> Params:

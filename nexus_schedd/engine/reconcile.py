@@ -78,7 +78,7 @@ async def reconcile_static(
             await engine.add_static(spec)
             report["added"].append(name)
             continue
-        same_start = spec.run_at is None or spec.run_at == existing.anchor_at
+        same_start = spec.run_at is None or candidate.anchor_at == existing.anchor_at
         if candidate.definition() == existing.definition() and same_start:
             continue
         await engine.cancel_job(existing.id)

@@ -20,9 +20,14 @@ from ulid import ULID
 from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.model.frozen import fast_init
 from nexus_schedd.model.recurrence import Recurrence, RecurrenceKind
-from nexus_schedd.model.schedule import first_occurrence, next_occurrence, validate_schedule
+from nexus_schedd.model.schedule import (
+    first_occurrence,
+    next_occurrence,
+    schedule_anchor,
+    validate_schedule,
+)
 from nexus_schedd.model.status import JobStatus, MisfirePolicy, OverlapPolicy, RunOutcome
-from nexus_schedd.model.times import format_instant, parse_instant, resolve_zone
+from nexus_schedd.model.times import format_instant, local_wall_time, parse_instant, resolve_zone
 
 if TYPE_CHECKING:
     from nexus_schedd.clock import Clock
@@ -116,6 +121,10 @@ class JobSpec:
     misfire_grace_s: float | None = None
     overlap: OverlapPolicy | None = None
     jitter_s: float = 0.0
+    anchor_at: datetime | None = None
+    """Set only when ``run_at`` was given as a local time inside a DST gap: the
+    instant the recurrence counts from, so that it keeps the wall-clock time
+    asked for (see :func:`~nexus_schedd.model.schedule.schedule_anchor`)."""
 
     def __post_init__(self) -> None:
         _check_text("job_type", self.job_type, MAX_JOB_TYPE_LENGTH, required=True)
@@ -183,11 +192,17 @@ class JobSpec:
         run_at_raw = data.get("run_at")
         if run_at_raw is not None and not isinstance(run_at_raw, str):
             raise InvalidSpec("run_at", "must be an RFC 3339 string or null")
+        run_at = None if run_at_raw is None else parse_instant(run_at_raw, zone, "run_at")
+        anchor_at = None
+        if run_at is not None and recurrence is not None:
+            assert run_at_raw is not None
+            anchor = schedule_anchor(recurrence, run_at, local_wall_time(run_at_raw))
+            anchor_at = None if anchor == run_at else anchor
         return cls(
             job_type=data.get("job_type"),  # type: ignore[arg-type]  # checked in __post_init__
             target_id=data.get("target_id"),
             payload=data["payload"] if data.get("payload") is not None else {},
-            run_at=None if run_at_raw is None else parse_instant(run_at_raw, zone, "run_at"),
+            run_at=run_at,
             recurrence=recurrence,
             name=data.get("name"),
             priority=data.get("priority", 0) if data.get("priority") is not None else 0,
@@ -197,6 +212,7 @@ class JobSpec:
             misfire_grace_s=_optional_float("misfire_grace_s", data.get("misfire_grace_s")),
             overlap=_optional_enum(OverlapPolicy, "overlap", data.get("overlap")),
             jitter_s=_optional_float("jitter_s", data.get("jitter_s")) or 0.0,
+            anchor_at=anchor_at,
         )
 
 
@@ -279,15 +295,20 @@ class Job:
         Its first occurrence is ``spec.run_at`` or now, moved for a recurrence to
         the recurrence's first occurrence from then (a cron job added "now" first
         runs at the next match). Raises InvalidSpec when the recurrence can never
-        fire or ends before its first occurrence.
+        fire or ends before its first occurrence. The recurrence counts from
+        ``spec.anchor_at`` when the spec has one (a first run_at asked for inside
+        a DST gap), else from the first occurrence.
         """
         first = spec.run_at or now
+        anchor = None
         if spec.recurrence is not None:
             validate_schedule(spec.recurrence, first)
             occurrence = first_occurrence(spec.recurrence, first)
             # validate_schedule has proved there is one; this keeps the type exact.
             if occurrence is None:
                 raise InvalidSpec("recurrence.ends_at", "no occurrence at or before ends_at")
+            if spec.anchor_at is not None and occurrence == first:
+                anchor = spec.anchor_at
             first = occurrence
         return cls(
             id=job_id or new_id(),
@@ -295,7 +316,7 @@ class Job:
             status=JobStatus.PENDING,
             run_at=first,
             scheduled_for=first,
-            anchor_at=first,
+            anchor_at=first if anchor is None else anchor,
             created_at=now,
             updated_at=now,
             name=spec.name,

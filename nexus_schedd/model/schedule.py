@@ -52,6 +52,8 @@ CRON_ALIASES: dict[str, str] = {
 """The ``@`` shorthands accepted, with the five fields they stand for."""
 
 _HOUR = 1
+_DAY_OF_MONTH = 2
+_DAY_OF_WEEK = 4
 _ONE_SECOND = timedelta(seconds=1)
 # croniter's own search gives up after this many years without a match; every
 # valid 5/6-field expression matches at least once in any 28-year span (Feb 29
@@ -65,6 +67,19 @@ _MAX_BARREN_MATCHES = 100_000
 # a hash id or on chance, which a durable schedule must not.
 _HASHED_OR_RANDOM = re.compile(r"(^|[,\s])[hr](\(|/|$|[,\s])", re.IGNORECASE)
 
+# How many periods back schedule_anchor looks for one with the asked-for local
+# day and time: a monthly day-31 schedule needs at most a few, a yearly Feb 29
+# one at most eight years; gaps never fall on the same wall time twice running.
+_MAX_ANCHOR_PERIODS = 48
+
+_CALENDAR_KINDS = frozenset(
+    {RecurrenceKind.DAILY, RecurrenceKind.WEEKLY, RecurrenceKind.MONTHLY, RecurrenceKind.YEARLY}
+)
+
+_CLAMPED_KINDS = frozenset({RecurrenceKind.MONTHLY, RecurrenceKind.YEARLY})
+
+_SINGLE_VALUE_RANGE = re.compile(r"(\w+)-\1(?:/\d+)?", re.IGNORECASE)
+
 _ELAPSED_STEP = {
     RecurrenceKind.MINUTELY: timedelta(minutes=1),
     RecurrenceKind.HOURLY: timedelta(hours=1),
@@ -75,20 +90,30 @@ _ELAPSED_STEP = {
 class CronExpression:
     """A parsed cron expression.
 
-    ``template`` is a croniter positioned nowhere in particular; it is never
-    advanced itself: every search works on a shallow copy (croniter copies its
-    expanded fields before each step, so copies share them safely).
+    ``templates`` are croniters positioned nowhere in particular; they are never
+    advanced themselves: every search works on shallow copies (croniter copies
+    its expanded fields before each step, so copies share them safely). There
+    is one template when the day fields combine with AND, two when they combine
+    with OR (one per day field, see :func:`parse_cron`): croniter's own OR
+    mishandles ``L``, ``#`` and ``W`` and treats ``*/2`` as restricted.
     """
 
     text: str
     fields: tuple[str, ...]
     fixed_hour: bool
-    template: croniter
+    templates: tuple[croniter, ...]
+    days_combine_with_or: bool
 
     @property
     def has_seconds(self) -> bool:
         """True for six-field expressions (seconds last)."""
         return len(self.fields) == 6
+
+    def search(self, wall_after: datetime) -> WallSearch:
+        """Wall-clock matches strictly after the naive ``wall_after``, in order."""
+        search = WallSearch(self.templates)
+        search.set_current(wall_after)
+        return search
 
     def matches(self, wall_time: datetime) -> bool:
         """Whether a naive local wall-clock time matches the expression."""
@@ -98,13 +123,67 @@ class CronExpression:
             resolution = resolution.replace(second=0)
         if resolution != wall_time:
             return False
-        search = copy.copy(self.template)
-        search.set_current(wall_time - step)
         try:
-            found: datetime = search.get_next(datetime)
-        except CroniterBadDateError:
+            found = self.search(wall_time - step).next()
+        except InvalidSpec:
             return False
         return found == wall_time
+
+
+class WallSearch:
+    """Naive wall-clock matches of one expression, in increasing order.
+
+    Several croniters (one per day field when the day fields combine with OR)
+    are merged: each match comes out once, the earliest first. A croniter that
+    finds nothing within its search window drops out; only when every one has
+    dropped out does the expression never fire.
+    """
+
+    __slots__ = ("_done", "_heads", "_never", "_searches")
+
+    def __init__(self, templates: tuple[croniter, ...]) -> None:
+        self._searches = [copy.copy(template) for template in templates]
+        count = len(self._searches)
+        self._heads: list[datetime | None] = [None] * count
+        # A croniter that found nothing is not asked again: each failed search
+        # scans decades of calendar.
+        self._done = [False] * count
+        self._never = [False] * count
+
+    def set_current(self, wall: datetime) -> None:
+        """Continue with the first match strictly after the naive ``wall``."""
+        for search in self._searches:
+            search.set_current(wall)
+        count = len(self._searches)
+        self._heads = [None] * count
+        self._done = [False] * count
+        self._never = [False] * count
+
+    def next(self) -> datetime | None:
+        """The next match; None once the calendar runs out (year 9999).
+
+        Raises InvalidSpec("recurrence.cron") when the expression never fires.
+        """
+        for index, search in enumerate(self._searches):
+            if self._heads[index] is None and not self._done[index]:
+                try:
+                    self._heads[index] = search.get_next(datetime)
+                except CroniterBadDateError:
+                    self._done[index] = self._never[index] = True
+                except (OverflowError, ValueError):
+                    self._done[index] = True
+        found = [head for head in self._heads if head is not None]
+        if not found:
+            if all(self._never):
+                raise InvalidSpec(
+                    CRON_FIELD,
+                    "the expression never fires "
+                    f"(no match within {_MAX_YEARS_BETWEEN_MATCHES} years)",
+                )
+            return None
+        earliest = min(found)
+        self._heads = [None if head == earliest else head for head in self._heads]
+        return earliest
 
 
 @lru_cache(maxsize=1024)
@@ -139,21 +218,70 @@ def parse_cron(text: str) -> CronExpression:
         raise InvalidSpec(
             CRON_FIELD, f"hashed (H) and random (R) fields are not supported: {text!r}"
         )
+    # croniter 7 reads a one-value range ("1-1", "mon-mon/2") as "*": say the value.
+    fields = tuple(_without_single_value_ranges(field) for field in fields)
+    days_or = _restricts_days(fields[_DAY_OF_MONTH]) and _restricts_days(fields[_DAY_OF_WEEK])
+    if days_or:
+        # Vixie cron's OR: a day matches either field. One croniter per field,
+        # the other field opened up, merged by WallSearch.
+        variants = [
+            _with_field(fields, _DAY_OF_WEEK, "*"),
+            _with_field(fields, _DAY_OF_MONTH, "*"),
+        ]
+    else:
+        variants = [fields]
     try:
-        template = croniter(
-            normalized,
-            datetime(2000, 1, 1),
-            day_or=True,
-            max_years_between_matches=_MAX_YEARS_BETWEEN_MATCHES,
+        templates = tuple(
+            croniter(
+                " ".join(variant),
+                datetime(2000, 1, 1),
+                day_or=False,
+                max_years_between_matches=_MAX_YEARS_BETWEEN_MATCHES,
+            )
+            for variant in variants
         )
     except (CroniterError, ValueError, TypeError, KeyError, IndexError) as exc:
         raise InvalidSpec(CRON_FIELD, f"bad cron expression {text!r}: {_reason(exc)}") from None
+    if len(templates) > 1:
+        # A day field that alone never fires ("30" in February) would make every
+        # search scan decades again; its dates repeat within 28 years, so one
+        # probe decides. If neither fires, both stay and the search says so.
+        templates = tuple(t for t in templates if _fires(t)) or templates
     return CronExpression(
         text=normalized,
         fields=fields,
         fixed_hour="*" not in fields[_HOUR],
-        template=template,
+        templates=templates,
+        days_combine_with_or=days_or,
     )
+
+
+def _fires(template: croniter) -> bool:
+    probe = copy.copy(template)
+    probe.set_current(datetime(2000, 1, 1))
+    try:
+        probe.get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
+
+
+def _without_single_value_ranges(field: str) -> str:
+    parts = []
+    for part in field.split(","):
+        match = _SINGLE_VALUE_RANGE.fullmatch(part)
+        parts.append(match.group(1) if match else part)
+    return ",".join(parts)
+
+
+def _restricts_days(field: str) -> bool:
+    """Vixie cron: a day field restricts unless it begins with ``*`` (``*``, ``*/2``);
+    ``?`` (Quartz's "no value") is read as ``*``. ``L``, ``#`` and ``W`` restrict."""
+    return not field.startswith(("*", "?"))
+
+
+def _with_field(fields: tuple[str, ...], index: int, value: str) -> tuple[str, ...]:
+    return (*fields[:index], value, *fields[index + 1 :])
 
 
 def first_occurrence(recurrence: Recurrence, start: datetime) -> datetime | None:
@@ -192,12 +320,59 @@ def occurrences(
     return list(islice(_iterate(recurrence, anchor, after, inclusive=inclusive), count))
 
 
-def preview(recurrence: Recurrence, start: datetime, count: int) -> list[datetime]:
+def preview(
+    recurrence: Recurrence,
+    start: datetime,
+    count: int,
+    requested_wall: datetime | None = None,
+) -> list[datetime]:
     """The next ``count`` occurrences as ``preview`` shows them: interval kinds
     start at ``start`` itself (it is their anchor); cron lists matches strictly
-    after ``start``. The CLI and the protocol's Preview both use this."""
+    after ``start``. ``ends_at`` and ``max_occurrences`` end the list as they
+    would end the job (the first listed is its first occurrence).
+    ``requested_wall`` is ``start`` as the user wrote it when it carried no
+    offset (see :func:`schedule_anchor`). The CLI and the protocol's Preview
+    both use this."""
+    if recurrence.max_occurrences is not None:
+        count = min(count, recurrence.max_occurrences)
     inclusive = recurrence.kind is not RecurrenceKind.CRON
-    return occurrences(recurrence, start, start, count, inclusive=inclusive)
+    anchor = schedule_anchor(recurrence, start, requested_wall)
+    return occurrences(recurrence, anchor, start, count, inclusive=inclusive)
+
+
+def schedule_anchor(
+    recurrence: Recurrence, first: datetime, requested_wall: datetime | None = None
+) -> datetime:
+    """The instant a recurrence counts from (a job's ``anchor_at``): its first
+    occurrence ``first``, with one exception.
+
+    When a ``daily``/``weekly``/``monthly``/``yearly`` schedule's first
+    occurrence was asked for as a naive local time (``requested_wall``) that a
+    DST gap swallows, ``first`` is the instant after the gap, yet the schedule
+    keeps the wall-clock time asked for: only that one occurrence moves (SPEC
+    section 3; a daily 02:30 first due in the gap runs at 03:00 that day and at
+    02:30 after). No instant has a local time inside a gap, so the anchor is
+    then an earlier period of the same calendar whose local day and time are
+    exactly the ones asked for; the occurrences before ``first`` that it
+    implies are never produced (every search starts at or after ``first``).
+    """
+    if requested_wall is None or recurrence.kind not in _CALENDAR_KINDS:
+        return first
+    zone = _zone(recurrence)
+    wall = requested_wall.replace(tzinfo=None, fold=0)
+    shifted = localize(wall, zone)
+    if shifted.replace(tzinfo=None) == wall or shifted != first:
+        return first  # a real local time, or not the time ``first`` came from
+    for periods in range(1, _MAX_ANCHOR_PERIODS + 1):
+        earlier = _calendar_step(recurrence.kind, wall, -periods * recurrence.interval)
+        if earlier is None:
+            break
+        if earlier.day != wall.day and recurrence.kind in _CLAMPED_KINDS:
+            continue  # clamped to a shorter month: not the anchor day
+        instant = localize(earlier, zone)
+        if instant.replace(tzinfo=None) == earlier:
+            return _fixed_offset(instant)
+    return first
 
 
 def validate_schedule(recurrence: Recurrence, first: datetime) -> None:
@@ -328,11 +503,11 @@ def _calendar_step(kind: RecurrenceKind, wall: datetime, steps: int) -> datetime
             year, month = wall.year + month_index // 12, month_index % 12 + 1
         else:
             year, month = wall.year + steps, wall.month
-        if year > 9999:
+        if not 1 <= year <= 9999:
             return None
         day = min(wall.day, calendar.monthrange(year, month)[1])
         return wall.replace(year=year, month=month, day=day)
-    except OverflowError:
+    except (OverflowError, ValueError):
         return None
 
 
@@ -353,33 +528,18 @@ def _cron_instants(
         window = _fold_window(wall_after, zone)
         if window is not None:
             wall_start = window[0] - _ONE_SECOND
-    search = copy.copy(cron.template)
-    search.set_current(wall_start)
+    search = cron.search(wall_start)
     if cron.fixed_hour:
         return _fixed_hour_instants(search, zone)
     return _wildcard_hour_instants(search, zone)
 
 
-def _next_wall(search: croniter) -> datetime | None:
-    """The next naive wall-clock match; None once the calendar runs out (year 9999)."""
-    try:
-        found: datetime = search.get_next(datetime)
-    except CroniterBadDateError:
-        raise InvalidSpec(
-            CRON_FIELD,
-            f"the expression never fires (no match within {_MAX_YEARS_BETWEEN_MATCHES} years)",
-        ) from None
-    except (OverflowError, ValueError):
-        return None
-    return found
-
-
-def _fixed_hour_instants(search: croniter, zone: tzinfo) -> Iterator[datetime]:
+def _fixed_hour_instants(search: WallSearch, zone: tzinfo) -> Iterator[datetime]:
     """Each wall-time match at one instant: gap -> end of the gap, repeated -> first."""
     previous: datetime | None = None
     barren = 0
     while True:
-        wall = _next_wall(search)
+        wall = search.next()
         if wall is None:
             return
         local = localize(wall, zone)
@@ -396,12 +556,12 @@ def _fixed_hour_instants(search: croniter, zone: tzinfo) -> Iterator[datetime]:
             barren = _count_barren(barren)
 
 
-def _wildcard_hour_instants(search: croniter, zone: tzinfo) -> Iterator[datetime]:
+def _wildcard_hour_instants(search: WallSearch, zone: tzinfo) -> Iterator[datetime]:
     """Every real instant whose local time matches, in real-time order."""
     barren = 0
     pending: datetime | None = None
     while True:
-        wall, pending = (pending, None) if pending is not None else (_next_wall(search), None)
+        wall, pending = (pending, None) if pending is not None else (search.next(), None)
         if wall is None:
             return
         first = wall.replace(tzinfo=zone, fold=0)
@@ -421,7 +581,7 @@ def _wildcard_hour_instants(search: croniter, zone: tzinfo) -> Iterator[datetime
         # ones; only that is increasing real time.
         matches = [wall]
         while True:
-            following = _next_wall(search)
+            following = search.next()
             if following is None:
                 break
             if following >= window[1]:
@@ -491,10 +651,13 @@ def _reason(exc: BaseException) -> str:
 __all__ = [
     "CRON_ALIASES",
     "CronExpression",
+    "WallSearch",
     "first_occurrence",
     "is_fixed_hour",
     "next_occurrence",
     "occurrences",
     "parse_cron",
+    "preview",
+    "schedule_anchor",
     "validate_schedule",
 ]

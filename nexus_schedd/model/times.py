@@ -71,6 +71,20 @@ def parse_instant(text: str, default_zone: tzinfo | None = None, field: str = "t
     return parsed
 
 
+def local_wall_time(text: str) -> datetime | None:
+    """The naive local date and time ``text`` names when it carries no offset, else
+    None (also for text that is not a time; :func:`parse_instant` reports that).
+
+    A recurrence keeps the wall-clock time a user asked for even when a DST gap
+    moves its first occurrence (SPEC section 3), which the parsed instant alone
+    cannot tell."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is None else None
+
+
 def localize(naive: datetime, zone: tzinfo) -> datetime:
     """Attach ``zone`` to a naive wall-clock time by the rules of SPEC section 3: a
     time inside a DST gap becomes the first instant after the gap; a time that

@@ -15,6 +15,7 @@ import anyio
 import icalendar
 import pytest
 
+from nexus_schedd.model import Job
 from tests.control.harness import Daemon, running_daemon
 
 SCHEDCTL = str(Path(sys.executable).with_name("nexus-schedctl"))
@@ -360,3 +361,37 @@ async def test_an_unreachable_daemon_exits_69_naming_the_socket(tmp_path: Path) 
     assert path in done.stderr
     flag = await schedctl(None, "--socket", path, "list")
     assert flag.returncode == 69 and path in flag.stderr
+
+
+@pytest.mark.anyio
+async def test_add_takes_a_negative_offset_zone_and_keeps_a_gap_wall_time(daemon: Daemon) -> None:
+    negative = await json_of(
+        daemon, "add", "log", "--cron", "30 23 * * *", "--tz", "-03:30",
+        "--at", "2030-03-08T12:00", "--until", "2030-03-10T00:00",
+    )  # fmt: skip
+    job = negative["job"]
+    assert job["recurrence"]["timezone"] == "-03:30"
+    assert job["run_at"] == "2030-03-08T23:30:00-03:30"
+    assert job["recurrence"]["ends_at"] == "2030-03-10T03:30:00+00:00"
+    # Berlin skips 02:00-03:00 on 2030-03-31: the first run moves to 03:00, the
+    # schedule keeps 02:30 (SPEC 3).
+    added = await json_of(
+        daemon, "add", "log", "--every", "1", "day", "--tz", "Europe/Berlin",
+        "--at", "2030-03-31T02:30",
+    )  # fmt: skip
+    daily = added["job"]
+    assert daily["run_at"] == "2030-03-31T03:00:00+02:00"
+    assert next_two_after_the_first(daily) == [
+        "2030-04-01T02:30:00+02:00",
+        "2030-04-02T02:30:00+02:00",
+    ]
+
+
+def next_two_after_the_first(job: dict[str, Any]) -> list[str]:
+    """The occurrences after a job's first, from the anchor the daemon stored."""
+    parsed = Job.from_json(job)
+    following = parsed.next_run_time()
+    assert following is not None
+    second = Job.from_json({**job, "scheduled_for": following.isoformat()}).next_run_time()
+    assert second is not None
+    return [following.isoformat(), second.isoformat()]

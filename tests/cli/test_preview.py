@@ -121,3 +121,71 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     result = schedctl("preview", *args)
     assert result.returncode == 2
     assert "usage:" in result.stderr
+
+
+# --- values that start with "-" (issue 22) ------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", [["--tz", "-03:30"], ["--tz=-03:30"], ["--tz", "-0330"]])
+def test_a_negative_offset_after_tz_is_a_value_not_an_option(spelling: list[str]) -> None:
+    result = schedctl(
+        "preview", "--cron", "30 23 * * *", *spelling,
+        "--from", "2025-03-08T12:00", "--count", "2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [
+        "2025-03-08T23:30:00-03:30",
+        "2025-03-09T23:30:00-03:30",
+    ]
+
+
+@pytest.mark.parametrize("option", ["--from", "--until", "--tz", "--count", "--max-occurrences"])
+def test_every_value_option_reads_a_dash_digit_word_as_its_value(option: str) -> None:
+    # "-03:30" is no time and no count: the option's own check refuses it (exit
+    # 1, naming the option), which proves argparse handed it over as the value.
+    args = ["--cron", "* * * * *", option, "-03:30"]
+    if option == "--tz":
+        args = ["--cron", "* * * * *", "--tz", "-33:30"]
+    result = schedctl("preview", *args)
+    assert result.returncode == 1, result.stderr
+    assert "expected one argument" not in result.stderr
+    assert result.stderr.startswith("nexus-schedctl: ")
+
+
+# --- end conditions and the DST gap (issue 22) -----------------------------------------------
+
+
+def test_until_and_max_occurrences_end_the_preview_across_spring_forward() -> None:
+    base = [
+        "preview",
+        "--cron",
+        "30 2 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--from",
+        "2025-03-29T12:00",
+    ]
+    until = schedctl(*base, "--until", "2025-04-01T00:00", "--count", "10")
+    assert until.returncode == 0, until.stderr
+    assert [line.split()[0] for line in until.stdout.splitlines()] == [
+        "2025-03-30T03:00:00+02:00",
+        "2025-03-31T02:30:00+02:00",
+    ]
+    capped = schedctl(*base, "--max-occurrences", "1", "--json")
+    assert json.loads(capped.stdout) == {"occurrences": ["2025-03-30T03:00:00+02:00"]}
+    too_early = schedctl(*base, "--until", "2025-03-29T13:00")
+    assert too_early.returncode == 1
+    assert too_early.stderr.startswith("nexus-schedctl: --until: no occurrence")
+
+
+def test_every_day_from_inside_the_gap_moves_only_the_first_occurrence() -> None:
+    result = schedctl(
+        "preview", "--every", "1", "day", "--tz", "Europe/Berlin",
+        "--from", "2025-03-30T02:30", "--count", "3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [
+        "2025-03-30T03:00:00+02:00",
+        "2025-03-31T02:30:00+02:00",
+        "2025-04-01T02:30:00+02:00",
+    ]

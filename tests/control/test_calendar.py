@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlparse
 
 import icalendar
+import pytest
 
 from nexus_schedd.control.calendar import build_calendar, gcal_url, rrule_for, upcoming_occurrences
 from nexus_schedd.model import Job, JobDefaults, JobSpec, Recurrence, RecurrenceKind
+from nexus_schedd.model.times import resolve_zone
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -84,3 +86,82 @@ def test_gcal_url_is_a_template_link_with_the_recurrence() -> None:
     assert query["dates"] == ["20250301T070000Z/20250301T073000Z"]
     assert query["recur"] == ["RRULE:FREQ=DAILY;INTERVAL=1"]
     assert query["ctz"] == ["Europe/Berlin"]
+
+
+# --- RRULE only where RFC 5545 means what the scheduler does (issue 22) --------------------
+
+
+def _daily(zone: str, run_at: str) -> Job:
+    spec = JobSpec.from_json(
+        {"job_type": "report", "run_at": run_at, "recurrence": {"kind": "daily", "timezone": zone}}
+    )
+    return Job.create(spec, NOW, JobDefaults())
+
+
+@pytest.mark.parametrize(
+    ("zone", "run_at", "maps"),
+    [
+        # zdump: Berlin skips 02:00-02:59 each March, so 02:30 would be dropped by
+        # RFC 5545 on those days; 09:00 is never skipped.
+        ("Europe/Berlin", "2025-01-10T02:30", False),
+        ("Europe/Berlin", "2025-01-10T09:00", True),
+        # Lord Howe skips only 02:00-02:29.
+        ("Australia/Lord_Howe", "2025-01-10T02:15", False),
+        ("Australia/Lord_Howe", "2025-01-10T02:45", True),
+        # Havana and Santiago skip their midnight hour.
+        ("America/Havana", "2025-01-10T00:30", False),
+        ("America/Santiago", "2025-01-10T00:00", False),
+        ("America/Santiago", "2025-01-10T23:30", True),
+        # Dublin (negative DST in tzdata) skips 01:00-01:59 in March.
+        ("Europe/Dublin", "2025-01-10T01:30", False),
+        ("Europe/Dublin", "2025-01-10T00:30", True),
+        # Repeated times agree (first instant in both): New York's 01:30 occurs
+        # twice each November and never falls in its 02:00-02:59 gap.
+        ("America/New_York", "2025-01-10T01:30", True),
+        # No DST at all, and fixed offsets.
+        ("Asia/Kolkata", "2025-01-10T02:30", True),
+        ("-03:30", "2025-01-10T02:30", True),
+    ],
+)
+def test_a_daily_time_some_gap_covers_gets_listed_occurrences_not_an_rrule(
+    zone: str, run_at: str, maps: bool
+) -> None:
+    assert (rrule_for(_daily(zone, run_at)) is not None) is maps
+
+
+@pytest.mark.parametrize(
+    ("zone", "run_at"),
+    [
+        ("Europe/Berlin", "2025-01-10T09:00"),
+        ("America/New_York", "2025-01-10T01:30"),
+        ("America/Santiago", "2025-01-10T23:30"),
+        ("Australia/Lord_Howe", "2025-01-10T02:45"),
+    ],
+)
+def test_where_an_rrule_is_chosen_every_occurrence_keeps_the_wall_time_it_repeats(
+    zone: str, run_at: str
+) -> None:
+    # What an RRULE with a TZID DTSTART generates: the same local time every
+    # day, at its first instant when it occurs twice.
+    daily = _daily(zone, run_at)
+    assert rrule_for(daily) is not None
+    local = resolve_zone(zone)
+    wall = datetime.fromisoformat(run_at).time()
+    found = upcoming_occurrences(daily, datetime(2027, 1, 10, tzinfo=UTC), limit=800)
+    assert len(found) >= 729  # two years, give or take the ends of the window
+    for instant in found:
+        naive = instant.astimezone(local).replace(tzinfo=None)
+        assert naive.time() == wall
+        assert naive.replace(tzinfo=local, fold=0).timestamp() == instant.timestamp()
+
+
+def test_a_job_first_due_inside_the_gap_is_listed_with_its_shift_and_wall_time() -> None:
+    moved = _daily("Europe/Berlin", "2025-03-30T02:30")
+    assert rrule_for(moved) is None
+    calendar = icalendar.Calendar.from_ical(build_calendar([moved], NOW, 100))
+    starts = [event.decoded("dtstart").isoformat() for event in calendar.walk("VEVENT")][:3]
+    assert starts == [
+        "2025-03-30T03:00:00+02:00",
+        "2025-03-31T02:30:00+02:00",
+        "2025-04-01T02:30:00+02:00",
+    ]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nexus_schedd.model import Recurrence, RecurrenceKind
-from nexus_schedd.model.schedule import next_occurrence, occurrences, parse_cron
+from nexus_schedd.model.schedule import next_occurrence, occurrences, preview
 from nexus_schedd.model.times import localize, resolve_zone
+from tests.model.cron_oracle import Oracle, reference_occurrences
 
-ZONES = [
+IANA_ZONES = [
     "UTC",
     "Europe/Berlin",
     "Europe/London",
@@ -22,12 +24,23 @@ ZONES = [
     "Australia/Lord_Howe",
     "Pacific/Chatham",
     "Asia/Kolkata",
-    "+05:30",
+    "America/Havana",
+    "Pacific/Apia",
+    "Africa/Casablanca",
+    "Europe/Dublin",
 ]
+ZONES = [*IANA_ZONES, "+05:30", "-03:30"]
 PROPERTY_SETTINGS = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 COUNT = 20
+# The oracle walks every minute of the window: a day and two hours keeps an example
+# cheap (croniter itself, at ~0.3 ms a match, is the slower side), and the
+# examples fewer than elsewhere.
+WINDOW = timedelta(hours=26)
+ORACLE_SETTINGS = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _field(low: int, high: int) -> st.SearchStrategy[str]:
@@ -43,26 +56,30 @@ def _field(low: int, high: int) -> st.SearchStrategy[str]:
     )
 
 
+_DAY_OF_MONTH = st.one_of(
+    _field(1, 28),
+    st.just("L"),
+    st.integers(1, 28).map(lambda day: f"{day}W"),
+    st.tuples(st.integers(1, 28), st.just("L")).map(lambda p: f"{p[0]},{p[1]}"),
+)
+_DAY_OF_WEEK = st.one_of(
+    _field(0, 7),
+    st.sampled_from(["7", "5-7", "mon-fri", "sun"]),
+    st.tuples(st.integers(0, 7), st.integers(1, 4)).map(lambda p: f"{p[0]}#{p[1]}"),
+    st.integers(0, 6).map(lambda day: f"L{day}"),
+)
+
+
 @st.composite
 def cron_expressions(draw: st.DrawFn) -> str:
-    """Expressions that always fire: days <= 28 (or L), # only with a free day of month."""
+    """Five-field expressions over every day-field form of SPEC section 3. Days of
+    month stay <= 28 so that no expression is refused as never firing."""
     minute = draw(_field(0, 59))
     hour = draw(_field(0, 23))
-    day = draw(st.one_of(_field(1, 28), st.just("L")))
+    day = draw(_DAY_OF_MONTH)
     month = draw(st.one_of(st.just("*"), st.just("*"), _field(1, 12)))
-    if day == "*":
-        weekday = draw(
-            st.one_of(
-                _field(0, 6),
-                st.tuples(st.integers(0, 6), st.integers(1, 4)).map(lambda p: f"{p[0]}#{p[1]}"),
-            )
-        )
-    else:
-        weekday = draw(st.one_of(st.just("*"), _field(0, 6)))
-    fields = [minute, hour, day, month, weekday]
-    if draw(st.integers(0, 5)) == 0:
-        fields.append(draw(st.sampled_from(["0", "30", "15,45"])))
-    return " ".join(fields)
+    weekday = draw(_DAY_OF_WEEK)
+    return " ".join([minute, hour, day, month, weekday])
 
 
 # Starts spread over the years, and starts in the months where most zones change.
@@ -101,42 +118,34 @@ def _near_transition(zone_name: str, start: datetime, lead_minutes: int) -> date
     return high.replace(microsecond=0) - timedelta(minutes=lead_minutes)
 
 
-def _reference(expression: str, zone_name: str, after: datetime, last: datetime) -> list[float]:
-    """The SPEC rules stated plainly: map every wall-clock match between ``after``
-    and ``last`` to its instants (all real ones for a wildcard hour; the localized
-    one for a fixed hour), then sort. Slow, obvious, independent of the engine's order.
-    Instants are compared as timestamps: two datetimes sharing a ZoneInfo compare
-    by wall-clock time, which is wrong inside a repeated hour."""
-    cron = parse_cron(expression)
-    zone = resolve_zone(zone_name)
-    margin = timedelta(hours=3)
-    wall = after.astimezone(zone).replace(tzinfo=None, microsecond=0) - margin
-    end = last.astimezone(zone).replace(tzinfo=None) + margin
-    found: set[float] = set()
-    for candidate in _wall_matches(cron.text, wall, end):
-        if cron.fixed_hour:
-            instants = [localize(candidate, zone)]
-        else:
-            instants = [candidate.replace(tzinfo=zone, fold=fold) for fold in (0, 1)]
-            instants = [
-                i
-                for i in instants
-                if i.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == candidate
-            ]
-        found.update(
-            i.timestamp() for i in instants if after.timestamp() < i.timestamp() <= last.timestamp()
-        )
-    return sorted(found)
+def _within(recurrence: Recurrence, after: datetime, until: datetime) -> list[datetime]:
+    """The engine's occurrences in (after, until]."""
+    found = []
+    for instant in occurrences(recurrence, after, after, 5000):
+        if instant > until:
+            break
+        found.append(instant)
+    return found
 
 
-def _wall_matches(expression: str, start: datetime, end: datetime) -> list[datetime]:
-    from croniter import croniter
-
-    matches = []
-    search = croniter(expression, start - timedelta(seconds=1))
-    while (found := search.get_next(datetime)) <= end:
-        matches.append(found)
-    return matches
+# A bound for a loaded machine, not a speed claim: the examples take ~15 s idle.
+@pytest.mark.timeout(300)
+@ORACLE_SETTINGS
+@given(
+    expression=cron_expressions(),
+    zone=st.sampled_from(IANA_ZONES),
+    start=starts,
+    lead=st.one_of(st.none(), st.integers(0, 180)),
+)
+def test_cron_occurrences_equal_the_minute_by_minute_oracle(
+    expression: str, zone: str, start: datetime, lead: int | None
+) -> None:
+    if lead is not None:
+        start = _near_transition(zone, start, lead)
+    recurrence = Recurrence(RecurrenceKind.CRON, cron=expression, timezone=zone)
+    found = _within(recurrence, start, start + WINDOW)
+    expected = reference_occurrences(expression, zone, start, start + WINDOW)
+    assert [t.astimezone(UTC) for t in found] == expected
 
 
 @PROPERTY_SETTINGS
@@ -146,7 +155,7 @@ def _wall_matches(expression: str, start: datetime, end: datetime) -> list[datet
     start=starts,
     lead=st.one_of(st.none(), st.integers(0, 180)),
 )
-def test_cron_occurrences_increase_match_locally_and_equal_the_plain_rules(
+def test_cron_occurrences_strictly_increase_and_respect_gaps_and_repeats(
     expression: str, zone: str, start: datetime, lead: int | None
 ) -> None:
     if lead is not None:
@@ -157,22 +166,21 @@ def test_cron_occurrences_increase_match_locally_and_equal_the_plain_rules(
     stamps = [t.timestamp() for t in found]
     assert stamps[0] > start.timestamp()
     assert all(a < b for a, b in itertools.pairwise(stamps))
-    cron = parse_cron(expression)
-    for instant in found:
-        wall = instant.replace(tzinfo=None)
+    local_zone = resolve_zone(zone)
+    oracle = Oracle(expression)
+    walls = [t.astimezone(local_zone).replace(tzinfo=None) for t in found]
+    for instant, wall in zip(found, walls, strict=True):
         # The offset carried is the zone's offset at that instant.
-        assert instant.utcoffset() == instant.astimezone(resolve_zone(zone)).utcoffset()
-        if cron.fixed_hour:
-            # Either the wall time itself, or the first instant after a gap it fell in.
-            just_before = instant - timedelta(seconds=1)
-            assert cron.matches(wall) or (
-                just_before.astimezone(resolve_zone(zone)).utcoffset() != instant.utcoffset()
-            )
+        assert instant.utcoffset() == instant.astimezone(local_zone).utcoffset()
+        if not oracle.fixed_hour:
+            # Never inside a gap: a real instant whose own local time matches.
+            assert oracle.matches(wall)
         else:
-            # Every wildcard-hour occurrence is a real instant with a matching wall time.
-            assert cron.matches(wall)
-            assert localize(wall, instant.tzinfo).replace(tzinfo=None) == wall  # type: ignore[arg-type]
-    assert stamps == _reference(expression, zone, start, found[-1])
+            # Never the second pass of a repeated time: fold=0 is the first instant.
+            assert wall.replace(tzinfo=local_zone, fold=0).timestamp() == instant.timestamp()
+    if oracle.fixed_hour:
+        # Never twice for one local time.
+        assert len(set(walls)) == len(walls)
 
 
 @PROPERTY_SETTINGS
@@ -181,21 +189,19 @@ def test_cron_occurrences_increase_match_locally_and_equal_the_plain_rules(
     zone=st.sampled_from(ZONES),
     start=starts,
     lead=st.integers(0, 180),
+    fractions=st.lists(st.floats(0, 1, exclude_max=True), min_size=6, max_size=6),
 )
-def test_stepping_one_occurrence_at_a_time_gives_the_same_schedule(
-    expression: str, zone: str, start: datetime, lead: int
+def test_cron_next_occurrence_is_the_same_from_any_point_between_two(
+    expression: str, zone: str, start: datetime, lead: int, fractions: list[float]
 ) -> None:
     start = _near_transition(zone, start, lead)
     recurrence = Recurrence(RecurrenceKind.CRON, cron=expression, timezone=zone)
-    batch = occurrences(recurrence, start, start, 8)
-    stepped: list[datetime] = []
-    after = start
-    for _ in range(8):
-        following = next_occurrence(recurrence, start, after)
-        assert following is not None
-        stepped.append(following)
-        after = following
-    assert [t.timestamp() for t in stepped] == [t.timestamp() for t in batch]
+    series = occurrences(recurrence, start, start, len(fractions) + 1)
+    for (earlier, later), fraction in zip(itertools.pairwise(series), fractions, strict=False):
+        # Rounding to microseconds may reach ``later`` itself: stay before it.
+        between = min(earlier + (later - earlier) * fraction, later - timedelta(microseconds=1))
+        assert next_occurrence(recurrence, start, between) == later
+        assert next_occurrence(recurrence, start, earlier) == later
 
 
 @PROPERTY_SETTINGS
@@ -215,6 +221,7 @@ def test_stepping_one_occurrence_at_a_time_gives_the_same_schedule(
     anchor=starts,
     lead=st.one_of(st.none(), st.integers(0, 3000)),
     skip=st.integers(0, 60),
+    fraction=st.floats(0, 1, exclude_max=True),
 )
 def test_interval_kinds_never_drift_from_the_anchor(
     kind: RecurrenceKind,
@@ -223,6 +230,7 @@ def test_interval_kinds_never_drift_from_the_anchor(
     anchor: datetime,
     lead: int | None,
     skip: int,
+    fraction: float,
 ) -> None:
     if lead is not None:
         anchor = _near_transition(zone, anchor, lead)
@@ -233,6 +241,12 @@ def test_interval_kinds_never_drift_from_the_anchor(
     assert all(a < b for a, b in itertools.pairwise(stamps))
     # Jumping straight to a late point gives what stepping reached.
     assert next_occurrence(recurrence, anchor, series[skip]) == series[skip + 1]
+    # And from any point between two occurrences.
+    between = min(
+        series[skip] + (series[skip + 1] - series[skip]) * fraction,
+        series[skip + 1] - timedelta(microseconds=1),
+    )
+    assert next_occurrence(recurrence, anchor, between) == series[skip + 1]
     local_anchor = anchor.astimezone(resolve_zone(zone))
     for instant in series:
         if kind in (RecurrenceKind.MINUTELY, RecurrenceKind.HOURLY):
@@ -259,3 +273,38 @@ def _month_length(year: int, month: int) -> int:
     import calendar
 
     return calendar.monthrange(year, month)[1]
+
+
+@PROPERTY_SETTINGS
+@given(
+    kind=st.sampled_from(
+        [RecurrenceKind.DAILY, RecurrenceKind.WEEKLY, RecurrenceKind.MONTHLY, RecurrenceKind.YEARLY]
+    ),
+    zone=st.sampled_from(IANA_ZONES),
+    start=starts,
+    fraction=st.floats(0, 1, exclude_max=True),
+)
+def test_a_first_occurrence_asked_for_inside_a_gap_moves_alone(
+    kind: RecurrenceKind, zone: str, start: datetime, fraction: float
+) -> None:
+    local_zone = resolve_zone(zone)
+    transition = _near_transition(zone, start, 0)
+    before = (transition - timedelta(seconds=1)).astimezone(local_zone).utcoffset()
+    after = transition.astimezone(local_zone).utcoffset()
+    assert before is not None and after is not None
+    if after <= before:
+        return  # a repeat (or no change within a year): no gap to ask into
+    gap_start = (transition + before).replace(tzinfo=None)
+    minutes = int((after - before).total_seconds() // 60)
+    wanted = gap_start + timedelta(minutes=int(minutes * fraction))
+    first = localize(wanted, local_zone)
+    found = preview(Recurrence(kind, timezone=zone), first, 4, wanted)
+    # The first runs at the first instant after the gap, exactly once ...
+    assert found[0].timestamp() == transition.timestamp()
+    assert all(a < b for a, b in itertools.pairwise(found))
+    # ... and every later one keeps the wall-clock time asked for (moved only
+    # when a gap swallows it too).
+    for instant in found[1:]:
+        local = instant.astimezone(local_zone).replace(tzinfo=None)
+        asked = datetime.combine(local.date(), wanted.time())
+        assert localize(asked, local_zone).timestamp() == instant.timestamp()
