@@ -9,7 +9,7 @@ Events streams of the open pages.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import aclosing, contextmanager
 from typing import Any
 
@@ -123,6 +123,8 @@ class EventPump:
         self.broadcaster = broadcaster
         self.connected = False
         self.sessions = 0
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        """Called with ("change", the Watch event's JSON) or ("daemon", {"up", "reason"})."""
 
     async def run(self) -> None:
         """Watch forever; while the daemon is down, retry with capped exponential backoff."""
@@ -150,6 +152,10 @@ class EventPump:
             async for event in events:
                 self.run_metrics.observe(event)
                 self.broadcaster.publish(sse_message("change", event_summary(event)))
+                if self.listeners:
+                    data = event.to_json()
+                    for listener in self.listeners:
+                        listener(event.kind.value, data)
         self._set_connected(False, "the daemon ended the Watch stream")
 
     def _set_connected(self, connected: bool, reason: str) -> None:
@@ -162,3 +168,5 @@ class EventPump:
         else:
             log.warning("web lost daemon", reason=reason)
         self.broadcaster.publish(sse_message("daemon", {"up": connected, "reason": reason}))
+        for listener in self.listeners:
+            listener("daemon", {"up": connected, "reason": reason})

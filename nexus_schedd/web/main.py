@@ -78,6 +78,9 @@ async def run(config: WebConfig) -> int:
     # Hypercorn has started the app's lifespan.
     server_config.bind = [f"fd://{listener.detach()}"]
     server_config.graceful_timeout = GRACEFUL_TIMEOUT_S
+    if config.tls:
+        server_config.certfile = config.tls_cert
+        server_config.keyfile = config.tls_key
     server_config.accesslog = None
     # Hypercorn's own messages go through the root handler configure_logging installed.
     server_config.errorlog = logging.getLogger("hypercorn.error")
@@ -86,7 +89,7 @@ async def run(config: WebConfig) -> int:
     async def shutdown_trigger() -> None:
         await stop.wait()
         # Ends the /events streams, so open pages do not hold the drain.
-        dashboard.broadcaster.close()
+        dashboard.close_streams()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(_wait_for_signal, stop)
@@ -95,6 +98,8 @@ async def run(config: WebConfig) -> int:
             listen=f"{bound[0]}:{bound[1]}",
             socket=config.socket or "default",
             actions_enabled=config.actions_enabled,
+            api_enabled=config.api.enabled,
+            tls=config.tls,
         )
         try:
             await serve(dashboard.asgi(), server_config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
