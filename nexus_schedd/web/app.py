@@ -44,6 +44,7 @@ from nexus_schedd.errors import (
 from nexus_schedd.model import Job, JobStatus, Run, RunOutcome
 from nexus_schedd.web import metrics
 from nexus_schedd.web.api import Api
+from nexus_schedd.web.api.routes import ApiMount
 from nexus_schedd.web.config import WebConfig
 from nexus_schedd.web.formatting import (
     describe_recurrence,
@@ -147,7 +148,7 @@ class Dashboard:
             Route("/login", self.login_form, name="login"),
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", self.logout, methods=["POST"], name="logout"),
-            *([Mount("/api/v1", app=self.api.asgi())] if self.api is not None else []),
+            *([ApiMount("/api/v1", self.api.asgi())] if self.api is not None else []),
             Mount(
                 "/static",
                 StaticFiles(packages=[("nexus_schedd.web", "static")]),

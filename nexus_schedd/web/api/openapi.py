@@ -343,7 +343,11 @@ def _operation(operation: Operation) -> JSON:
 def _responses(operation: Operation) -> JSON:
     responses: JSON = {}
     for status, (description, media, schema) in operation.success.items():
-        content: JSON = {media: {"schema": _ref(schema) if schema else {"type": "string"}}}
+        if schema:
+            body_schema = _ref(schema)
+        else:
+            body_schema = {"type": "object"} if media.endswith("json") else {"type": "string"}
+        content: JSON = {media: {"schema": body_schema}}
         responses[str(status)] = {"description": description, "content": content}
         if status == 201:
             responses[str(status)]["headers"] = {

@@ -104,16 +104,12 @@ def from_scheduler_error(exc: SchedulerError) -> ApiProblem:
     """The problem for an error of the daemon or of the client library."""
     if isinstance(exc, ProtocolError) and str(exc).startswith("InvalidParameter"):
         # The daemon's own IDL check of a parameter the API passed through, e.g.
-        # "InvalidParameter (parameter=job.priority)": name the field as the body does.
+        # "InvalidParameter (parameter=job.priority)". To an HTTP client that is an
+        # invalid spec like any other: one error name, with the field as the body names it.
         found = re.search(r"parameter=([^,)]+)", str(exc))
         field = found.group(1) if found else ""
         field = field.removeprefix("job.") if field.startswith("job.") else field
-        return ApiProblem(
-            400,
-            "org.varlink.service.InvalidParameter",
-            f"{field or 'a parameter'}: wrong type or value",
-            extra={"field": field, "reason": "wrong type or value"},
-        )
+        return bad_request(field or "body", "wrong type or value")
     status = next((code for cls, code in STATUS_BY_ERROR if isinstance(exc, cls)), 502)
     extra: dict[str, Any] = {}
     headers: dict[str, str] = {}

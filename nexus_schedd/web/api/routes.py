@@ -25,11 +25,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from nexus_schedd.client import Client
 from nexus_schedd.clock import Clock
-from nexus_schedd.errors import DaemonUnreachable, JobNotFound, SchedulerError, UnknownJobType
+from nexus_schedd.errors import JobNotFound, SchedulerError, UnknownJobType
 from nexus_schedd.web.api.config import ApiConfig, ApiToken
 from nexus_schedd.web.api.events import EventLog, NumberedEvent
 from nexus_schedd.web.api.idempotency import (
@@ -355,14 +355,19 @@ OPERATIONS: tuple[Operation, ...] = (
         "read",
         "The next occurrences of a cron expression or an interval",
         {200: ("Occurrences in the recurrence's zone", JSON_MEDIA, "Occurrences")},
-        (*READ_ERRORS, 501),
+        READ_ERRORS,
         query=(
             Query("cron", description="a cron expression (5 or 6 fields, @daily, ...)"),
             Query("every", description='"N UNIT", UNIT minute|hour|day|week|month|year'),
             Query("tz", description="IANA zone (default: the daemon's)"),
             Query("from", description="first occurrence (RFC 3339; default now)"),
             Query("count", "integer", "how many (default 10)", minimum=1, maximum=1000),
-            Query("exclude", description="exclusion calendar (SPEC section 15: 501)"),
+            Query(
+                "exclude",
+                description="exclusion calendar names (repeatable; SPEC section 15: none"
+                " exist yet, so any name is InvalidSpec)",
+                repeated=True,
+            ),
         ),
         varlink="Preview",
     ),
@@ -399,6 +404,15 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 Handler = Callable[[Call], Awaitable[Reply | Response]]
+
+
+class ApiMount(Mount):
+    """``Mount`` whose pattern also matches paths with a (percent-encoded) newline, so
+    that every path under the prefix gets the API's problem+json, never a dashboard page."""
+
+    def __init__(self, path: str, app: Starlette) -> None:
+        super().__init__(path, app=app)
+        self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
 
 
 class Api:
@@ -786,12 +800,9 @@ class Api:
     async def preview(self, call: Call) -> Reply:
         """GET /preview."""
         query = call.query
-        if query.get("exclude") is not None:
-            raise ApiProblem(
-                501,
-                api_error("NotImplemented"),
-                "exclusion calendars are part of SPEC section 15, not built yet",
-            )
+        for name in query.get("exclude", []):
+            # Exclusion calendars (SPEC section 15) are not built: no name is known.
+            raise bad_request("exclude", f"unknown calendar {name!r} (none are defined)")
         cron, every = query.get("cron"), query.get("every")
         if (cron is None) == (every is None):
             raise bad_request("cron", "give exactly one of cron or every")
@@ -960,4 +971,4 @@ def _without_none(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-__all__ = ["OPERATIONS", "Api", "DaemonUnreachable", "Operation", "Query"]
+__all__ = ["OPERATIONS", "Api", "ApiMount", "Operation", "Query"]
