@@ -16,8 +16,8 @@ import os
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -26,18 +26,46 @@ REPLAY_BUFFER = 1024
 SUBSCRIBER_BUFFER = 1024
 
 
+class JsonSource(Protocol):
+    """Anything with the JSON form of an event (a Watch event)."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
+class Fixed:
+    """A JSON object that is already built (daemon up/down)."""
+
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+
+@dataclass(slots=True)
 class NumberedEvent:
-    """One SSE message: its id, its event name and its JSON data."""
+    """One SSE message: its id, its event name and its JSON data (built on first use:
+    with nobody listening, an event costs the API almost nothing)."""
 
     id: str
     kind: str
-    data: dict[str, Any]
+    source: JsonSource
+    _encoded: str | None = field(default=None, repr=False)
+    _data: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's JSON object."""
+        if self._data is None:
+            self._data = self.source.to_json()
+        return self._data
 
     def encode(self) -> str:
         """The wire form."""
-        payload = json.dumps(self.data, separators=(",", ":"))
-        return f"id: {self.id}\nevent: {self.kind}\ndata: {payload}\n\n"
+        if self._encoded is None:
+            payload = json.dumps(self.data, separators=(",", ":"))
+            self._encoded = f"id: {self.id}\nevent: {self.kind}\ndata: {payload}\n\n"
+        return self._encoded
 
 
 @dataclass(slots=True)
@@ -59,14 +87,14 @@ class EventLog:
         self._subscribers: set[MemoryObjectSendStream[NumberedEvent]] = set()
         self._closed = False
 
-    def publish(self, kind: str, data: dict[str, Any]) -> None:
-        """Number ``data`` and hand it to every subscriber that keeps up.
+    def publish(self, kind: str, source: JsonSource) -> None:
+        """Number the event and hand it to every subscriber that keeps up.
 
         A subscriber whose buffer is full is disconnected (its stream ends), so
         its client reconnects with Last-Event-ID instead of silently losing events.
         """
         self._seq += 1
-        event = NumberedEvent(f"{self.boot}-{self._seq}", kind, data)
+        event = NumberedEvent(f"{self.boot}-{self._seq}", kind, source)
         self._recent.append(event)
         for send in list(self._subscribers):
             try:

@@ -27,11 +27,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from nexus_schedd.client import Client
 from nexus_schedd.clock import Clock
 from nexus_schedd.errors import JobNotFound, SchedulerError, UnknownJobType
 from nexus_schedd.web.api.config import ApiConfig, ApiToken
-from nexus_schedd.web.api.events import EventLog, NumberedEvent
+from nexus_schedd.web.api.events import EventLog, JsonSource, NumberedEvent
 from nexus_schedd.web.api.idempotency import (
     IdempotencyStore,
     StoredReply,
@@ -40,6 +39,7 @@ from nexus_schedd.web.api.idempotency import (
     valid_key,
 )
 from nexus_schedd.web.api.openapi import JOB_STATUSES, PREFIX, SCHEMAS, build_document
+from nexus_schedd.web.api.pool import DaemonPool
 from nexus_schedd.web.api.problems import (
     ApiProblem,
     api_error,
@@ -431,6 +431,7 @@ class Api:
         self.clock = clock
         self.daemon_up = daemon_up
         self.idempotency = IdempotencyStore(config.idempotency_db, clock)
+        self.pool = DaemonPool(socket, CLIENT_TIMEOUT_S, clock)
         self.event_log = EventLog()
         self._document: dict[str, Any] = build_document(OPERATIONS)
 
@@ -458,6 +459,7 @@ class Api:
         async with AsyncExitStack() as stack:
             await self.idempotency.open()
             stack.push_async_callback(self.idempotency.close)
+            stack.push_async_callback(self.pool.aclose)
             log.info(
                 "api enabled",
                 tokens=len(self.config.tokens),
@@ -465,9 +467,9 @@ class Api:
             )
             yield
 
-    def publish(self, kind: str, data: dict[str, Any]) -> None:
+    def publish(self, kind: str, source: JsonSource) -> None:
         """Feed one Watch event (or daemon up/down) to the SSE streams."""
-        self.event_log.publish(kind, data)
+        self.event_log.publish(kind, source)
 
     def close_streams(self) -> None:
         """End the open SSE streams (shutdown)."""
@@ -643,9 +645,8 @@ class Api:
     # -- the daemon ---------------------------------------------------------------
 
     async def daemon(self, method: str, parameters: Mapping[str, Any] | None = None) -> Any:
-        """One control-protocol call on a fresh connection; returns its reply parameters."""
-        async with Client(self.socket, timeout=CLIENT_TIMEOUT_S) as client:
-            return await client.call(method, parameters)
+        """One control-protocol call (pooled connection); returns its reply parameters."""
+        return await self.pool.call(method, parameters)
 
     async def _visible_job(self, call: Call) -> dict[str, Any]:
         """The job the path names, if the token may see it (else 404 as if absent)."""
