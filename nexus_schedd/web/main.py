@@ -17,6 +17,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from nexus_schedd.daemon.logging import configure_logging
 from nexus_schedd.errors import EXIT_OK, EXIT_USAGE, ConfigError
+from nexus_schedd.web.api.config import prepare_state
 from nexus_schedd.web.app import Dashboard
 from nexus_schedd.web.config import WebConfig, load_config, parse_listen
 
@@ -46,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config).with_overrides(listen=args.listen, socket=args.socket)
         if args.listen:
             parse_listen(args.listen)
+        if config.api.enabled:
+            problem = prepare_state(config.api)
+            if problem:
+                raise ConfigError(args.config or "", "api.idempotency_db", problem)
     except ConfigError as exc:
         sys.stderr.write(f"nexus-schedweb: {exc}\n")
         return EXIT_USAGE

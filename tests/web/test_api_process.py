@@ -225,3 +225,8 @@ def test_a_bad_api_config_names_file_key_and_reason(tmp_path: Path) -> None:
     result = _start_refused(config)
     assert result.returncode == 2
     assert str(config) in result.stderr and "api.tokens[0].sha256" in result.stderr
+    (tmp_path / "a-file").write_text("")
+    config.write_text(api_config_text(tmp_path / "a-file" / "keys.db"))
+    result = _start_refused(config)
+    assert result.returncode == 2
+    assert "api.idempotency_db" in result.stderr and "a-file" in result.stderr

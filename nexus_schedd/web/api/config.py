@@ -108,8 +108,27 @@ def parse_api_table(file: str, base: Path, table: Any) -> ApiConfig:
             file, "api.tokens", "the API is enabled but no [[api.tokens]] is declared"
         )
     return ApiConfig(
-        enabled=enabled, tokens=tokens, max_body_bytes=max_body, idempotency_db=database
+        enabled=enabled,
+        tokens=tokens,
+        max_body_bytes=max_body,
+        idempotency_db=database.absolute(),
     )
+
+
+def prepare_state(config: ApiConfig) -> str | None:
+    """Create the idempotency file's folder (0700) and the file (0600) if missing;
+    returns why that is impossible, or None. Run at start-up, so that a state
+    directory nobody can write is a config error, not a failed request."""
+    path = config.idempotency_db
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            path.touch(mode=0o600)
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return None
 
 
 def _token(file: str, base: Path, where: str, raw: Any) -> ApiToken:

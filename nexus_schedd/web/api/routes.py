@@ -28,7 +28,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from nexus_schedd.clock import Clock
-from nexus_schedd.errors import JobNotFound, SchedulerError, UnknownJobType
+from nexus_schedd.errors import JobExists, JobNotFound, SchedulerError, UnknownJobType
 from nexus_schedd.web.api.config import ApiConfig, ApiToken
 from nexus_schedd.web.api.events import EventLog, JsonSource, NumberedEvent
 from nexus_schedd.web.api.idempotency import (
@@ -676,7 +676,15 @@ class Api:
                 existing = (await self.daemon("GetJob", {"id": name}))["job"]["id"]
             except JobNotFound:
                 existing = None
-        job = (await self.daemon("AddJob", {"job": spec}))["job"]
+        try:
+            job = (await self.daemon("AddJob", {"job": spec}))["job"]
+        except JobExists as exc:
+            if call.token is not None and call.token.confined:
+                # The holder may be of a type this token must not see: name no id.
+                raise ApiProblem(
+                    409, exc.varlink_error, f"the name {exc.name!r} is taken"
+                ) from None
+            raise
         if job["id"] == existing:
             return Reply(200, job)
         return Reply(201, job, {"Location": f"{PREFIX}/jobs/{quote(job['id'], safe='')}"})
@@ -751,9 +759,9 @@ class Api:
         query = call.query
         job_id = query.get("job_id")
         token = call.token
-        if job_id is not None:
+        if job_id is not None and token is not None and token.confined:
             job = (await self.daemon("GetJob", {"id": job_id}))["job"]
-            if token is not None and not token.sees(str(job.get("job_type"))):
+            if not token.sees(str(job.get("job_type"))):
                 raise not_found(job_id)
             job_id = job["id"]
             token = None  # one visible job: no filtering needed
