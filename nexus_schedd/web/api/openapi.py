@@ -319,6 +319,16 @@ def _operation(operation: Operation) -> JSON:
                 **({"style": "form", "explode": True} if param.repeated else {}),
             }
         )
+    parameters.extend(
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "description": description,
+            "schema": {"type": "string"},
+        }
+        for name, description in operation.headers
+    )
     if operation.method == "POST":
         parameters.append(
             {

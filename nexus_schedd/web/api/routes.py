@@ -140,6 +140,8 @@ class Operation:
     body_required: bool = False
     description: str = ""
     varlink: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    """Request headers it reads besides Authorization: (name, description)."""
 
     @property
     def path_params(self) -> list[str]:
@@ -385,6 +387,12 @@ OPERATIONS: tuple[Operation, ...] = (
             Query("job_id", description="only events of this job id"),
         ),
         varlink="Watch",
+        headers=(
+            (
+                "Last-Event-ID",
+                "resume after this event id (replayed while still kept; else a reset event)",
+            ),
+        ),
     ),
     Operation(
         "GET",
