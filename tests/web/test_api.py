@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -10,7 +11,9 @@ import pytest
 from starlette.routing import Mount, Route
 
 from nexus_schedd.client import Client
-from nexus_schedd.web.api import OPERATIONS
+from nexus_schedd.clock import SystemClock
+from nexus_schedd.model.times import format_instant
+from nexus_schedd.web.api import OPERATIONS, Api
 from nexus_schedd.web.app import Dashboard
 from nexus_schedd.web.config import WebConfig
 from tests.web.conftest import (
@@ -162,6 +165,15 @@ async def test_calendar_accepts_the_read_token_in_the_url(
 async def test_a_confined_token_sees_only_its_job_types(
     scheduler: SchedulerData, tmp_path: Path
 ) -> None:
+    async with Client(scheduler.socket) as client:
+        await client.add_job(
+            {
+                "job_type": "exec",
+                "name": "api-confined-exec",
+                "run_at": format_instant(SystemClock().now() + timedelta(days=10)),
+                "payload": {"argv": [scheduler.fail_script]},
+            }
+        )
     async with serve_in_process(api_web_config(scheduler.socket, tmp_path / "i.db")) as http:
         http.headers.update(bearer(EXEC_TOKEN))
         jobs = (await http.get("/api/v1/jobs", params={"limit": 1000})).json()["jobs"]
@@ -170,8 +182,8 @@ async def test_a_confined_token_sees_only_its_job_types(
         assert mine.status_code == 200
         runs = (await http.get("/api/v1/runs")).json()["runs"]
         assert {run["job_type"] for run in runs} == {"exec"}
-        calendar = await http.get("/api/v1/calendar.ics")
-        assert "nightly-report" not in calendar.text
+        calendar = await http.get("/api/v1/calendar.ics", params={"days": 366})
+        assert "api-confined-exec" in calendar.text and "nightly-report" not in calendar.text
 
 
 async def test_openapi_describes_every_route_of_the_app(
@@ -226,6 +238,19 @@ async def test_openapi_describes_every_route_of_the_app(
             if path != "/api/v1/openapi.json":
                 assert {"401", "503"} <= set(operation["responses"]), (method, path)
     json.dumps(document)  # plain JSON
+
+
+async def test_an_unexpected_error_is_a_plain_500_problem(
+    scheduler: SchedulerData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: object, call: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(Api, "status", broken)
+    async with serve_in_process(api_web_config(scheduler.socket, tmp_path / "i.db")) as http:
+        response = await http.get("/api/v1/status", headers=bearer(READ_TOKEN))
+    body = assert_problem(response, 500, "io.nexus.Scheduler.InternalError")
+    assert "secret internals" not in response.text and "Traceback" not in body["detail"]
 
 
 async def test_the_api_is_off_unless_enabled(web: httpx.AsyncClient) -> None:

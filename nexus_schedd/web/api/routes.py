@@ -495,6 +495,9 @@ class Api:
                 return problem.response(request.url.path)
             except SchedulerError as exc:
                 return from_scheduler_error(exc).response(request.url.path)
+            except Exception as exc:
+                # Not raised on: Starlette's error middleware would log it a second time.
+                return await self._crash(request, exc)
 
         return endpoint
 
@@ -645,7 +648,7 @@ class Api:
         return problem.response(request.url.path)
 
     async def _crash(self, request: Request, exc: Exception) -> Response:
-        log.error("api request failed", path=request.url.path, error=repr(exc))
+        log.error("api request failed", path=request.url.path, error=repr(exc), exc_info=exc)
         return ApiProblem(
             500, "io.nexus.Scheduler.InternalError", "unexpected error; it was logged"
         ).response(request.url.path)
