@@ -110,6 +110,10 @@ def from_scheduler_error(exc: SchedulerError) -> ApiProblem:
         field = found.group(1) if found else ""
         field = field.removeprefix("job.") if field.startswith("job.") else field
         return bad_request(field or "body", "wrong type or value")
+    if isinstance(exc, ProtocolError):
+        # A reply the client library could not map (the daemon's InternalError, a
+        # broken reply): the daemon's fault, not the caller's.
+        return ApiProblem(502, api_error("DaemonError"), f"the daemon answered: {exc}")
     status = next((code for cls, code in STATUS_BY_ERROR if isinstance(exc, cls)), 502)
     extra: dict[str, Any] = {}
     headers: dict[str, str] = {}
