@@ -16,7 +16,6 @@ from typing import Any
 from starlette.responses import Response
 
 from nexus_schedd.errors import (
-    INTERFACE,
     DaemonUnreachable,
     InvalidJobState,
     InvalidSpec,
@@ -142,7 +141,6 @@ def _title(name: str) -> str:
 
 
 __all__ = [
-    "INTERFACE",
     "PROBLEM_JSON",
     "ApiProblem",
     "api_error",

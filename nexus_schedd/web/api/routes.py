@@ -28,7 +28,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from nexus_schedd.clock import Clock
-from nexus_schedd.errors import JobExists, JobNotFound, SchedulerError, UnknownJobType
+from nexus_schedd.errors import (
+    INTERFACE,
+    JobExists,
+    JobNotFound,
+    PermissionDenied,
+    SchedulerError,
+    UnknownJobType,
+)
 from nexus_schedd.web.api.config import ApiConfig, ApiToken
 from nexus_schedd.web.api.events import EventLog, JsonSource, NumberedEvent
 from nexus_schedd.web.api.idempotency import (
@@ -548,7 +555,7 @@ class Api:
         if operation.scope == "admin" and token.scope != "admin":
             raise ApiProblem(
                 403,
-                "io.nexus.Scheduler.PermissionDenied",
+                PermissionDenied.varlink_error,
                 f"token {token.name!r} has scope read; this needs an admin token",
             )
         return token
@@ -650,7 +657,7 @@ class Api:
     async def _crash(self, request: Request, exc: Exception) -> Response:
         log.error("api request failed", path=request.url.path, error=repr(exc), exc_info=exc)
         return ApiProblem(
-            500, "io.nexus.Scheduler.InternalError", "unexpected error; it was logged"
+            500, f"{INTERFACE}.InternalError", "unexpected error; it was logged"
         ).response(request.url.path)
 
     # -- the daemon ---------------------------------------------------------------
