@@ -11,12 +11,15 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
+from nexus_schedd.client import Client
 from tests.daemon.daemon_process import DaemonProcess, console_script
 from tests.web.conftest import (
     ADMIN_TOKEN,
+    EXEC_TOKEN,
     READ_TOKEN,
     SchedulerData,
     api_config_text,
@@ -115,6 +118,44 @@ def test_events_stream_numbers_events_and_resumes_after_last_event_id(
     assert resumed[0][0] == f"{boot}-{int(seq) + 1}"  # nothing missed, nothing repeated
     unknown = read_events({**bearer(READ_TOKEN), "Last-Event-ID": "feedface-12"}, 1)
     assert unknown[0][1] == "reset" and "missed" in str(unknown[0][2]["reason"])
+
+
+def test_a_confined_token_streams_only_its_job_types(
+    api_process: WebProcess, scheduler: SchedulerData
+) -> None:
+    seen: list[dict[str, object]] = []
+    with (
+        httpx.Client(base_url=api_process.url, timeout=20) as http,
+        http.stream("GET", "/api/v1/events", headers=bearer(EXEC_TOKEN)) as stream,
+    ):
+        assert stream.status_code == 200
+        added = False
+        for line in stream.iter_lines():
+            if not added:
+                # Subscribed (the first line arrived): now make an exec event happen.
+                anyio.run(_add_exec_job, scheduler)
+                added = True
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                if "kind" in event:
+                    seen.append(event)
+                    run = event.get("run") or {}
+                    if event["kind"] == "run_finished" and run.get("job_type") == "exec":
+                        break
+    types = {
+        part["job_type"]
+        for event in seen
+        for part in (event.get("job"), event.get("run"))
+        if isinstance(part, dict)
+    }
+    assert types == {"exec"}  # the every-second log heartbeat never shows
+
+
+async def _add_exec_job(scheduler: SchedulerData) -> None:
+    async with Client(scheduler.socket) as client:
+        await client.add_job(
+            {"job_type": "exec", "payload": {"argv": [scheduler.fail_script]}, "max_retries": 0}
+        )
 
 
 def test_idempotency_keys_survive_restarts_of_both_processes(tmp_path: Path) -> None:
