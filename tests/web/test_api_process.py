@@ -178,6 +178,19 @@ def test_idempotency_keys_survive_restarts_of_both_processes(tmp_path: Path) -> 
         web = WebProcess(tmp_path, str(daemon.socket_path), config, port=web.port)
         web.start()
         with httpx.Client(base_url=web.url, timeout=10) as http:
+            # Pooled connections to the daemon outlive a daemon restart: writes work.
+            http.get("/api/v1/status", headers=bearer(ADMIN_TOKEN))
+            daemon.close()
+            daemon = DaemonProcess(tmp_path, daemon_config(tmp_path))
+            daemon.write_config(daemon_config(tmp_path))
+            daemon.socket_path = Path(web.daemon_socket)
+            daemon.start()
+            fresh = http.post(
+                "/api/v1/jobs",
+                json={**spec, "target_id": "after-restart"},
+                headers=bearer(ADMIN_TOKEN),
+            )
+            assert fresh.status_code == 201, fresh.text
             again = http.post("/api/v1/jobs", json=spec, headers=headers)
             assert again.status_code == 201 and again.content == first.content
             assert again.headers["idempotent-replayed"] == "true"

@@ -2,18 +2,21 @@
 
 A new connection costs the daemon a peer-credential and group lookup, so API
 requests reuse idle connections (one request at a time each). A connection idle
-for longer than :data:`MAX_IDLE` (well under the daemon's idle timeout) is
-closed rather than reused. A read that fails on a reused connection is retried
-once on a new one (the daemon restarted meanwhile); a write is not, since its
-outcome is unknown: it answers 503 and the client decides (with an
-Idempotency-Key, safely).
+for longer than :data:`MAX_IDLE` (well under the daemon's idle timeout), or one
+the daemon has closed (it restarted: seen before anything is sent, by peeking
+at the socket), is dropped rather than reused. Should a reused connection still
+fail, a read is retried once on a new one; a write is not, since its outcome is
+unknown: it answers 503 and the client decides (with an Idempotency-Key, safely).
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
+
+from anyio.abc import SocketAttribute
 
 from nexus_schedd.client import Client
 from nexus_schedd.clock import Clock
@@ -24,6 +27,21 @@ MAX_IDLE = timedelta(seconds=60)
 READ_METHODS = frozenset(
     {"GetStatus", "GetJob", "ListJobs", "ListRuns", "Preview", "ListHandlers", "ExportCalendar"}
 )
+
+
+def _still_open(client: Client) -> bool:
+    """False when the daemon has closed this idle connection (EOF is waiting)."""
+    # The client library exposes no socket; its stream is anyio's, which does.
+    stream = client._stream
+    if stream is None:
+        return False
+    raw = stream.extra(SocketAttribute.raw_socket)
+    try:
+        return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True  # nothing to read: open and idle, as it should be
+    except OSError:
+        return False
 
 
 class DaemonPool:
@@ -71,7 +89,7 @@ class DaemonPool:
         now = self.clock.now()
         while self._idle:
             since, client = self._idle.pop()
-            if now - since < MAX_IDLE:
+            if now - since < MAX_IDLE and _still_open(client):
                 return client, True
             await client.aclose()
         return await self._connect(), False
