@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from nexus_schedd.web.api import OPERATIONS
-from nexus_schedd.web.api.routes import Operation
+from nexus_schedd.web.api.table import Operation
 from tests.web.conftest import ADMIN_TOKEN, SchedulerData, api_config_text, bearer
 from tests.web.web_process import WebProcess
 

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the HTTP API, built from the route table.
 
 Routes, parameters, bodies and responses all come from
-:data:`nexus_schedd.web.api.routes.OPERATIONS`, the same table the server is
+:data:`nexus_schedd.web.api.table.OPERATIONS`, the same table the server is
 built from, so the document cannot describe a route that does not exist or miss
 one that does. The schemas of jobs and runs follow the Varlink IDL
 (``io.nexus.Scheduler.varlink``).
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nexus_schedd import __version__
 
 if TYPE_CHECKING:
-    from nexus_schedd.web.api.routes import Operation
+    from nexus_schedd.web.api.table import Operation
 
 PREFIX = "/api/v1"
 
