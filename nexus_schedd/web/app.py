@@ -11,7 +11,7 @@ from __future__ import annotations
 import http
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -43,6 +43,8 @@ from nexus_schedd.errors import (
 )
 from nexus_schedd.model import Job, JobStatus, Run, RunOutcome
 from nexus_schedd.web import metrics
+from nexus_schedd.web.api import Api
+from nexus_schedd.web.api.routes import ApiMount
 from nexus_schedd.web.config import WebConfig
 from nexus_schedd.web.formatting import (
     describe_recurrence,
@@ -109,6 +111,12 @@ class Dashboard:
         self.run_metrics = metrics.RunMetrics()
         self.broadcaster = Broadcaster()
         self.pump = EventPump(config.socket, self.run_metrics, self.broadcaster)
+        self.api: Api | None = None
+        if config.api.enabled:
+            self.api = Api(
+                config.api, config.socket, self.clock, daemon_up=lambda: self.pump.connected
+            )
+            self.pump.listeners.append(self.api.publish)
         self.templates = Environment(
             loader=PackageLoader("nexus_schedd.web", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -140,6 +148,7 @@ class Dashboard:
             Route("/login", self.login_form, name="login"),
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", self.logout, methods=["POST"], name="logout"),
+            *([ApiMount("/api/v1", self.api.asgi())] if self.api is not None else []),
             Mount(
                 "/static",
                 StaticFiles(packages=[("nexus_schedd.web", "static")]),
@@ -169,13 +178,22 @@ class Dashboard:
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Watch the daemon for as long as the application runs."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self.pump.run)
-            try:
-                yield
-            finally:
-                self.broadcaster.close()
-                tg.cancel_scope.cancel()
+        async with AsyncExitStack() as stack:
+            if self.api is not None:
+                await stack.enter_async_context(self.api.running())
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.pump.run)
+                try:
+                    yield
+                finally:
+                    self.close_streams()
+                    tg.cancel_scope.cancel()
+
+    def close_streams(self) -> None:
+        """End every open Server-Sent Events stream (pages and API), on shutdown."""
+        self.broadcaster.close()
+        if self.api is not None:
+            self.api.close_streams()
 
     def client(self) -> Client:
         """A new control-socket client (use it as ``async with``)."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import ssl
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from nexus_schedd.errors import ConfigError, InvalidSpec
 from nexus_schedd.model.times import resolve_zone
+from nexus_schedd.web.api.config import ApiConfig, parse_api_table
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
 
@@ -26,6 +29,9 @@ _KEYS = frozenset(
         "timezone",
         "log_format",
         "log_level",
+        "tls_cert",
+        "tls_key",
+        "allow_plain_http",
     }
 )
 _LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
@@ -50,9 +56,34 @@ class WebConfig:
     timezone: str = ""
     log_format: LogFormat = "auto"
     log_level: str = "info"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allow_plain_http: bool = False
+    api: ApiConfig = field(default_factory=ApiConfig)
+
+    @property
+    def tls(self) -> bool:
+        """True when HTTPS is served (both ``tls_cert`` and ``tls_key`` set)."""
+        return bool(self.tls_cert and self.tls_key)
 
     def __post_init__(self) -> None:
-        parse_listen(self.listen)
+        host, _ = parse_listen(self.listen)
+        if bool(self.tls_cert) != bool(self.tls_key):
+            missing = "tls_key" if self.tls_cert else "tls_cert"
+            raise ConfigError("web", missing, "tls_cert and tls_key go together")
+        if (
+            self.api.enabled
+            and not self.tls
+            and not self.allow_plain_http
+            and not is_loopback(host)
+        ):
+            raise ConfigError(
+                "web",
+                "listen",
+                f"the API is enabled and {host} is beyond loopback: bearer tokens would cross"
+                " the network in clear; set tls_cert and tls_key, or allow_plain_http = true"
+                " behind a TLS proxy",
+            )
         if self.timezone:
             try:
                 resolve_zone(self.timezone)
@@ -80,6 +111,16 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and addresses in 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def load_config(path: str | Path | None) -> WebConfig:
     """Read ``[web]`` from ``path`` (no file: all defaults); bad keys raise ConfigError."""
     if path is None:
@@ -92,16 +133,20 @@ def load_config(path: str | Path | None) -> WebConfig:
         raise ConfigError(file, "", exc.strerror or "cannot be read") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"not valid TOML: {exc}") from None
-    unknown_tables = set(document) - {"web"}
+    unknown_tables = set(document) - {"web", "api"}
     if unknown_tables:
-        raise ConfigError(file, sorted(unknown_tables)[0], "unknown table (only [web] is read)")
+        raise ConfigError(
+            file, sorted(unknown_tables)[0], "unknown table (only [web] and [api] are read)"
+        )
     table = document.get("web", {})
     if not isinstance(table, dict):
         raise ConfigError(file, "web", "must be a table")
-    return _from_table(file, Path(path).parent, table)
+    base = Path(path).parent
+    api = parse_api_table(file, base, document.get("api", {}))
+    return _from_table(file, base, table, api)
 
 
-def _from_table(file: str, base: Path, table: dict[str, Any]) -> WebConfig:
+def _from_table(file: str, base: Path, table: dict[str, Any], api: ApiConfig) -> WebConfig:
     unknown = set(table) - _KEYS
     if unknown:
         raise ConfigError(file, f"web.{sorted(unknown)[0]}", "unknown key")
@@ -128,6 +173,15 @@ def _from_table(file: str, base: Path, table: dict[str, Any]) -> WebConfig:
     log_level = (text("log_level", "info") or "info").lower()
     if log_level not in _LOG_LEVELS:
         raise ConfigError(file, "web.log_level", f"must be one of {', '.join(sorted(_LOG_LEVELS))}")
+    allow_plain = table.get("allow_plain_http", False)
+    if not isinstance(allow_plain, bool):
+        raise ConfigError(file, "web.allow_plain_http", "must be true or false")
+    tls_cert = text("tls_cert", None) or None
+    tls_key = text("tls_key", None) or None
+    if tls_cert and tls_key:
+        tls_cert = str(base / os.path.expandvars(tls_cert))
+        tls_key = str(base / os.path.expandvars(tls_key))
+        _check_tls(file, tls_cert, tls_key)
     try:
         return WebConfig(
             listen=text("listen", DEFAULT_LISTEN) or DEFAULT_LISTEN,
@@ -138,9 +192,26 @@ def _from_table(file: str, base: Path, table: dict[str, Any]) -> WebConfig:
             timezone=text("timezone", "") or "",
             log_format=cast(LogFormat, log_format),
             log_level=log_level,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            allow_plain_http=allow_plain,
+            api=api,
         )
     except ConfigError as exc:
         raise ConfigError(file, f"web.{exc.key}", exc.reason) from None
+
+
+def _check_tls(file: str, cert: str, key: str) -> None:
+    """Load the pair once, so that a wrong path or a mismatched key is a config error."""
+    for name, path in (("tls_cert", cert), ("tls_key", key)):
+        if not os.access(path, os.R_OK):
+            raise ConfigError(file, f"web.{name}", f"{path} cannot be read")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(
+            file, "web.tls_key", f"{cert} and {key} are not a usable certificate and key: {exc}"
+        ) from None
 
 
 def _read_token(file: str, path: Path) -> str:

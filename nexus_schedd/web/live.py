@@ -9,8 +9,9 @@ Events streams of the open pages.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import aclosing, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -112,6 +113,17 @@ def event_summary(event: Event) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class DaemonState:
+    """The daemon went up or down, for listeners that want JSON."""
+
+    up: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"up": self.up, "reason": self.reason}
+
+
 class EventPump:
     """Feeds the daemon's Watch events to the run metrics and the broadcaster."""
 
@@ -123,6 +135,9 @@ class EventPump:
         self.broadcaster = broadcaster
         self.connected = False
         self.sessions = 0
+        self.listeners: list[Callable[[str, Any], None]] = []
+        """Called with (the event's kind, the Watch :class:`Event`), or with ("daemon",
+        an object whose ``to_json()`` is {"up", "reason"})."""
 
     async def run(self) -> None:
         """Watch forever; while the daemon is down, retry with capped exponential backoff."""
@@ -150,6 +165,8 @@ class EventPump:
             async for event in events:
                 self.run_metrics.observe(event)
                 self.broadcaster.publish(sse_message("change", event_summary(event)))
+                for listener in self.listeners:
+                    listener(event.kind.value, event)
         self._set_connected(False, "the daemon ended the Watch stream")
 
     def _set_connected(self, connected: bool, reason: str) -> None:
@@ -162,3 +179,5 @@ class EventPump:
         else:
             log.warning("web lost daemon", reason=reason)
         self.broadcaster.publish(sse_message("daemon", {"up": connected, "reason": reason}))
+        for listener in self.listeners:
+            listener("daemon", DaemonState(connected, reason))

@@ -17,6 +17,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from nexus_schedd.daemon.logging import configure_logging
 from nexus_schedd.errors import EXIT_OK, EXIT_USAGE, ConfigError
+from nexus_schedd.web.api.config import prepare_state
 from nexus_schedd.web.app import Dashboard
 from nexus_schedd.web.config import WebConfig, load_config, parse_listen
 
@@ -46,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config).with_overrides(listen=args.listen, socket=args.socket)
         if args.listen:
             parse_listen(args.listen)
+        if config.api.enabled:
+            problem = prepare_state(config.api)
+            if problem:
+                raise ConfigError(args.config or "", "api.idempotency_db", problem)
     except ConfigError as exc:
         sys.stderr.write(f"nexus-schedweb: {exc}\n")
         return EXIT_USAGE
@@ -78,6 +83,9 @@ async def run(config: WebConfig) -> int:
     # Hypercorn has started the app's lifespan.
     server_config.bind = [f"fd://{listener.detach()}"]
     server_config.graceful_timeout = GRACEFUL_TIMEOUT_S
+    if config.tls:
+        server_config.certfile = config.tls_cert
+        server_config.keyfile = config.tls_key
     server_config.accesslog = None
     # Hypercorn's own messages go through the root handler configure_logging installed.
     server_config.errorlog = logging.getLogger("hypercorn.error")
@@ -86,7 +94,7 @@ async def run(config: WebConfig) -> int:
     async def shutdown_trigger() -> None:
         await stop.wait()
         # Ends the /events streams, so open pages do not hold the drain.
-        dashboard.broadcaster.close()
+        dashboard.close_streams()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(_wait_for_signal, stop)
@@ -95,6 +103,8 @@ async def run(config: WebConfig) -> int:
             listen=f"{bound[0]}:{bound[1]}",
             socket=config.socket or "default",
             actions_enabled=config.actions_enabled,
+            api_enabled=config.api.enabled,
+            tls=config.tls,
         )
         try:
             await serve(dashboard.asgi(), server_config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
@@ -109,6 +119,9 @@ def _bind(host: str, port: int) -> socket.socket:
     listener = socket.socket(family, socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Inherited by accepted connections (Linux): a response's header and body
+        # writes go out at once instead of waiting on the client's delayed ACK.
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         listener.bind((host, port))
     except OSError:
         listener.close()

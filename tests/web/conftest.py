@@ -3,6 +3,7 @@ folder, and the dashboard's ASGI app in-process (httpx) or as the real process."
 
 from __future__ import annotations
 
+import hashlib
 import re
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,6 +21,7 @@ from nexus_schedd.client import Client
 from nexus_schedd.clock import SystemClock
 from nexus_schedd.model import Job
 from nexus_schedd.model.times import format_instant
+from nexus_schedd.web.api.config import ApiConfig, ApiToken
 from nexus_schedd.web.app import Dashboard
 from nexus_schedd.web.config import WebConfig
 from tests.daemon.daemon_process import DaemonProcess
@@ -190,3 +192,80 @@ async def get_job(socket: str, ref: str) -> Job:
     """The job as the daemon has it now."""
     async with Client(socket) as client:
         return await client.get_job(ref)
+
+
+# -- the JSON API -------------------------------------------------------------------
+
+ADMIN_TOKEN = "api-admin-token-0123456789"
+READ_TOKEN = "api-read-token-0123456789"
+EXEC_TOKEN = "api-exec-only-token-0123456789"
+"""An admin token confined to job types matching ``ex*`` (the ``exec`` handler)."""
+
+
+def sha256_hex(secret: str) -> str:
+    """What ``sha256sum`` prints for ``secret``: the form [[api.tokens]] stores."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def api_config_text(database: Path, *, extra: str = "") -> str:
+    """An ``[api]`` table with the three test tokens (for a real ``nexus-schedweb``)."""
+    return f"""
+[api]
+enabled = true
+idempotency_db = "{database}"
+{extra}
+[[api.tokens]]
+name = "admin"
+sha256 = "{sha256_hex(ADMIN_TOKEN)}"
+scope = "admin"
+
+[[api.tokens]]
+name = "reader"
+sha256 = "{sha256_hex(READ_TOKEN)}"
+scope = "read"
+
+[[api.tokens]]
+name = "exec-only"
+sha256 = "{sha256_hex(EXEC_TOKEN)}"
+scope = "admin"
+job_types = ["ex*"]
+"""
+
+
+def api_web_config(socket: str, database: Path, **api: Any) -> WebConfig:
+    """A dashboard config with the API on and the three test tokens."""
+    tokens = (
+        ApiToken("admin", hashlib.sha256(ADMIN_TOKEN.encode()).digest(), "admin"),
+        ApiToken("reader", hashlib.sha256(READ_TOKEN.encode()).digest(), "read"),
+        ApiToken("exec-only", hashlib.sha256(EXEC_TOKEN.encode()).digest(), "admin", ("ex*",)),
+    )
+    return WebConfig(
+        socket=socket,
+        api=ApiConfig(enabled=True, tokens=tokens, idempotency_db=database, **api),
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header for ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def api(scheduler: SchedulerData, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in-process on the folder's daemon; requests carry the admin token."""
+    config = api_web_config(scheduler.socket, tmp_path / "idempotency.db")
+    async with serve_in_process(config) as http:
+        http.headers.update(bearer(ADMIN_TOKEN))
+        yield http
+
+
+def assert_problem(response: httpx.Response, status: int, name: str) -> dict[str, Any]:
+    """A problem+json reply with ``status`` whose type ends with ``name``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"].endswith(name), body
+    assert body["title"] and body["detail"]
+    assert "Traceback" not in response.text
+    return body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -23,10 +24,20 @@ def free_port() -> int:
 class WebProcess:
     """Start ``nexus-schedweb`` with a config file, wait until it serves, stop it."""
 
-    def __init__(self, workdir: Path, daemon_socket: str, config_text: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        daemon_socket: str,
+        config_text: str = "",
+        *,
+        tls_ca: Path | None = None,
+        port: int | None = None,
+    ) -> None:
         self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = port or free_port()
+        self.tls_ca = tls_ca
+        """With TLS: the certificate to trust (the URL is then https://)."""
+        self.url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{self.port}"
         self.config_path = workdir / f"web-{self.port}.toml"
         self.config_path.write_text(config_text)
         self.log_path = workdir / f"web-{self.port}.log"
@@ -55,12 +66,17 @@ class WebProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"nexus-schedweb exited early:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/metrics", timeout=2).status_code == 200:
+                reply = httpx.get(f"{self.url}/metrics", timeout=2, verify=self.verify())
+                if reply.status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
         raise AssertionError(f"nexus-schedweb did not serve within {timeout} s:\n{self.log()}")
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What httpx should verify the server with."""
+        return ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else True
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait for the exit code."""
