@@ -329,8 +329,8 @@ class Engine:
         fresh: list[Job] = []
         by_name: dict[str, Job] = {}
         for spec in specs:
-            if not self._registry.supports(spec.job_type):
-                raise UnknownJobType(spec.job_type)
+            # UnknownJobType, or InvalidSpec from the handler's add-time check.
+            self._registry.check_job(spec.job_type, spec.payload)
             # Ids from the engine's ULID-format generator: the ulid package costs
             # ~15 us an id, a quarter of a batched add.
             job = Job.create(spec, now, self._settings.defaults, self._run_ids.next(now))
@@ -1129,6 +1129,7 @@ class Engine:
                     deadline=attempt.deadline,
                     scheduled_for=run.scheduled_for,
                     log=_AttemptLog(self._log, attempt),
+                    run_id=run.id,
                 )
                 try:
                     value = await attempt.handler.handle(job, ctx)
