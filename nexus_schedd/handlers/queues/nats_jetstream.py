@@ -78,9 +78,18 @@ class _Session:
     client: nats.aio.client.Client
     js: nats.js.JetStreamContext
     replies: ReplyWaiters = field(default_factory=ReplyWaiters)
+    publishing: set[anyio.CancelScope] = field(default_factory=set)
+    """Publishes waiting for their PubAck: nats-py leaves them waiting when the
+    connection is lost, so :meth:`lost` cancels them."""
 
     def is_open(self) -> bool:
         return self.client.is_connected
+
+    def lost(self) -> None:
+        """The connection is gone: fail what waits on it."""
+        for scope in list(self.publishing):
+            scope.cancel()
+        self.replies.fail_all("nats: the connection closed while waiting for the reply")
 
 
 class NatsHandler:
@@ -151,13 +160,20 @@ class NatsHandler:
                     session.replies.deliver(msg.subject, reply_result(msg.data))
 
                 subscription = await session.client.subscribe(reply_subject, cb=on_reply)
-            with anyio.fail_after(self.publish_timeout_s):
-                ack = await session.js.publish(
-                    request.subject,
-                    encode_body(job, ctx, request.delivery),
-                    timeout=self.publish_timeout_s,
-                    headers=headers,
-                )
+            with anyio.fail_after(self.publish_timeout_s), anyio.CancelScope() as publishing:
+                session.publishing.add(publishing)
+                try:
+                    ack = await session.js.publish(
+                        request.subject,
+                        encode_body(job, ctx, request.delivery),
+                        timeout=self.publish_timeout_s,
+                        headers=headers,
+                    )
+                finally:
+                    session.publishing.discard(publishing)
+            if publishing.cancelled_caught:
+                self.link.discard(session)
+                return JobResult.failure("nats: the connection closed before the PubAck")
             if waiter is None:
                 return JobResult.success(
                     {
@@ -193,7 +209,7 @@ class NatsHandler:
 
         async def lost() -> None:
             if session is not None:
-                session.replies.fail_all("nats: the connection closed while waiting for the reply")
+                session.lost()
 
         async def quiet(_exc: Exception) -> None:
             pass  # failures surface as errors of the calls that meet them
