@@ -22,6 +22,7 @@ from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.queues.envelope import (
     Delivery,
+    UnconfiguredHandler,
     check_allowed,
     config_allow,
     config_keys,
@@ -262,10 +263,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 
-def make_handler(config: Mapping[str, Any]) -> AmqpHandler:
+def make_handler(config: Mapping[str, Any]) -> AmqpHandler | UnconfiguredHandler:
     """Entry point ``amqp``: ``[handlers.amqp]`` takes ``url`` (amqp://...), ``allow``
     (globs of routing keys or exchanges), ``connect_timeout_s``, ``publish_timeout_s``
     and ``reply_timeout_s`` (request mode, for jobs without a timeout)."""
+    if not config:
+        return UnconfiguredHandler("amqp", "url")
     require("aio_pika", "amqp")
     config_keys(config, "amqp", _CONFIG_KEYS)
     return AmqpHandler(

@@ -31,6 +31,7 @@ import anyio
 from nexus_schedd.errors import ConfigError, InvalidSpec
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.queues.envelope import (
+    UnconfiguredHandler,
     build_envelope,
     check_allowed,
     config_allow,
@@ -413,10 +414,12 @@ def _exception(value: Any) -> str:
     return str(value)
 
 
-def make_handler(config: Mapping[str, Any]) -> CeleryHandler:
+def make_handler(config: Mapping[str, Any]) -> CeleryHandler | UnconfiguredHandler:
     """Entry point ``celery``: ``[handlers.celery]`` takes ``broker_url`` (amqp:// or
     redis://), ``result_backend`` (redis://, for wait_result), ``allow`` (task name
     globs), ``connect_timeout_s``, ``publish_timeout_s`` and ``reply_timeout_s``."""
+    if not config:
+        return UnconfiguredHandler("celery", "broker_url")
     config_keys(config, "celery", _CONFIG_KEYS)
     broker_url = config_url(config, "celery", "broker_url", ("amqp", "amqps", "redis", "rediss"))
     require("aio_pika" if broker_url.startswith("amqp") else "redis", "celery")

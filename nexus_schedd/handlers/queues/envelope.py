@@ -176,6 +176,31 @@ def _not_a_result(why: str) -> JobResult:
     )
 
 
+class UnconfiguredHandler:
+    """What an installed queue handler is without a ``[handlers.NAME]`` table: it owns
+    its job type, so a job of that type is refused at add with a message saying what
+    to configure (rather than UnknownJobType), and it needs no broker client."""
+
+    def __init__(self, name: str, url_key: str) -> None:
+        self.name = name
+        self.reason = (
+            f"the {name} handler is not configured: add a [handlers.{name}] table "
+            f"with {url_key} and allow"
+        )
+
+    def supports(self, job_type: str) -> bool:
+        """Its own job type."""
+        return job_type == self.name
+
+    def validate(self, job_type: str, payload: Mapping[str, Any]) -> None:
+        """Refuse every job: there is no broker to hand it to."""
+        raise InvalidSpec("job_type", self.reason)
+
+    async def handle(self, job: Job, ctx: HandlerContext) -> JobResult:
+        """A permanent failure (the table was removed since the job was added)."""
+        return JobResult.failure(self.reason, should_retry=False)
+
+
 def config_keys(config: Mapping[str, Any], handler: str, keys: frozenset[str]) -> None:
     """Refuse a ``[handlers.NAME]`` key the handler does not know."""
     unknown = set(config) - keys

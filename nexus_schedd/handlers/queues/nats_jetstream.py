@@ -22,6 +22,7 @@ from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.queues.envelope import (
     Delivery,
+    UnconfiguredHandler,
     check_allowed,
     config_allow,
     config_keys,
@@ -231,9 +232,11 @@ class NatsHandler:
         await session.client.close()
 
 
-def make_handler(config: Mapping[str, Any]) -> NatsHandler:
+def make_handler(config: Mapping[str, Any]) -> NatsHandler | UnconfiguredHandler:
     """Entry point ``nats``: ``[handlers.nats]`` takes ``url`` (nats://...), ``allow``
     (subject globs), ``connect_timeout_s``, ``publish_timeout_s`` and ``reply_timeout_s``."""
+    if not config:
+        return UnconfiguredHandler("nats", "url")
     require("nats", "nats")
     config_keys(config, "nats", _CONFIG_KEYS)
     return NatsHandler(

@@ -23,6 +23,7 @@ from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.queues.envelope import (
     Delivery,
+    UnconfiguredHandler,
     check_allowed,
     config_allow,
     config_keys,
@@ -214,10 +215,12 @@ class RedisHandler:
         await client.aclose()
 
 
-def make_handler(config: Mapping[str, Any]) -> RedisHandler:
+def make_handler(config: Mapping[str, Any]) -> RedisHandler | UnconfiguredHandler:
     """Entry point ``redis``: ``[handlers.redis]`` takes ``url`` (redis://...),
     ``allow`` (stream globs), ``connect_timeout_s``, ``publish_timeout_s``,
     ``reply_timeout_s`` and ``reply_prefix`` (of request mode's reply streams)."""
+    if not config:
+        return UnconfiguredHandler("redis", "url")
     require("redis", "redis")
     config_keys(config, "redis", _CONFIG_KEYS)
     prefix = config.get("reply_prefix", "nexus:reply:")

@@ -44,7 +44,8 @@ class CeleryWorker:
             ],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -64,6 +65,9 @@ class CeleryWorker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.reader.join(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
 
     def ran(self, task_id: str) -> bool:
         """True if the worker's log shows it received the task with this id."""
