@@ -48,7 +48,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed-bench
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e . 'APScheduler>=3.11,<3.12' SQLAlchemy
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[queues]' 'APScheduler>=3.11,<3.12' SQLAlchemy
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

@@ -5,7 +5,8 @@
 Defaults are the workloads of issue 6 (about 10 minutes on the project's 2-core
 machine): throughput 100,000 jobs (APScheduler's SQL store 10,000), lateness
 1,000 jobs/s for 60 s, idle 30 s, scale 1,000,000 and then 5,000,000 jobs,
-multi-node 20,000 jobs on PostgreSQL with 1 and with 3 node processes.
+multi-node 20,000 jobs on PostgreSQL with 1 and with 3 node processes, hand-off
+to queues 5,000 jobs to each of RabbitMQ, Redis, NATS JetStream and Celery.
 ``--quick`` shrinks everything for a smoke run.
 """
 
@@ -17,7 +18,7 @@ import platform
 import time
 from pathlib import Path
 
-from benchmarks import add_rate, idle, lateness, multinode, scale, throughput
+from benchmarks import add_rate, idle, lateness, multinode, queues, scale, throughput
 from benchmarks.common import Report, emit
 
 
@@ -57,6 +58,9 @@ def main() -> None:
         # Needs the PostgreSQL server (NEXUS_SCHEDD_TEST_POSTGRES_DSN); an
         # unreachable one gives empty rows, not a failed run.
         multinode.run(5_000 if quick else 20_000, [1, 3]),
+        # Needs RabbitMQ, Redis and NATS on their local ports; one that does not
+        # answer gives an empty row.
+        queues.run(1_000 if quick else 5_000),
     ]
     print(f"\nmachine: {machine()}; total {time.monotonic() - started:.0f} s\n")
     emit(reports)
