@@ -209,3 +209,26 @@ async def _dropped(handler: AmqpHandler, proxy: TcpProxy, queue: Any, attempt: M
         assert handler.link.connects == 2
     finally:
         await handler.aclose()
+
+
+async def test_a_missing_exchange_is_a_permanent_failure_and_the_channel_is_reopened(
+    handler: AmqpHandler, queue: Any, name: str, attempt: MakeAttempt
+) -> None:
+    handler.allow = ("nxs-test-*",)
+    job, ctx = attempt("amqp", {"exchange": f"{name}-none", "routing_key": "x"})
+    result = await handler.handle(job, ctx)
+    assert not result.ok and not result.should_retry and "no exchange" in (result.error or "")
+    # RabbitMQ closed the channel; the next hand-off gets a new one.
+    good, good_ctx = attempt("amqp", {"routing_key": queue.name})
+    assert (await handler.handle(good, good_ctx)).ok
+
+
+async def test_after_aclose_an_attempt_is_a_retriable_failure(
+    queue: Any, attempt: MakeAttempt
+) -> None:
+    handler = AmqpHandler(AMQP_URL, ("nxs-test-*",))
+    job, ctx = attempt("amqp", {"routing_key": queue.name})
+    assert (await handler.handle(job, ctx)).ok
+    await handler.aclose()
+    closed = await handler.handle(job, ctx)
+    assert not closed.ok and closed.should_retry and "closed" in (closed.error or "")
