@@ -9,8 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 import anyio
+import structlog
 
 from nexus_schedd.model import JobResult
+
+_log = structlog.get_logger("nexus_schedd.handlers.queues")
 
 C = TypeVar("C")
 
@@ -87,11 +90,19 @@ class BrokerLink(Generic[C]):
             except Exception as exc:
                 self._failures += 1
                 delay = min(self.backoff_max_s, self.backoff_min_s * 2 ** (self._failures - 1))
-                self._retry_at = anyio.current_time() + delay * random.uniform(0.5, 1.0)
+                delay *= random.uniform(0.5, 1.0)  # jitter: handlers do not retry in step
+                self._retry_at = anyio.current_time() + delay
                 if isinstance(exc, TimeoutError):
                     self._last_error = f"connect timed out after {self.connect_timeout_s:g} s"
                 else:
                     self._last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                _log.warning(
+                    "broker_connect_failed",
+                    handler=self.name,
+                    error=self._last_error,
+                    failures=self._failures,
+                    retry_in_s=round(delay, 3),
+                )
                 raise BrokerUnavailable(
                     f"cannot connect to the {self.name} broker: {self._last_error}"
                 ) from None
@@ -100,6 +111,7 @@ class BrokerLink(Generic[C]):
             self._conn = conn
             self._discarded = None
             self.connects += 1
+            _log.info("broker_connected", handler=self.name, connects=self.connects)
             return conn
 
     def discard(self, conn: C) -> None:
