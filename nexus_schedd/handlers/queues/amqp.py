@@ -12,6 +12,7 @@ id); the worker's reply, a JobResult as JSON, decides the attempt.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -158,7 +159,9 @@ class AmqpHandler:
         except BrokerUnavailable as exc:
             return unavailable(exc)
         except (amqp_errors.AMQPError, OSError) as exc:
+            self.link.discard(session)
             return JobResult.failure(f"amqp: cannot set up the reply queue: {_describe(exc)}")
+        correlation_id = ctx.run_id or uuid.uuid4().hex
         msg_id = message_id(ctx, request.delivery.mode)
         message = aio_pika.Message(
             encode_body(job, ctx, request.delivery),
@@ -169,12 +172,12 @@ class AmqpHandler:
                 else aio_pika.DeliveryMode.NOT_PERSISTENT
             ),
             message_id=msg_id,
-            correlation_id=ctx.run_id if reply_to else None,
+            correlation_id=correlation_id if reply_to else None,
             reply_to=reply_to,
             headers=dict(request.headers),
             app_id="nexus-schedd",
         )
-        waiter = session.replies.expect(ctx.run_id) if reply_to else None
+        waiter = session.replies.expect(correlation_id) if reply_to else None
         try:
             result = await self._publish(session, request, message)
             if result is not None or waiter is None:
@@ -182,7 +185,7 @@ class AmqpHandler:
             return await session.replies.wait(waiter, ctx, self.reply_timeout_s)
         finally:
             if waiter is not None:
-                session.replies.forget(ctx.run_id)
+                session.replies.forget(correlation_id)
 
     async def _publish(
         self, session: _Session, request: AmqpPayload, message: aio_pika.Message
