@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,web]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,web,queues]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -48,7 +48,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed-bench
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[web]' 'APScheduler>=3.11,<3.12' SQLAlchemy
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[web,queues]' 'APScheduler>=3.11,<3.12' SQLAlchemy
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

@@ -5,8 +5,9 @@
 Defaults are the workloads of issue 6 (about 10 minutes on the project's 2-core
 machine): throughput 100,000 jobs (APScheduler's SQL store 10,000), lateness
 1,000 jobs/s for 60 s, idle 30 s, scale 1,000,000 and then 5,000,000 jobs,
-multi-node 20,000 jobs on PostgreSQL with 1 and with 3 node processes, and
-4,000 single adds through the HTTP API and through Varlink (16 clients each).
+multi-node 20,000 jobs on PostgreSQL with 1 and with 3 node processes,
+4,000 single adds through the HTTP API and through Varlink (16 clients each), and
+hand-off to queues 5,000 jobs to each of RabbitMQ, Redis, NATS JetStream and Celery.
 ``--quick`` shrinks everything for a smoke run.
 """
 
@@ -18,7 +19,7 @@ import platform
 import time
 from pathlib import Path
 
-from benchmarks import add_rate, api_rate, idle, lateness, multinode, scale, throughput
+from benchmarks import add_rate, api_rate, idle, lateness, multinode, queues, scale, throughput
 from benchmarks.common import Report, emit
 
 
@@ -60,6 +61,9 @@ def main() -> None:
         multinode.run(5_000 if quick else 20_000, [1, 3]),
         # Single adds through nexus-schedweb's HTTP API beside the same through Varlink.
         api_rate.run(800 if quick else 4_000),
+        # Needs RabbitMQ, Redis and NATS on their local ports; one that does not
+        # answer gives an empty row.
+        queues.run(1_000 if quick else 5_000),
     ]
     print(f"\nmachine: {machine()}; total {time.monotonic() - started:.0f} s\n")
     emit(reports)

@@ -88,7 +88,9 @@ class Daemon:
         self._store = store
         registry = load_handlers(config.handlers, log=log, config_file=self._config_name)
         self._registries.append(registry)
-        check_schedule_types(config.schedules, registry.supports, self._config_name)
+        check_schedule_types(
+            config.schedules, registry.supports, self._config_name, registry.check_job
+        )
         # A shared (PostgreSQL) store gets the multi-node engine.
         engine = engine_for(store, registry, SystemClock(), settings, log=log)
         self._engine = engine
@@ -183,7 +185,9 @@ class Daemon:
                 try:
                     new = load_config(self.config_path, overrides=self.overrides)
                     registry = load_handlers(new.handlers, log=log, config_file=self._config_name)
-                    check_schedule_types(new.schedules, registry.supports, self._config_name)
+                    check_schedule_types(
+                        new.schedules, registry.supports, self._config_name, registry.check_job
+                    )
                 except SchedulerError as exc:
                     log.error("reload_refused", error=exc.message)
                     if registry is not None:

@@ -199,9 +199,14 @@ def default_state_dir(env: Mapping[str, str] | None = None, euid: int | None = N
 
 
 def check_schedule_types(
-    schedules: Sequence[JobSpec], supports: Callable[[str], bool], file: str
+    schedules: Sequence[JobSpec],
+    supports: Callable[[str], bool],
+    file: str,
+    check_payload: Callable[[str, Mapping[str, Any]], None] | None = None,
 ) -> None:
-    """Refuse a ``[[schedules]]`` entry whose job type no loaded handler runs.
+    """Refuse a ``[[schedules]]`` entry whose job type no loaded handler runs, or
+    whose payload its handler's add-time check refuses (``check_payload``: the
+    registry's ``check_job``).
 
     Checked once the handlers are loaded (start-up, ``--check-config``, reload),
     before anything is applied, so a refused reload changes nothing.
@@ -213,6 +218,15 @@ def check_schedule_types(
                 f"schedules[{index}].job_type",
                 f"no loaded handler supports job type {spec.job_type!r} (schedule {spec.name!r})",
             )
+        if check_payload is not None:
+            try:
+                check_payload(spec.job_type, spec.payload)
+            except InvalidSpec as exc:
+                raise ConfigError(
+                    file,
+                    f"schedules[{index}].{exc.field}",
+                    f"{exc.reason} (schedule {spec.name!r})",
+                ) from None
 
 
 def load_config(

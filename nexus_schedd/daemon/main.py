@@ -122,7 +122,7 @@ async def check_with_handlers(config: Config, file: str) -> list[str]:
     (they would be skipped) come back as warnings."""
     registry = load_handlers(config.handlers, log=_Quiet(), config_file=file)
     try:
-        check_schedule_types(config.schedules, registry.supports, file)
+        check_schedule_types(config.schedules, registry.supports, file, registry.check_job)
     finally:
         await registry.aclose()
     notes = [f"handler {name!r} failed to load: {error}" for name, error in registry.broken.items()]

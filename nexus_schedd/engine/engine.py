@@ -36,7 +36,7 @@ from nexus_schedd.engine.service import UNSET
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.engine.shared import ClaimedWork
 from nexus_schedd.engine.source import DueWorkSource
-from nexus_schedd.errors import InvalidJobState, JobExists, JobNotFound, UnknownJobType
+from nexus_schedd.errors import InvalidJobState, JobExists, JobNotFound
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, Run
 from nexus_schedd.model.events import EngineStatus, Event, EventKind
@@ -234,8 +234,8 @@ class Engine:
         fresh: list[Job] = []
         by_name: dict[str, Job] = {}
         for spec in specs:
-            if not core.registry.supports(spec.job_type):
-                raise UnknownJobType(spec.job_type)
+            # UnknownJobType, or InvalidSpec from the handler's add-time check.
+            core.registry.check_job(spec.job_type, spec.payload)
             # Ids from the engine's ULID-format generator: the ulid package costs
             # ~15 us an id, a quarter of a batched add.
             job = Job.create(spec, now, core.settings.defaults, core.run_ids.next(now))

@@ -193,6 +193,7 @@ class Workers:
                     deadline=attempt.deadline,
                     scheduled_for=run.scheduled_for,
                     log=AttemptLog(self._log, attempt),
+                    run_id=run.id,
                 )
                 try:
                     value = await attempt.handler.handle(job, ctx)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.model import Job, JobResult
 from nexus_schedd.model.frozen import fast_init
 
@@ -34,6 +35,8 @@ class HandlerContext:
     """The instant of the occurrence being run."""
     log: Any
     """A structlog logger bound with job_id, job_type and attempt."""
+    run_id: str = ""
+    """The id of this attempt's run (unique per attempt; the run in ``ListRuns``)."""
 
 
 @runtime_checkable
@@ -56,9 +59,35 @@ class Handler(Protocol):
         ...
 
 
+@runtime_checkable
+class ValidatingHandler(Protocol):
+    """A handler that also checks a job's payload when the job is added (optional).
+
+    The engine calls ``validate`` once for each job added (``AddJob``, ``AddJobs``,
+    a static schedule), before anything is written, with the job type and payload.
+    It raises :class:`~nexus_schedd.errors.InvalidSpec` naming the field
+    (``"payload"`` or ``"payload.KEY"``) to refuse the job; the caller gets the
+    error and nothing is added. It must be cheap and must not do I/O: it runs on
+    the event loop inside the add call. ``handle`` still checks the payload at run
+    time, since a reload may have narrowed the handler's config since the add.
+    """
+
+    def validate(self, job_type: str, payload: Mapping[str, Any]) -> None:
+        """Raise InvalidSpec if ``payload`` is not one this handler can run."""
+        ...
+
+
 class HandlerFactory(Protocol):
     """What an entry point or ``factory = "module:attr"`` names."""
 
     def __call__(self, config: Mapping[str, Any]) -> Handler:
         """Build a handler from its ``[handlers.NAME]`` table (empty when absent)."""
         ...
+
+
+def payload_error(reason: str) -> InvalidSpec:
+    """An add-time refusal from a payload parser's message: the field is the
+    ``payload.KEY`` the message starts with, else ``payload``."""
+    head = reason.split(" ", 1)[0].rstrip(":,")
+    field = head if head.startswith("payload.") else "payload"
+    return InvalidSpec(field, reason)

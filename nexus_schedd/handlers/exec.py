@@ -24,8 +24,8 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from nexus_schedd.errors import ConfigError
-from nexus_schedd.handlers.base import HandlerContext
+from nexus_schedd.errors import ConfigError, InvalidSpec
+from nexus_schedd.handlers.base import HandlerContext, payload_error
 from nexus_schedd.model import Job, JobResult
 
 EX_TEMPFAIL = 75
@@ -119,6 +119,19 @@ class ExecHandler:
             return False
         return any(fnmatch.fnmatchcase(program, pattern) for pattern in self.allow)
 
+    def validate(self, job_type: str, payload: Mapping[str, Any]) -> None:
+        """Add-time check: a well-formed payload whose argv[0] the ``allow`` globs permit."""
+        try:
+            parsed = ExecPayload.parse(payload)
+        except ValueError as exc:
+            raise payload_error(str(exc)) from None
+        if not self.allowed(parsed.argv[0]):
+            raise InvalidSpec("payload.argv", self._refusal(parsed.argv[0]))
+
+    def _refusal(self, program: str) -> str:
+        allow = ", ".join(self.allow) if self.allow else "nothing (no 'allow' globs set)"
+        return f"{program!r} is not allowed: [handlers.exec] allow permits {allow}"
+
     async def handle(self, job: Job, ctx: HandlerContext) -> JobResult:
         """Run the payload's argv and map its exit status to a result."""
         try:
@@ -127,11 +140,7 @@ class ExecHandler:
             return JobResult.failure(f"bad exec payload: {exc}", should_retry=False)
         program = payload.argv[0]
         if not self.allowed(program):
-            allow = ", ".join(self.allow) if self.allow else "nothing (no 'allow' globs set)"
-            return JobResult.failure(
-                f"{program!r} is not allowed: [handlers.exec] allow permits {allow}",
-                should_retry=False,
-            )
+            return JobResult.failure(self._refusal(program), should_retry=False)
         env = {
             **DEFAULT_ENV,
             "NEXUS_SCHEDD_JOB_ID": job.id,

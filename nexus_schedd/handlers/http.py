@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 
 from nexus_schedd.clock import Clock, SystemClock
-from nexus_schedd.errors import ConfigError
-from nexus_schedd.handlers.base import HandlerContext
+from nexus_schedd.errors import ConfigError, InvalidSpec
+from nexus_schedd.handlers.base import HandlerContext, payload_error
 from nexus_schedd.model import Job, JobResult
 
 EXCERPT_CHARS = 1024
@@ -103,6 +103,19 @@ class HttpHandler:
         host = host.lower()
         return any(fnmatch.fnmatchcase(host, pattern) for pattern in self.allow_hosts)
 
+    def validate(self, job_type: str, payload: Mapping[str, Any]) -> None:
+        """Add-time check: a well-formed payload whose URL host ``allow_hosts`` permits."""
+        try:
+            request = HttpPayload.parse(payload)
+        except ValueError as exc:
+            raise payload_error(str(exc)) from None
+        if not self.allowed(request.url.host):
+            raise InvalidSpec("payload.url", self._refusal(request.url.host))
+
+    def _refusal(self, host: str) -> str:
+        allow = ", ".join(self.allow_hosts) if self.allow_hosts else "nothing"
+        return f"host {host!r} is not allowed: [handlers.http] allow_hosts permits {allow}"
+
     async def aclose(self) -> None:
         """Close the connection pool; the daemon calls this when it unloads the handler."""
         if self._client is not None:
@@ -127,12 +140,7 @@ class HttpHandler:
         except ValueError as exc:
             return JobResult.failure(f"bad http payload: {exc}", should_retry=False)
         if not self.allowed(request.url.host):
-            allow = ", ".join(self.allow_hosts) if self.allow_hosts else "nothing"
-            return JobResult.failure(
-                f"host {request.url.host!r} is not allowed: "
-                f"[handlers.http] allow_hosts permits {allow}",
-                should_retry=False,
-            )
+            return JobResult.failure(self._refusal(request.url.host), should_retry=False)
         headers = dict(request.headers)
         if not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = ctx.idempotency_key

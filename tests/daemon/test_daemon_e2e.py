@@ -463,6 +463,15 @@ def test_check_config_names_the_file_key_and_reason(tmp_path: Path) -> None:
         (lambda text: text.replace("allow = [", "alow = ["), "handlers.exec.alow"),
         # A schedule whose job type no loaded handler runs.
         (lambda text: text + schedule("ghost", job_type="nosuch"), "schedules[1].job_type"),
+        # A schedule whose payload its handler's add-time check refuses.
+        (
+            lambda text: (
+                text
+                + '[[schedules]]\nname = "shell"\njob_type = "exec"\ncron = "* * * * *"\n'
+                + 'payload = { argv = ["/bin/sh"] }\n'
+            ),
+            "schedules[1].payload.argv",
+        ),
     ],
 )
 def test_check_config_and_start_up_load_the_handlers_to_check_them(

@@ -96,7 +96,16 @@ def test_every_method_is_callable_on_the_real_daemon(daemon: DaemonProcess) -> N
         },
     )
     assert preview["occurrences"] == ["2030-01-02T09:00:00+00:00"]
-    assert call("ListHandlers", {})["handlers"] == ["exec", "http", "log"]
+    # The built-ins: exec, http, log and the four queue handlers (unconfigured here).
+    assert call("ListHandlers", {})["handlers"] == [
+        "amqp",
+        "celery",
+        "exec",
+        "http",
+        "log",
+        "nats",
+        "redis",
+    ]
     assert "BEGIN:VCALENDAR" in call("ExportCalendar", {"days": 3})["ical"]
     assert call("CancelJob", {"id": other["id"]})["job"]["status"] == "canceled"
     assert "result" in call("Reload", {})

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from nexus_schedd.errors import ConfigError
+from nexus_schedd.errors import ConfigError, InvalidSpec
 from nexus_schedd.handlers.exec import ExecHandler, make_handler
 from tests.handlers.conftest import MakeJob
 
@@ -243,3 +243,14 @@ def test_bad_handler_config_is_refused(config: dict[str, object], key: str) -> N
 
 def test_process_group_helper_sees_this_process() -> None:
     assert os.getpid() in _group_members(os.getpgid(0))
+
+
+def test_add_time_check_names_the_field() -> None:
+    handler = ExecHandler(["/bin/*"])
+    handler.validate("exec", {"argv": ["/bin/true"]})
+    with pytest.raises(InvalidSpec) as refused:
+        handler.validate("exec", {"argv": ["/usr/bin/python3"]})
+    assert refused.value.field == "payload.argv"
+    with pytest.raises(InvalidSpec) as unknown:
+        handler.validate("exec", {"argv": ["/bin/true"], "shell": True})
+    assert unknown.value.field == "payload" and "shell" in unknown.value.reason

@@ -13,7 +13,7 @@ import anyio.abc
 import pytest
 
 from nexus_schedd.clock import VirtualClock
-from nexus_schedd.errors import ConfigError
+from nexus_schedd.errors import ConfigError, InvalidSpec
 from nexus_schedd.handlers.http import HttpHandler, make_handler
 from tests.handlers.conftest import MakeJob
 
@@ -240,3 +240,14 @@ async def test_bad_handler_config_is_refused(config: dict[str, object], key: str
     with pytest.raises(ConfigError) as caught:
         make_handler(config)
     assert caught.value.key == key
+
+
+def test_add_time_check_refuses_a_host_outside_allow_hosts() -> None:
+    handler = HttpHandler(["hooks.example.com"])
+    handler.validate("http", {"url": "https://hooks.example.com/x"})
+    with pytest.raises(InvalidSpec) as refused:
+        handler.validate("http", {"url": "https://evil.example.net/x"})
+    assert refused.value.field == "payload.url"
+    with pytest.raises(InvalidSpec) as bad:
+        handler.validate("http", {"url": "https://hooks.example.com/x", "method": "BREW"})
+    assert bad.value.field == "payload.method"
