@@ -46,12 +46,12 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -136,15 +136,26 @@ class Finished:
     last_finish_us: int
 
 
-StoreProbe = Callable[[], Awaitable[Finished | None]]
-"""Reads the store: None while a job is pending or running or a run is open."""
+class StoreView(Protocol):
+    """How the benchmark reads a store from its own process."""
+
+    async def finished(self) -> Finished | None:
+        """The run records once no job is pending or running and no run is open."""
+        ...
+
+    async def server_pids(self) -> list[int]:
+        """Processes of a database server working for the daemons (none for SQLite)."""
+        ...
 
 
-def sqlite_probe(db_path: Path) -> StoreProbe:
-    """Read the daemon's SQLite file read-only from this process."""
+class SQLiteView:
+    """The daemon's SQLite file, opened read-only for each look."""
 
-    async def probe() -> Finished | None:
-        connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+
+    async def finished(self) -> Finished | None:
+        connection = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
         try:
             (busy,) = connection.execute(
                 "SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')"
@@ -162,7 +173,14 @@ def sqlite_probe(db_path: Path) -> StoreProbe:
             connection.close()
         return Finished(runs, first, last)
 
-    return probe
+    async def server_pids(self) -> list[int]:
+        return []
+
+
+@contextlib.asynccontextmanager
+async def sqlite_view(daemon: Daemon) -> AsyncIterator[StoreView]:
+    """A ``StoreView`` of the first daemon's own SQLite store."""
+    yield SQLiteView(daemon.db_path)
 
 
 @contextlib.contextmanager
@@ -190,6 +208,15 @@ async def _wait_progress(sock: socket.socket, jobs: int, nodes: int) -> None:
             reported += PROGRESS_EVERY
 
 
+def _readable_cpu(pids: list[int]) -> dict[int, tuple[float, float]]:
+    """``process_cpu`` of each of ``pids`` that this machine has (and still has)."""
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            found[pid] = process_cpu(pid)
+    return found
+
+
 async def _add(socket_path: Path, jobs: int, run_at: str) -> None:
     async with Client(socket_path, timeout=120) as client:
         for offset in range(0, jobs, BATCH):
@@ -200,9 +227,8 @@ async def _add(socket_path: Path, jobs: int, run_at: str) -> None:
 async def _run_window(
     daemons: Sequence[Daemon],
     jobs: int,
-    probe: StoreProbe,
+    view: StoreView,
     progress: socket.socket,
-    extra_pids: Callable[[], list[int]],
     add_rate: float,
 ) -> dict[str, Any]:
     """Add the jobs through the first daemon, then measure until all are on disk."""
@@ -222,20 +248,17 @@ async def _run_window(
         "writer": [p for d in daemons for p in process_tree(d.pid) if p != d.pid],
     }
     before = {pid: process_cpu(pid) for group in pids.values() for pid in group}
-    extra_before = {pid: process_cpu(pid) for pid in extra_pids()}
+    extra_before = _readable_cpu(await view.server_pids())
     with anyio.fail_after(slack_s + 60 + jobs / 1000):
         await _wait_progress(progress, jobs, len(daemons))
     deadline = time.monotonic() + 60
-    while (finished := await probe()) is None:
+    while (finished := await view.finished()) is None:
         if time.monotonic() > deadline:
             raise RuntimeError("jobs still pending or running 60 s after the last report")
         await anyio.sleep(POLL_S)
     on_disk = datetime.now(UTC)
     after = {pid: process_cpu(pid) for pid in before}
-    extra_after = {}
-    for pid in extra_pids():
-        with contextlib.suppress(FileNotFoundError):
-            extra_after[pid] = process_cpu(pid)
+    extra_after = _readable_cpu(await view.server_pids())
     span_s = (finished.last_finish_us - finished.first_start_us) / 1e6
 
     def summed(group: list[int], start: dict[int, tuple[float, float]], end: dict[int, Any]) -> Any:
@@ -261,7 +284,7 @@ async def _run_window(
         ),
         "cpu daemon": summed(pids["daemon"], before, after),
         "cpu writer": summed(pids["writer"], before, after),
-        "cpu extra": summed(list(extra_after), extra_before, extra_after),
+        "cpu server": summed(list(extra_after), extra_before, extra_after),
         "load": load_average(),
     }
 
@@ -269,22 +292,20 @@ async def _run_window(
 def measure_daemons(
     configs: Sequence[Callable[[Path], str]],
     jobs: int,
-    probe: Callable[[Daemon], StoreProbe],
-    extra_pids: Callable[[], list[int]] = list,
+    view: Callable[[Daemon], contextlib.AbstractAsyncContextManager[StoreView]],
 ) -> dict[str, Any]:
     """Start one daemon per config (each called with the progress socket path),
     add ``jobs`` due jobs through the first, and measure (see the module doc)."""
     try:
-        return _measure_once(configs, jobs, probe, extra_pids, ASSUMED_ADD_RATE)
+        return _measure_once(configs, jobs, view, ASSUMED_ADD_RATE)
     except AddsTooSlow as exc:
-        return _measure_once(configs, jobs, probe, extra_pids, exc.adds_per_s / 2)
+        return _measure_once(configs, jobs, view, exc.adds_per_s / 2)
 
 
 def _measure_once(
     configs: Sequence[Callable[[Path], str]],
     jobs: int,
-    probe: Callable[[Daemon], StoreProbe],
-    extra_pids: Callable[[], list[int]],
+    view: Callable[[Daemon], contextlib.AbstractAsyncContextManager[StoreView]],
     add_rate: float,
 ) -> dict[str, Any]:
     with workdir("nxb-dthr-") as tmp, ExitStack() as stack:
@@ -298,16 +319,12 @@ def _measure_once(
             stack.callback(daemon.stop)
             daemon.start()
             daemons.append(daemon)
-        return anyio.run(
-            _run_window,
-            daemons,
-            jobs,
-            probe(daemons[0]),
-            progress,
-            extra_pids,
-            add_rate,
-            backend_options={"use_uvloop": True},
-        )
+
+        async def window() -> dict[str, Any]:
+            async with view(daemons[0]) as store_view:
+                return await _run_window(daemons, jobs, store_view, progress, add_rate)
+
+        return anyio.run(window, backend_options={"use_uvloop": True})
 
 
 def measure_sqlite(jobs: int, *, log_level: str = "warning") -> dict[str, Any]:
@@ -315,7 +332,7 @@ def measure_sqlite(jobs: int, *, log_level: str = "warning") -> dict[str, Any]:
     result = measure_daemons(
         [lambda progress: sqlite_config(progress, log_level=log_level)],
         jobs,
-        lambda daemon: sqlite_probe(daemon.db_path),
+        sqlite_view,
     )
     result["log_level"] = log_level
     return result
