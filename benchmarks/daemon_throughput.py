@@ -119,6 +119,11 @@ progress_every = {PROGRESS_EVERY}
 """
 
 
+WindowHook = Callable[[dict[str, list[int]]], contextlib.AbstractContextManager[object]]
+"""Entered with the measured pids ({"daemon": [...], "writer": [...]}) when the
+measured window opens, left when it closes (profilers attach here)."""
+
+
 class AddsTooSlow(RuntimeError):
     """The adds ended too close to the due instant: no figure from this run."""
 
@@ -230,6 +235,7 @@ async def _run_window(
     view: StoreView,
     progress: socket.socket,
     add_rate: float,
+    window_hook: WindowHook | None = None,
 ) -> dict[str, Any]:
     """Add the jobs through the first daemon, then measure until all are on disk."""
     added_at = time.monotonic()
@@ -247,6 +253,9 @@ async def _run_window(
         "daemon": [d.pid for d in daemons],
         "writer": [p for d in daemons for p in process_tree(d.pid) if p != d.pid],
     }
+    hooked = ExitStack()
+    if window_hook is not None:
+        hooked.enter_context(window_hook(pids))
     before = {pid: process_cpu(pid) for group in pids.values() for pid in group}
     extra_before = _readable_cpu(await view.server_pids())
     with anyio.fail_after(slack_s + 60 + jobs / 1000):
@@ -257,6 +266,7 @@ async def _run_window(
             raise RuntimeError("jobs still pending or running 60 s after the last report")
         await anyio.sleep(POLL_S)
     on_disk = datetime.now(UTC)
+    hooked.close()
     after = {pid: process_cpu(pid) for pid in before}
     extra_after = _readable_cpu(await view.server_pids())
     span_s = (finished.last_finish_us - finished.first_start_us) / 1e6
@@ -293,13 +303,14 @@ def measure_daemons(
     configs: Sequence[Callable[[Path], str]],
     jobs: int,
     view: Callable[[Daemon], contextlib.AbstractAsyncContextManager[StoreView]],
+    window_hook: WindowHook | None = None,
 ) -> dict[str, Any]:
     """Start one daemon per config (each called with the progress socket path),
     add ``jobs`` due jobs through the first, and measure (see the module doc)."""
     try:
-        return _measure_once(configs, jobs, view, ASSUMED_ADD_RATE)
+        return _measure_once(configs, jobs, view, ASSUMED_ADD_RATE, window_hook)
     except AddsTooSlow as exc:
-        return _measure_once(configs, jobs, view, exc.adds_per_s / 2)
+        return _measure_once(configs, jobs, view, exc.adds_per_s / 2, window_hook)
 
 
 def _measure_once(
@@ -307,6 +318,7 @@ def _measure_once(
     jobs: int,
     view: Callable[[Daemon], contextlib.AbstractAsyncContextManager[StoreView]],
     add_rate: float,
+    window_hook: WindowHook | None,
 ) -> dict[str, Any]:
     with workdir("nxb-dthr-") as tmp, ExitStack() as stack:
         progress_path = tmp / "progress.sock"
@@ -322,17 +334,20 @@ def _measure_once(
 
         async def window() -> dict[str, Any]:
             async with view(daemons[0]) as store_view:
-                return await _run_window(daemons, jobs, store_view, progress, add_rate)
+                return await _run_window(daemons, jobs, store_view, progress, add_rate, window_hook)
 
         return anyio.run(window, backend_options={"use_uvloop": True})
 
 
-def measure_sqlite(jobs: int, *, log_level: str = "warning") -> dict[str, Any]:
+def measure_sqlite(
+    jobs: int, *, log_level: str = "warning", window_hook: WindowHook | None = None
+) -> dict[str, Any]:
     """The SQLite daemon's figures for ``jobs`` jobs (see the module doc)."""
     result = measure_daemons(
         [lambda progress: sqlite_config(progress, log_level=log_level)],
         jobs,
         sqlite_view,
+        window_hook,
     )
     result["log_level"] = log_level
     return result
