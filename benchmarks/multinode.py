@@ -37,7 +37,7 @@ import asyncpg
 
 from benchmarks import daemon_throughput
 from benchmarks.common import Daemon, Report, Row, emit
-from benchmarks.daemon_throughput import Finished, StoreView
+from benchmarks.daemon_throughput import Finished, StoreView, WindowHook
 from nexus_schedd.errors import StoreError
 
 DEFAULT_DSN = os.environ.get(
@@ -133,7 +133,9 @@ async def _drop(dsn: str, schema: str) -> None:
         await connection.close()
 
 
-def measure(dsn: str, jobs: int, nodes: int) -> dict[str, Any]:
+def measure(
+    dsn: str, jobs: int, nodes: int, window_hook: WindowHook | None = None
+) -> dict[str, Any]:
     """Jobs/s and CPU per job of ``nodes`` node daemons working off ``jobs`` jobs."""
     token = secrets.token_hex(4)
     schema, prefix = f"nxs_bench_{token}", f"bench{token}"
@@ -143,7 +145,7 @@ def measure(dsn: str, jobs: int, nodes: int) -> dict[str, Any]:
     ]
     try:
         result = daemon_throughput.measure_daemons(
-            configs, jobs, postgres_view(dsn, schema, prefix)
+            configs, jobs, postgres_view(dsn, schema, prefix), window_hook
         )
         time.sleep(1.0)  # the statistics of the nodes' last transactions
         result["rows per job"] = anyio.run(_table_writes, dsn, schema, jobs)

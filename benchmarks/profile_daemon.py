@@ -4,7 +4,10 @@ window of ``benchmarks.daemon_throughput`` (jobs added over the socket before th
 fall due, SQLite, durability full, 64 slots).
 
     python -m benchmarks.profile_daemon [--jobs 50000] [--py-spy PATH] [--rate 250]
-        [--out DIR] [--top 25]
+        [--out DIR] [--top 25] [--postgres DSN]
+
+``--postgres`` profiles one node daemon on a PostgreSQL schema instead (as
+``benchmarks.multinode`` runs it; no writer process there).
 
 py-spy is not a dependency (``pip install py-spy`` into any venv and pass its
 path); it attaches from outside, so the daemon runs unmodified. ``--native`` adds
@@ -25,6 +28,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +101,7 @@ def summarize(collapsed: Path, top: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _sampling(py_spy: str, pids: dict[str, list[int]], out: Path, rate: int) -> Iterator[None]:
+def _sampling(py_spy: str, pids: dict[str, list[int]], *, out: Path, rate: int) -> Iterator[None]:
     """py-spy record on the daemon and on its writer process for the window."""
     recorders = []
     for role in ("daemon", "writer"):
@@ -136,12 +140,17 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--out", type=Path, default=Path("/tmp/nxb-profile"))
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--postgres", metavar="DSN", help="profile one PostgreSQL node")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    result = measure_sqlite(
-        args.jobs,
-        window_hook=lambda pids: _sampling(args.py_spy, pids, args.out, args.rate),
-    )
+    hook = partial(_sampling, args.py_spy, out=args.out, rate=args.rate)
+    if args.postgres:
+        from benchmarks.multinode import measure
+
+        result = measure(args.postgres, args.jobs, 1, window_hook=hook)
+        print(f"PostgreSQL backends: {result['cpu server']} per job")
+    else:
+        result = measure_sqlite(args.jobs, window_hook=hook)
     print(
         f"{args.jobs:,} jobs, {result['jobs_per_s']:,} jobs/s under py-spy at {args.rate}/s, "
         f"load {result['load']}"
@@ -149,6 +158,8 @@ def main() -> None:
     for role, key in (("daemon", "cpu daemon"), ("writer", "cpu writer")):
         path = args.out / f"{role}.txt"
         if not path.exists():
+            continue
+        if not result[key]:
             continue
         cpu_us = result[key]["total_us"]
         summary = summarize(path, args.top)
