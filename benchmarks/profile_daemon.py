@@ -7,7 +7,11 @@ fall due, SQLite, durability full, 64 slots).
         [--out DIR] [--top 25] [--postgres DSN]
 
 ``--postgres`` profiles one node daemon on a PostgreSQL schema instead (as
-``benchmarks.multinode`` runs it; no writer process there).
+``benchmarks.multinode`` runs it; no writer process there). ``--syscalls`` counts,
+instead of sampling, the system calls each process makes in the window (``perf
+stat`` on the syscall tracepoints, cheap enough not to change the batching):
+``fdatasync`` per job is the writer's commits per job, ``sendto``/``recvfrom`` the
+messages between the loop and the writer (or PostgreSQL).
 
 py-spy is not a dependency (``pip install py-spy`` into any venv and pass its
 path); it attaches from outside, so the daemon runs unmodified. ``--native`` adds
@@ -133,6 +137,38 @@ def _sampling(py_spy: str, pids: dict[str, list[int]], *, out: Path, rate: int) 
             recorder.wait(timeout=60)
 
 
+_SYSCALLS = ("fdatasync", "sendto", "recvfrom", "sendmsg", "recvmsg", "write", "read", "pwrite64")
+
+
+@contextlib.contextmanager
+def _counting(pids: dict[str, list[int]], *, out: Path) -> Iterator[None]:
+    """perf stat of the syscall tracepoints on each process for the window."""
+    events = ",".join(f"syscalls:sys_enter_{name}" for name in _SYSCALLS)
+    counters = []
+    for role in ("daemon", "writer"):
+        for pid in pids.get(role, []):
+            command = ["perf", "stat", "-x", ",", "-e", events, "-p", str(pid)]
+            command += ["-o", str(out / f"{role}.syscalls")]
+            counters.append(subprocess.Popen(command, stderr=subprocess.DEVNULL))
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        for counter in counters:
+            counter.send_signal(signal.SIGINT)
+        for counter in counters:
+            counter.wait(timeout=60)
+
+
+def _syscall_counts(path: Path) -> dict[str, int]:
+    counts = {}
+    for line in path.read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and "sys_enter_" in fields[2] and fields[0].isdigit():
+            counts[fields[2].rsplit("sys_enter_", 1)[1]] = int(fields[0])
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=50_000)
@@ -141,9 +177,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/nxb-profile"))
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--postgres", metavar="DSN", help="profile one PostgreSQL node")
+    parser.add_argument("--syscalls", action="store_true", help="count system calls instead")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    hook = partial(_sampling, args.py_spy, out=args.out, rate=args.rate)
+    if args.syscalls:
+        hook: Any = partial(_counting, out=args.out)
+    else:
+        hook = partial(_sampling, args.py_spy, out=args.out, rate=args.rate)
     if args.postgres:
         from benchmarks.multinode import measure
 
@@ -155,6 +195,13 @@ def main() -> None:
         f"{args.jobs:,} jobs, {result['jobs_per_s']:,} jobs/s under py-spy at {args.rate}/s, "
         f"load {result['load']}"
     )
+    if args.syscalls:
+        for role in ("daemon", "writer"):
+            path = args.out / f"{role}.syscalls"
+            if path.exists():
+                per_job = {k: round(v / args.jobs, 4) for k, v in _syscall_counts(path).items()}
+                print(f"{role}: system calls per job {per_job}")
+        return
     for role, key in (("daemon", "cpu daemon"), ("writer", "cpu writer")):
         path = args.out / f"{role}.txt"
         if not path.exists():
