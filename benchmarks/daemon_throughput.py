@@ -23,7 +23,12 @@ How it measures, and why the measuring does not load the daemon:
   process and checks, every 10 ms, that no job is pending or running and no
   run is open: every finish is on disk.
 - Jobs/s is N over the span from the first ``started_at`` to the last
-  ``finished_at`` of the daemon's own run records (the ``runs`` table).
+  ``finished_at`` of the daemon's own run records (the ``runs`` table). A job
+  whose start is checkpointed ahead (``start_ahead_ms``) records its ``run_at``
+  as ``started_at``, so the span starts at the due instant.
+- ``log_level = "warning"`` by default, as in the other workloads: at "info" the
+  daemon writes a log event per run, which would measure the log sink
+  (``--log-level info`` shows that cost).
 - CPU: user and system time of the daemon process and, separately, of its
   SQLite writer process (the daemon's child), from ``/proc/PID/stat``, read
   once the adds are done (before the due instant) and again once every finish
