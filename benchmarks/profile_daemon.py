@@ -191,9 +191,9 @@ def main() -> None:
         print(f"PostgreSQL backends: {result['cpu server']} per job")
     else:
         result = measure_sqlite(args.jobs, window_hook=hook)
+    tool = "perf stat" if args.syscalls else f"py-spy at {args.rate}/s"
     print(
-        f"{args.jobs:,} jobs, {result['jobs_per_s']:,} jobs/s under py-spy at {args.rate}/s, "
-        f"load {result['load']}"
+        f"{args.jobs:,} jobs, {result['jobs_per_s']:,} jobs/s under {tool}, load {result['load']}"
     )
     if args.syscalls:
         for role in ("daemon", "writer"):
