@@ -3,7 +3,8 @@
     python -m benchmarks.run_all [--quick] [--json-out benchmarks/results.json]
 
 Defaults are the workloads of issue 6 (about 10 minutes on the project's 2-core
-machine): throughput 100,000 jobs (APScheduler's SQL store 10,000), lateness
+machine): throughput through the real daemon 100,000 jobs (issue 21), throughput
+100,000 jobs (APScheduler's SQL store 10,000), lateness
 1,000 jobs/s for 60 s, idle 30 s, scale 1,000,000 and then 5,000,000 jobs,
 multi-node 20,000 jobs on PostgreSQL with 1 and with 3 node processes,
 4,000 single adds through the HTTP API and through Varlink (16 clients each), and
@@ -19,7 +20,17 @@ import platform
 import time
 from pathlib import Path
 
-from benchmarks import add_rate, api_rate, idle, lateness, multinode, queues, scale, throughput
+from benchmarks import (
+    add_rate,
+    api_rate,
+    daemon_throughput,
+    idle,
+    lateness,
+    multinode,
+    queues,
+    scale,
+    throughput,
+)
 from benchmarks.common import Report, emit
 
 
@@ -48,6 +59,7 @@ def main() -> None:
     quick = args.quick
     started = time.monotonic()
     reports: list[Report] = [
+        daemon_throughput.run(20_000 if quick else 100_000),
         throughput.run(20_000 if quick else 100_000, 1_000 if quick else 10_000),
         add_rate.run(10 if quick else 100, 1_600 if quick else 8_000, 300 if quick else 2_000),
         lateness.run(1000, 5 if quick else 60),

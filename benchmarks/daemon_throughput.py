@@ -1,0 +1,413 @@
+"""Headline throughput through the real daemon (issue 21): N one-shot no-op jobs
+added over the control socket before they fall due, run by a ``nexus-schedd``
+subprocess (SQLite, durability full, the default ``max_concurrency`` 64, uvloop),
+next to APScheduler 3.11's memory store in the same run, and CPU per job of each
+process: the daemon (its event loop) and its SQLite writer process.
+
+    python -m benchmarks.daemon_throughput [--jobs 100000] [--repeat 1]
+        [--log-level warning]
+
+How it measures, and why the measuring does not load the daemon:
+
+- The daemon runs from a temporary config: ``[store] durability = "full"``,
+  ``max_concurrency = 64``, and the no-op handler loaded as a plugin
+  (``[handlers.bench] factory = "benchmarks.bench_handlers:bench_handler"``).
+- The jobs are added with the client library over the control socket, AddJobs
+  of 1,000, all with one ``run_at``: ``LEAD_S`` plus the time the adds would take
+  at ``ASSUMED_ADD_RATE`` after the first add. A run whose adds end less than
+  ``MARGIN_S`` before that instant is refused (an error, not a figure).
+- Nothing asks the daemon anything while the jobs run: no Watch stream (it
+  would encode an event per job in the daemon) and no GetStatus polling. The
+  handler sends one datagram every 1,000 calls (``progress_every``); once
+  they add up to N the benchmark opens the store file read-only from its own
+  process and checks, every 10 ms, that no job is pending or running and no
+  run is open: every finish is on disk.
+- Jobs/s is N over the span from the first ``started_at`` to the last
+  ``finished_at`` of the daemon's own run records (the ``runs`` table). A job
+  whose start is checkpointed ahead (``start_ahead_ms``) records its ``run_at``
+  as ``started_at``, so the span starts at the due instant.
+- ``log_level = "warning"`` by default, as in the other workloads: at "info" the
+  daemon writes a log event per run, which would measure the log sink
+  (``--log-level info`` shows that cost).
+- CPU: user and system time of the daemon process and, separately, of its
+  SQLite writer process (the daemon's child), from ``/proc/PID/stat``, read
+  once the adds are done (before the due instant) and again once every finish
+  is on disk, divided by N. The window also holds the idle wait before the
+  due instant (an idle daemon uses no CPU: workload 4) and the last commit.
+
+APScheduler 3.11: ``apscheduler_side throughput --store memory`` with the same N
+(the jobs put into a paused AsyncIOScheduler, jobs/s from resume to the last
+call) and its process's CPU per job over that span.
+
+``measure_daemons`` is also what the PostgreSQL row (``benchmarks.multinode``)
+uses, with one daemon per node on a shared schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+
+from benchmarks.common import Daemon, Report, Row, emit, process_tree, run_apscheduler, workdir
+from nexus_schedd.control.client import Client
+from nexus_schedd.model.times import format_instant
+
+BATCH = 1000
+"""Jobs per AddJobs call."""
+PROGRESS_EVERY = 1000
+"""The handler reports every this many calls."""
+LEAD_S = 2.0
+ASSUMED_ADD_RATE = 5000.0
+"""Adds/s assumed when choosing the due instant (workload 2 measures about 25,000
+on a quiet 2-core machine; a busy one may do a fifth of that). If the adds end
+too late, the measurement is made again with the due instant set from the
+measured add rate (``AddsTooSlow``)."""
+MARGIN_S = 0.5
+POLL_S = 0.01
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process, all its threads, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def cpu_per_job(
+    before: tuple[float, float], after: tuple[float, float], jobs: int
+) -> dict[str, float]:
+    """User, system and total microseconds per job between two ``process_cpu`` readings."""
+    user = (after[0] - before[0]) / jobs * 1e6
+    system = (after[1] - before[1]) / jobs * 1e6
+    return {
+        "user_us": round(user, 1),
+        "sys_us": round(system, 1),
+        "total_us": round(user + system, 1),
+    }
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (the machine is shared)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def sqlite_config(progress_socket: Path, *, log_level: str = "warning") -> str:
+    """A daemon on its own SQLite store (state_dir), durability full, 64 slots."""
+    return f"""
+[daemon]
+log_level = "{log_level}"
+log_format = "json"
+max_concurrency = 64
+
+[store]
+durability = "full"
+
+[control]
+admin_group = ""
+
+[handlers.bench]
+factory = "benchmarks.bench_handlers:bench_handler"
+progress_socket = "{progress_socket}"
+progress_every = {PROGRESS_EVERY}
+"""
+
+
+WindowHook = Callable[[dict[str, list[int]]], contextlib.AbstractContextManager[object]]
+"""Entered with the measured pids ({"daemon": [...], "writer": [...]}) when the
+measured window opens, left when it closes (profilers attach here)."""
+
+
+class AddsTooSlow(RuntimeError):
+    """The adds ended too close to the due instant: no figure from this run."""
+
+    def __init__(self, message: str, adds_per_s: float) -> None:
+        super().__init__(message)
+        self.adds_per_s = adds_per_s
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What the store says once the jobs are done."""
+
+    runs: int
+    first_start_us: int
+    last_finish_us: int
+
+
+class StoreView(Protocol):
+    """How the benchmark reads a store from its own process."""
+
+    async def finished(self) -> Finished | None:
+        """The run records once no job is pending or running and no run is open."""
+        ...
+
+    async def server_pids(self) -> list[int]:
+        """Processes of a database server working for the daemons (none for SQLite)."""
+        ...
+
+
+class SQLiteView:
+    """The daemon's SQLite file, opened read-only for each look."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+
+    async def finished(self) -> Finished | None:
+        connection = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            (busy,) = connection.execute(
+                "SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')"
+            ).fetchone()
+            (open_runs,) = connection.execute(
+                "SELECT count(*) FROM runs WHERE outcome IS NULL"
+            ).fetchone()
+            if busy or open_runs:
+                return None
+            runs, first, last = connection.execute(
+                "SELECT count(*), min(started_at), max(finished_at) FROM runs"
+                " WHERE outcome = 'success'"
+            ).fetchone()
+        finally:
+            connection.close()
+        return Finished(runs, first, last)
+
+    async def server_pids(self) -> list[int]:
+        return []
+
+
+@contextlib.asynccontextmanager
+async def sqlite_view(daemon: Daemon) -> AsyncIterator[StoreView]:
+    """A ``StoreView`` of the first daemon's own SQLite store."""
+    yield SQLiteView(daemon.db_path)
+
+
+@contextlib.contextmanager
+def _progress_socket(path: Path) -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+async def _wait_progress(sock: socket.socket, jobs: int, nodes: int) -> None:
+    """Wait until the handlers' reports show (nearly) every job called."""
+    reported = 0
+    # Each node reports whole thousands; the rest is what the store probe sees.
+    needed = jobs - nodes * (PROGRESS_EVERY - 1)
+    while reported < needed:
+        await anyio.wait_readable(sock)
+        while True:
+            try:
+                sock.recv(64, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            reported += PROGRESS_EVERY
+
+
+def _readable_cpu(pids: list[int]) -> dict[int, tuple[float, float]]:
+    """``process_cpu`` of each of ``pids`` that this machine has (and still has)."""
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            found[pid] = process_cpu(pid)
+    return found
+
+
+async def _add(socket_path: Path, jobs: int, run_at: str) -> None:
+    async with Client(socket_path, timeout=120) as client:
+        for offset in range(0, jobs, BATCH):
+            count = min(BATCH, jobs - offset)
+            await client.add_jobs([{"job_type": "bench", "run_at": run_at}] * count)
+
+
+async def _run_window(
+    daemons: Sequence[Daemon],
+    jobs: int,
+    view: StoreView,
+    progress: socket.socket,
+    add_rate: float,
+    window_hook: WindowHook | None = None,
+) -> dict[str, Any]:
+    """Add the jobs through the first daemon, then measure until all are on disk."""
+    added_at = time.monotonic()
+    due = datetime.now(UTC) + timedelta(seconds=LEAD_S + jobs / add_rate)
+    await _add(daemons[0].socket_path, jobs, format_instant(due))
+    add_s = time.monotonic() - added_at
+    slack_s = (due - datetime.now(UTC)).total_seconds()
+    if slack_s < MARGIN_S:
+        raise AddsTooSlow(
+            f"adds took {add_s:.1f} s and ended {slack_s:.2f} s before the due instant",
+            jobs / add_s,
+        )
+    await anyio.sleep(min(0.3, slack_s / 2))  # the adds' last commit settles
+    pids = {
+        "daemon": [d.pid for d in daemons],
+        "writer": [p for d in daemons for p in process_tree(d.pid) if p != d.pid],
+    }
+    hooked = ExitStack()
+    if window_hook is not None:
+        hooked.enter_context(window_hook(pids))
+    before = {pid: process_cpu(pid) for group in pids.values() for pid in group}
+    extra_before = _readable_cpu(await view.server_pids())
+    with anyio.fail_after(slack_s + 60 + jobs / 1000):
+        await _wait_progress(progress, jobs, len(daemons))
+    deadline = time.monotonic() + 60
+    while (finished := await view.finished()) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("jobs still pending or running 60 s after the last report")
+        await anyio.sleep(POLL_S)
+    on_disk = datetime.now(UTC)
+    hooked.close()
+    after = {pid: process_cpu(pid) for pid in before}
+    extra_after = _readable_cpu(await view.server_pids())
+    span_s = (finished.last_finish_us - finished.first_start_us) / 1e6
+
+    def summed(group: list[int], start: dict[int, tuple[float, float]], end: dict[int, Any]) -> Any:
+        if not group:
+            return None
+        user0 = sum(start.get(p, (0.0, 0.0))[0] for p in group)
+        sys0 = sum(start.get(p, (0.0, 0.0))[1] for p in group)
+        user1 = sum(end[p][0] for p in group if p in end)
+        sys1 = sum(end[p][1] for p in group if p in end)
+        return cpu_per_job((user0, sys0), (user1, sys1), jobs)
+
+    return {
+        "jobs": jobs,
+        "runs_succeeded": finished.runs,
+        "jobs_per_s": round(finished.runs / span_s) if span_s > 0 else None,
+        "seconds": round(span_s, 3),
+        "add_jobs_per_s": round(jobs / add_s),
+        "first_start_after_due_ms": round(
+            finished.first_start_us / 1000 - due.timestamp() * 1000, 1
+        ),
+        "on_disk_after_last_finish_ms": round(
+            on_disk.timestamp() * 1000 - finished.last_finish_us / 1000, 1
+        ),
+        "cpu daemon": summed(pids["daemon"], before, after),
+        "cpu writer": summed(pids["writer"], before, after),
+        "cpu server": summed(list(extra_after), extra_before, extra_after),
+        "load": load_average(),
+    }
+
+
+def measure_daemons(
+    configs: Sequence[Callable[[Path], str]],
+    jobs: int,
+    view: Callable[[Daemon], contextlib.AbstractAsyncContextManager[StoreView]],
+    window_hook: WindowHook | None = None,
+) -> dict[str, Any]:
+    """Start one daemon per config (each called with the progress socket path),
+    add ``jobs`` due jobs through the first, and measure (see the module doc)."""
+    try:
+        return _measure_once(configs, jobs, view, ASSUMED_ADD_RATE, window_hook)
+    except AddsTooSlow as exc:
+        return _measure_once(configs, jobs, view, exc.adds_per_s / 2, window_hook)
+
+
+def _measure_once(
+    configs: Sequence[Callable[[Path], str]],
+    jobs: int,
+    view: Callable[[Daemon], contextlib.AbstractAsyncContextManager[StoreView]],
+    add_rate: float,
+    window_hook: WindowHook | None,
+) -> dict[str, Any]:
+    with workdir("nxb-dthr-") as tmp, ExitStack() as stack:
+        progress_path = tmp / "progress.sock"
+        progress = stack.enter_context(_progress_socket(progress_path))
+        daemons = []
+        for index, config in enumerate(configs):
+            node_dir = tmp / f"node{index}"
+            node_dir.mkdir()
+            daemon = Daemon(node_dir, config(progress_path))
+            stack.callback(daemon.stop)
+            daemon.start()
+            daemons.append(daemon)
+
+        async def window() -> dict[str, Any]:
+            async with view(daemons[0]) as store_view:
+                return await _run_window(daemons, jobs, store_view, progress, add_rate, window_hook)
+
+        return anyio.run(window, backend_options={"use_uvloop": True})
+
+
+def measure_sqlite(
+    jobs: int, *, log_level: str = "warning", window_hook: WindowHook | None = None
+) -> dict[str, Any]:
+    """The SQLite daemon's figures for ``jobs`` jobs (see the module doc)."""
+    result = measure_daemons(
+        [lambda progress: sqlite_config(progress, log_level=log_level)],
+        jobs,
+        sqlite_view,
+        window_hook,
+    )
+    result["log_level"] = log_level
+    return result
+
+
+def run(jobs: int, repeat: int = 1, log_level: str = "warning") -> Report:
+    """The headline row: the daemon, then APScheduler's memory store, ``repeat`` times."""
+    ours_runs: list[dict[str, Any]] = []
+    theirs_runs: list[dict[str, Any] | None] = []
+    for _ in range(repeat):
+        ours_runs.append(measure_sqlite(jobs, log_level=log_level))
+        theirs_runs.append(run_apscheduler("throughput", "--jobs", str(jobs), "--store", "memory"))
+    report = Report("0 daemon throughput")
+    for ours, theirs in zip(ours_runs, theirs_runs, strict=True):
+        label = f"memory store, {jobs:,} jobs"
+        suffix = f" [load {ours['load']}]"
+        report.rows.append(
+            Row(
+                f"durable jobs/s, real daemon, SQLite, 64 slots, {jobs:,} jobs{suffix}",
+                ours["jobs_per_s"],
+                None if theirs is None else round(theirs["jobs_per_s"]),
+                theirs_label=label,
+            )
+        )
+        report.rows.append(
+            Row(
+                "CPU us per job, daemon process (event loop) vs APScheduler's process",
+                ours["cpu daemon"]["total_us"],
+                None if theirs is None else theirs.get("cpu_us_per_job"),
+                better="lower",
+                theirs_label=label,
+            )
+        )
+        writer = ours["cpu writer"]
+        report.rows.append(
+            Row(
+                "CPU us per job, SQLite writer process",
+                None if writer is None else writer["total_us"],
+                None,
+                better="lower",
+                theirs_label="-",
+            )
+        )
+    report.details = {"nexus_schedd": ours_runs, "apscheduler_memory": theirs_runs}
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved pairs")
+    parser.add_argument("--log-level", default="warning", choices=["info", "warning"])
+    args = parser.parse_args()
+    emit([run(args.jobs, args.repeat, args.log_level)])
+
+
+if __name__ == "__main__":
+    main()
