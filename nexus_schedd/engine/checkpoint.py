@@ -48,6 +48,13 @@ class Checkpointer:
     Whatever is staged while a write is in flight goes into the next write, so
     under load one fsync carries hundreds of changes (group commit) without a
     timer: an idle engine never wakes for it. The newest version of a row wins.
+
+    ``commit_interval`` bounds how long rows that nobody waits for (finished
+    runs, a job's next state) may wait for company while the store could take
+    them: they go with the next start batch or awaited change if one comes
+    within it, else when it ends, so a trickle of finishes does not cost one
+    fsync each. Rows someone waits for (``commit``, a start's ``on_durable``)
+    end that wait at once. Zero writes everything at once.
     ``on_write`` is called as each write takes what was staged, so the engine can
     stage the next batch while this one is written.
 
@@ -68,6 +75,7 @@ class Checkpointer:
         writer: Writer | None = None,
         on_write: Callable[[], None] | None = None,
         clock: Clock | None = None,
+        commit_interval: timedelta = timedelta(0),
     ) -> None:
         self._write: Callable[[Sequence[Any], Sequence[Any]], Awaitable[None]]
         self._encode_job: Callable[[Job], Any] = _same
@@ -98,6 +106,11 @@ class Checkpointer:
         """Set (and replaced) whenever a batch is reported."""
         self._paused_until: datetime | None = None
         """After a failed write, no write starts before this (on the Clock)."""
+        self._commit_interval = commit_interval
+        self._first_staged_at: datetime | None = None
+        """When the oldest row of the current batch was staged (with an interval)."""
+        self._awaited = anyio.Event()
+        """Set when someone waits for the current batch: the interval's wait ends."""
 
     def stage(
         self,
@@ -107,6 +120,8 @@ class Checkpointer:
     ) -> None:
         """Queue rows for the next write; ``on_durable`` hears how it went."""
         encode_job, encode_run = self._encode_job, self._encode_run
+        if self._commit_interval and self._first_staged_at is None:
+            self._first_staged_at = self._clock.now()
         for job in jobs:
             self._jobs[job.id] = job
             self._job_rows[job.id] = encode_job(job)
@@ -114,12 +129,14 @@ class Checkpointer:
             self._run_rows[run.id] = encode_run(run)
         if on_durable is not None:
             self._batch.callbacks.append(on_durable)
+            self._awaited.set()
         self._wake.set()
 
     async def commit(self, jobs: Iterable[Job] = (), runs: Iterable[Run] = ()) -> None:
         """Stage rows and return once they (and everything staged before) are on disk."""
         batch = self._batch
         batch.awaited = True
+        self._awaited.set()
         self.stage(jobs, runs)
         await batch.done.wait()
         if batch.error is not None:
@@ -177,6 +194,8 @@ class Checkpointer:
                     await self._clock.sleep_until(paused_until)
                     continue
                 self._paused_until = None
+            if await self._waited_for_company():
+                continue
             # Rows staged while the last write was in flight (or by its callbacks)
             # go at once: waiting a turn would let the handlers that write just made
             # durable run first, and the disk would sit idle meanwhile.
@@ -188,6 +207,9 @@ class Checkpointer:
                 self._batch,
             )
             self._jobs, self._job_rows, self._run_rows, self._batch = {}, {}, {}, _Batch()
+            self._first_staged_at = None
+            if self._awaited.is_set():
+                self._awaited = anyio.Event()
             batch.jobs, batch.number = jobs, self._taken
             self._taken += 1
             self._in_flight.append(batch)
@@ -207,6 +229,19 @@ class Checkpointer:
                 self._paused_until = self._clock.now() + RETRY_AFTER_FAILURE
                 self._wake.set()
             await self._report(batch)
+
+    async def _waited_for_company(self) -> bool:
+        """Within the commit interval, wait for rows someone waits for (or the
+        interval's end) before writing rows nobody waits for; True if it waited."""
+        batch, since = self._batch, self._first_staged_at
+        if since is None or batch.callbacks or batch.awaited:
+            return False
+        until = since + self._commit_interval
+        if self._clock.now() >= until:
+            return False
+        with self._clock.deadline_scope(until):
+            await self._awaited.wait()
+        return True
 
     def _keep_for_retry(
         self, batch: _Batch, job_rows: dict[str, Any], run_rows: dict[str, Any]

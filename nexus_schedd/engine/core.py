@@ -138,7 +138,12 @@ class EngineCore:
         self.workers = Workers(self)
         self.source = make_source(self)
         self.checkpoints = Checkpointer(
-            store, log, writer=self.source.writer, on_write=self._write_begun, clock=clock
+            store,
+            log,
+            writer=self.source.writer,
+            on_write=self._write_begun,
+            clock=clock,
+            commit_interval=timedelta(milliseconds=settings.commit_interval_ms),
         )
 
     # -- small shared operations ------------------------------------------------------

@@ -14,7 +14,11 @@ class EngineSettings:
 
     ``window_size`` bounds how many pending jobs sit in the in-memory heap; the
     rest stay in the store until the window drains. ``commit_interval_ms`` is the
-    longest a finished run waits before its checkpoint starts. ``start_ahead_ms``:
+    longest rows nobody waits for (a finished run, a job's next state) wait for
+    company before their checkpoint starts (see
+    :class:`~nexus_schedd.engine.checkpoint.Checkpointer`); 0, the default here,
+    writes at once, and ``[store] commit_interval_ms`` (default 5) sets it in the
+    daemon. ``start_ahead_ms``:
     a due job's start is checkpointed up to this long before its run_at and its
     handler is called at run_at, so the start's fsync is not part of its lateness.
     The default leaves room for a commit that waits behind another one on a slow
@@ -26,7 +30,7 @@ class EngineSettings:
     max_concurrency: int = 64
     type_limits: Mapping[str, int] = field(default_factory=dict)
     defaults: JobDefaults = field(default_factory=JobDefaults)
-    commit_interval_ms: float = 5.0
+    commit_interval_ms: float = 0.0
     shutdown_grace_s: float = 30.0
     window_size: int = 100_000
     start_ahead_ms: float = 30.0
@@ -42,6 +46,8 @@ class EngineSettings:
             raise ValueError("max_concurrency must be >= 1")
         if self.window_size < 1:
             raise ValueError("window_size must be >= 1")
+        if not 0 <= self.commit_interval_ms <= 10_000:
+            raise ValueError("commit_interval_ms must be within 0..10000")
         if not 0 <= self.start_ahead_ms <= 1000:
             raise ValueError("start_ahead_ms must be within 0..1000")
         if not 1.0 <= self.lease_s <= 3600.0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -190,3 +191,56 @@ async def test_a_failed_write_does_not_bring_back_a_row_a_later_write_carries_ne
     retried = [row[1] for row in store.written[-1][0]]
     assert retried == [other]
     assert await store.get_job(older.id) == newer
+
+
+async def test_rows_nobody_waits_for_wait_out_the_commit_interval_for_company() -> None:
+    """A finished run alone is written once the interval has passed (one timer);
+    until then a start that arrives takes it along in the same write."""
+    store = EncodingStore()
+    await store.open()
+    clock = VirtualClock(T0)
+    checkpointer = Checkpointer(
+        store, structlog.get_logger(), clock=clock, commit_interval=timedelta(milliseconds=5)
+    )
+    finished, started, alone = make_job(1), make_job(2), make_job(3)
+    durable: list[BaseException | None] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(checkpointer.run)
+        checkpointer.stage([finished])
+        await anyio.wait_all_tasks_blocked()
+        assert store.written == []  # waiting for company
+        assert clock.next_deadline() == T0 + timedelta(milliseconds=5)
+        checkpointer.stage([started], on_durable=durable.append)  # a start: write now
+        with anyio.fail_after(5):
+            while not durable:
+                await anyio.wait_all_tasks_blocked()
+        assert durable == [None]
+        assert [[row[1] for row in jobs] for jobs, _ in store.written] == [[finished, started]]
+
+        checkpointer.stage([alone])
+        await anyio.wait_all_tasks_blocked()
+        assert len(store.written) == 1
+        clock.advance(0.005)  # the interval ends: written without company
+        with anyio.fail_after(5):
+            while len(store.written) < 2:
+                await anyio.wait_all_tasks_blocked()
+        assert [row[1] for row in store.written[1][0]] == [alone]
+        tg.cancel_scope.cancel()
+
+
+async def test_a_change_someone_waits_for_is_not_held_by_the_commit_interval() -> None:
+    store = EncodingStore()
+    await store.open()
+    clock = VirtualClock(T0)  # never advanced: a wait on the interval would hang
+    checkpointer = Checkpointer(
+        store, structlog.get_logger(), clock=clock, commit_interval=timedelta(seconds=10)
+    )
+    job = make_job(1)
+    async with anyio.create_task_group() as tg:
+        await tg.start(checkpointer.run)
+        checkpointer.stage([make_job(2)])  # nobody waits for this one: it goes along
+        with anyio.fail_after(5):
+            await checkpointer.commit([job])
+        tg.cancel_scope.cancel()
+    assert await store.get_job(job.id) == job
+    assert len(store.written) == 1
