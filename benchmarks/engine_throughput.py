@@ -126,7 +126,8 @@ async def measure(
     try:
         handler = NoOp(jobs)
         registry = HandlerRegistry({"noop": handler})
-        settings = EngineSettings(max_concurrency=concurrency)
+        # The daemon's default commit interval ([store] commit_interval_ms).
+        settings = EngineSettings(max_concurrency=concurrency, commit_interval_ms=5.0)
         clock = SystemClock()
         loader = Engine(store, registry, clock, settings)
         add_started = time.perf_counter()
