@@ -97,6 +97,8 @@ class _Attempt:
     run: Run
     handler: Handler | None
     extra: bool
+    time_limit: timedelta | None
+    """The job's timeout; the deadline is set from it when the handler starts."""
     deadline: datetime | None
     due: datetime | None
     """The run_at it was due at, for its lateness (None for a trigger: never late)."""
@@ -832,7 +834,10 @@ class Engine:
             # A trigger is always an extra run: the schedule (a one-shot's only
             # occurrence too) stays where it was (SPEC 4).
             extra=triggered,
-            deadline=start + timedelta(seconds=timeout) if timeout else None,
+            time_limit=timedelta(seconds=timeout) if timeout else None,
+            # Set by _execute when the handler starts, not here: the start
+            # checkpoint's commit (store latency) must not use up the handler's time.
+            deadline=None,
             due=None if triggered else job.run_at,
         )
         state = self._running.get(job.id)
@@ -1095,8 +1100,6 @@ class Engine:
         started = time.perf_counter() if log_runs else 0.0
         lateness_ms = 0.0  # stays 0 for an attempt cancelled before its handler was due
         attempt.scope = scope
-        if attempt.deadline is not None:
-            self._watch(attempt, attempt.deadline)
         try:
             now = self._clock.now()
             if run.started_at > now and attempt.cancel_reason is None:
@@ -1106,6 +1109,12 @@ class Engine:
                     await self._clock.sleep_until(run.started_at)
                     now = self._clock.now()
                 started = time.perf_counter() if log_runs else 0.0
+            if attempt.time_limit is not None:
+                # Invariant (issue 17, finding 3): an attempt's time limit runs from
+                # the moment its handler starts, on every store; the time its start
+                # checkpoint took to commit is not charged to the handler.
+                attempt.deadline = now + attempt.time_limit
+                self._watch(attempt, attempt.deadline)
             due = attempt.due
             if due is not None and now > due:
                 lateness_ms = (now - due).total_seconds() * 1000.0
@@ -1155,7 +1164,7 @@ class Engine:
                 error = {"canceled": "canceled", "shutdown": "daemon shutdown"}.get(reason, reason)
             else:
                 outcome = RunOutcome.TIMEOUT
-                limit = attempt.deadline - run.started_at if attempt.deadline else timedelta()
+                limit = attempt.time_limit or timedelta()
                 error = f"timed out after {limit.total_seconds():g} s"
             result = None
         elif result is not None:
