@@ -109,9 +109,23 @@ class PermissionDenied(SchedulerError):
 
 
 class StoreError(SchedulerError):
-    """The store refused or failed a write (disk full, read-only, corrupt)."""
+    """The store refused or failed a write (disk full, read-only, corrupt).
+
+    ``permanent`` marks a store that is unusable for good (its schema changed
+    or vanished, the database user lost its privileges): retrying cannot help,
+    and the daemon stops with this message instead of retrying. Anything else
+    (a lost connection, a timeout, a server restarting) is transient.
+    """
 
     varlink_error = f"{INTERFACE}.StoreError"
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class StoreOpenFailed(StoreError):
+    """The store could not be opened at start-up (daemon side only)."""
 
 
 class ConfigError(SchedulerError):

@@ -51,6 +51,7 @@ from nexus_schedd.errors import (
     InvalidSpec,
     JobExists,
     JobNotFound,
+    StoreError,
     UnknownJobType,
 )
 from nexus_schedd.handlers.base import Handler, HandlerContext
@@ -84,6 +85,9 @@ SAME_START_TOLERANCE_S = 60.0
 """Two adds of one name whose first due times differ by at most this are the same
 job: a client that retries an add with a relative time must get its job back."""
 TRIGGER_PRIORITY = -(2**40)
+STORE_RETRY_FIRST_S = 0.5
+STORE_RETRY_MAX_S = 10.0
+"""Back-off of a scheduler loop after a store error: doubling from the first to the max."""
 """Ready-heap key of a triggered attempt: ahead of every priority a job can have."""
 
 _NOT_FINAL = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.PAUSED})
@@ -699,6 +703,7 @@ class Engine:
 
     async def _schedule_loop(self) -> None:
         ahead = self._ahead
+        failures = 0
         while not self._stopping:
             self.loop_iterations += 1
             now = self._clock.now()
@@ -707,7 +712,13 @@ class Engine:
                 self._dispatch(now)
             next_at = self._peek_timer()
             if next_at is None and not self._window_complete:
-                await self._load_window(self._window_end)
+                try:
+                    await self._load_window(self._window_end)
+                except StoreError as exc:
+                    failures += 1
+                    await self._store_failed(exc, failures)
+                    continue
+                failures = 0
                 continue
             if next_at is not None and next_at <= self._clock.now() + ahead:
                 await anyio.lowlevel.checkpoint()
@@ -728,6 +739,26 @@ class Engine:
                     self._note_wakeup_lag(scope, wake_at)
             self._sleeping = False
             self._wakeup = anyio.Event()
+
+    async def _store_failed(self, exc: StoreError, failures: int) -> None:
+        """After a store call in a scheduler loop failed: log, back off, and return
+        so the loop retries (control calls are served meanwhile).
+
+        Invariant (issue 17, finding 1): no store error ends the engine's loops
+        except a permanent one (``StoreError.permanent``: the schema changed or
+        the user lost a privilege), which is logged and raised so the daemon
+        exits saying what happened. A stop() or a new job cuts the back-off short.
+        """
+        if exc.permanent:
+            self._log.critical("store_unusable", error=exc.message)
+            raise exc
+        delay = min(STORE_RETRY_MAX_S, STORE_RETRY_FIRST_S * 2 ** min(failures - 1, 10))
+        self._log.error("store_call_failed", error=exc.message, failures=failures, retry_s=delay)
+        if self._stopping:
+            return
+        self._wakeup = anyio.Event()
+        with self._clock.deadline_scope(self._clock.now() + timedelta(seconds=delay)):
+            await self._wakeup.wait()
 
     def _note_wakeup_lag(self, scope: anyio.CancelScope, due: datetime) -> None:
         """How late the timer wake-up came: a blocked event loop shows here first.

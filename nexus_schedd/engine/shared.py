@@ -107,32 +107,50 @@ class SharedEngine(Engine):
         ahead = self._ahead
         settings = self._settings
         recheck = timedelta(seconds=settings.safety_recheck_s)
+        failures = 0
         while not self._stopping:
             self.loop_iterations += 1
-            now = self._clock.now()
-            if self._reread or self._recheck_at is None or now >= self._recheck_at:
-                self._reread = False
-                self._recheck_at = now + recheck
-                await self._reread_store()
+            # Invariant (issue 17, finding 1): every store call of this loop is
+            # inside this one handler; a store error (a reset connection, a
+            # refusing or silent server) is logged, backed off and retried, with
+            # a full re-read of the store's state, and never ends the engine
+            # unless the store is unusable for good (Engine._store_failed).
+            try:
                 now = self._clock.now()
-            self._collect_due(now + ahead)
-            if self._takeover_at is not None and self._takeover_at <= now:
-                await self._take_over(now)
-                expiry = await self._claiming.next_lease_expiry()
-                # Expired leases still locked by another node's take-over: look
-                # again shortly instead of spinning on them.
-                floor = self._clock.now() + timedelta(seconds=1)
-                self._takeover_at = None if expiry is None else max(expiry, floor)
+                if self._reread or self._recheck_at is None or now >= self._recheck_at:
+                    self._reread = False
+                    self._recheck_at = now + recheck
+                    await self._reread_store()
+                    now = self._clock.now()
+                self._collect_due(now + ahead)
+                if self._takeover_at is not None and self._takeover_at <= now:
+                    await self._take_over(now)
+                    expiry = await self._claiming.next_lease_expiry()
+                    # Expired leases still locked by another node's take-over: look
+                    # again shortly instead of spinning on them.
+                    floor = self._clock.now() + timedelta(seconds=1)
+                    self._takeover_at = None if expiry is None else max(expiry, floor)
+                    continue
+                if self._ready and self._active < settings.max_concurrency:
+                    self._dispatch(now)
+                free = settings.max_concurrency - self._active - len(self._ready)
+                due = self._due_at
+                if (
+                    free > 0
+                    and due is not None
+                    and due <= now + ahead
+                    and await self._claim(now, free)
+                ):
+                    continue
+                if self._prune_due:
+                    self._prune_due = False
+                    await self._prune()
+            except StoreError as exc:
+                failures += 1
+                self._reread = True
+                await self._store_failed(exc, failures)
                 continue
-            if self._ready and self._active < settings.max_concurrency:
-                self._dispatch(now)
-            free = settings.max_concurrency - self._active - len(self._ready)
-            due = self._due_at
-            if free > 0 and due is not None and due <= now + ahead and await self._claim(now, free):
-                continue
-            if self._prune_due:
-                self._prune_due = False
-                await self._prune()
+            failures = 0
             await self._sleep(now, free > 0)
             self._wakeup = anyio.Event()
 
@@ -144,6 +162,8 @@ class SharedEngine(Engine):
                 self._settings.node, now + self._ahead, free, lease_s
             )
         except StoreError as exc:
+            if exc.permanent:
+                raise  # the loop's handler stops the engine (see _store_failed)
             self._log.error("claim_failed", error=exc.message)
             self._due_at = now + timedelta(seconds=1)
             return False
@@ -191,6 +211,8 @@ class SharedEngine(Engine):
             self._takeover_at = await self._claiming.next_lease_expiry()
             counts = await self._store.count_by_status()
         except StoreError as exc:
+            if exc.permanent:
+                raise  # the loop's handler stops the engine (see _store_failed)
             self._log.error("store_reread_failed", error=exc.message)
             self._reread = True
             self._recheck_at = self._clock.now() + timedelta(seconds=1)
@@ -324,6 +346,8 @@ class SharedEngine(Engine):
             try:
                 taken = await self._claiming.take_over_expired(node, now, TAKE_OVER_BATCH, lease_s)
             except StoreError as exc:
+                if exc.permanent:
+                    raise  # the loop's handler stops the engine (see _store_failed)
                 self._log.error("take_over_failed", error=exc.message)
                 return
             if not taken:
