@@ -464,9 +464,7 @@ class PostgresStore(Store):
             except SchedulerError:
                 raise
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                raise StoreError(
-                    f"{self._where}: {action} failed, nothing was changed: {_reason(exc)}"
-                ) from None
+                raise _write_failed(self._where, action, exc) from None
         return result
 
     async def _fetch(self, sql: str, *parameters: Any) -> list[asyncpg.Record]:
@@ -474,7 +472,9 @@ class PostgresStore(Store):
         try:
             return await pool.fetch(sql, *parameters)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            raise StoreError(f"{self._where}: read failed: {_reason(exc)}") from None
+            raise StoreError(
+                f"{self._where}: read failed: {_reason(exc)}", permanent=_permanent(exc)
+            ) from None
 
     async def _notify(self, connection: Connection, earliest_us: int) -> None:
         payload = json.dumps({"earliest": earliest_us, "node": self.node}, separators=(",", ":"))
@@ -560,9 +560,7 @@ class PostgresStore(Store):
             except asyncpg.UniqueViolationError as exc:
                 error = exc
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                raise StoreError(
-                    f"{self._where}: {action} failed, nothing was changed: {_reason(exc)}"
-                ) from None
+                raise _write_failed(self._where, action, exc) from None
         raise await self._unique_error(error, jobs) from None
 
     async def _unique_error(
@@ -960,6 +958,39 @@ async def _close_quietly(connection: asyncpg.Connection) -> None:
 
 def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
+
+
+_PERMANENT = (
+    asyncpg.InsufficientPrivilegeError,
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
+    asyncpg.InvalidSchemaNameError,
+    asyncpg.InvalidCatalogNameError,
+)
+"""Server errors that retrying cannot cure: the schema changed or vanished under
+the daemon, or its user lost a privilege (see ``StoreError.permanent``)."""
+
+
+def _permanent(exc: BaseException) -> bool:
+    return isinstance(exc, _PERMANENT)
+
+
+def _write_failed(where: str, action: str, exc: BaseException) -> StoreError:
+    """The StoreError of a failed write transaction, saying whether it changed anything.
+
+    An error the server reported rolled the transaction back. A lost connection
+    or a timeout (``command_timeout_s``) may have struck after COMMIT was sent:
+    then the change may or may not have been made, and the message says so.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        return StoreError(
+            f"{where}: {action} failed, nothing was changed: {_reason(exc)}",
+            permanent=_permanent(exc),
+        )
+    return StoreError(
+        f"{where}: {action} failed, outcome unknown (the connection was lost or timed out;"
+        f" the change may have been made): {_reason(exc)}"
+    )
 
 
 __all__ = [
