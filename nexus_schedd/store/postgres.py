@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -114,7 +114,7 @@ def _set_all(columns: tuple[tuple[str, str], ...]) -> str:
 
 
 _JOB_SELECT = f"SELECT {_names(_JOB_COLUMNS)} FROM jobs"
-_RUN_SELECT = f"SELECT {_names(_RUN_COLUMNS)} FROM runs"
+_RUN_SELECT = f"SELECT {_names(_RUN_COLUMNS)}, lease_lost FROM runs"
 _JOB_INSERT = _unnest_insert("jobs", _JOB_COLUMNS)
 # A job that stays running keeps its lease; one that leaves running drops it.
 _JOB_UPSERT = (
@@ -127,6 +127,28 @@ _JOB_UPSERT_FENCED = (
     f" AND jobs.lease_owner = ${len(_JOB_COLUMNS) + 1} RETURNING id"
 )
 _RUN_UPSERT = f"{_unnest_insert('runs', _RUN_COLUMNS)} ON CONFLICT (id) DO UPDATE SET {_set_all(_RUN_COLUMNS)}"
+# Run fencing (write_leased): which of the runs written are closed already.
+_CLOSED_RUNS = """
+SELECT id, outcome, finished_at FROM runs
+WHERE id = ANY($1::text[]) AND outcome IS NOT NULL
+ORDER BY id
+FOR UPDATE
+"""
+LATE_SUFFIX = "-late"
+"""Id suffix of the row that keeps a result finished after its lease was lost."""
+_RUN_INSERT_LATE = (
+    _unnest_insert("runs", _RUN_COLUMNS).replace(
+        ") SELECT * FROM", ", lease_lost) SELECT *, true FROM", 1
+    )
+    + " ON CONFLICT (id) DO NOTHING"
+)
+# take_over_expired closes the open runs it hands over in its own transaction,
+# so a late write of the old owner can never land before the crash record.
+_CLOSE_TAKEN_OVER = """
+UPDATE runs SET outcome = 'crashed', finished_at = $2,
+    error = 'node ' || node || ' lost its lease during this attempt; taken over by ' || $3
+WHERE id = ANY($1::text[]) AND outcome IS NULL
+"""
 _PENDING_BEFORE = "SELECT id, status, run_at FROM jobs WHERE id = ANY($1::text[])"
 _LIVE_NAME_HOLDER = (
     f"SELECT id FROM jobs WHERE name = $1 AND status NOT IN {FINAL_STATUSES_SQL}"
@@ -157,7 +179,7 @@ FROM expired WHERE jobs.id = expired.id
 RETURNING {_names(_JOB_COLUMNS, "jobs.")}
 """
 _OPEN_RUN_OF = f"""
-SELECT DISTINCT ON (job_id) {_names(_RUN_COLUMNS)} FROM runs
+SELECT DISTINCT ON (job_id) {_names(_RUN_COLUMNS)}, lease_lost FROM runs
 WHERE job_id = ANY($1::text[]) AND outcome IS NULL
 ORDER BY job_id, started_at DESC, id DESC
 """
@@ -506,8 +528,12 @@ class PostgresStore(Store):
         A job that exists and is not running under ``node``'s lease (taken over
         by another node after the lease expired, or cancelled through another
         node) is left as it is; the ids of those jobs are returned. New jobs and
-        every run are written. The engine checkpoints the jobs it claimed with
-        this, so a node that lost its lease cannot overwrite the new owner's state.
+        runs are written, but a run already closed is never closed differently:
+        ``node``'s late result of a run another node closed (a take-over's
+        ``crashed``) becomes a row of its own, ``<run id>-late`` with
+        ``lease_lost`` set (see :meth:`_write_fenced_runs`). The engine
+        checkpoints the jobs it claimed with this, so a node that lost its lease
+        cannot overwrite the new owner's state or the take-over's record.
         """
         return await self._write(jobs, runs, node)
 
@@ -542,10 +568,55 @@ class PostgresStore(Store):
                 if earliest is not None:
                     await self._notify(connection, earliest)
             if unique_runs:
-                await connection.execute(_RUN_UPSERT, *run_rows)
+                if fence is None:
+                    await connection.execute(_RUN_UPSERT, *run_rows)
+                else:
+                    await self._write_fenced_runs(connection, unique_runs, fence)
 
         await self._guarded("write", body, unique_jobs)
         return refused
+
+    @staticmethod
+    async def _write_fenced_runs(connection: Connection, runs: list[Run], node: str) -> None:
+        """Write ``node``'s runs without ever rewriting a run closed differently.
+
+        Invariant (issue 17, finding 2): a closed run row (an outcome set) is
+        only rewritten by the same close (same outcome and finished_at: a retried
+        write, or the take-over's own crash record, which fills in its text). A
+        different close of a run ``node`` itself ran, arriving after another node
+        closed it (the take-over's ``crashed``), is the attempt's late result: it
+        is added as its own row, id ``<run id>-late``, flagged ``lease_lost``. Any
+        other different close, and any attempt to reopen a closed run, is dropped.
+        """
+        closed = {
+            record[0]: (record[1], record[2])
+            for record in await connection.fetch(_CLOSED_RUNS, [run.id for run in runs])
+        }
+        current: list[Run] = []
+        late: list[Run] = []
+        for run in runs:
+            seen = closed.get(run.id)
+            if seen is None:
+                current.append(run)
+                continue
+            row = run_row(run)
+            if (row[7], row[6]) == seen:
+                current.append(run)
+            elif run.outcome is not None and run.node == node:
+                late.append(replace(run, id=run.id + LATE_SUFFIX, lease_lost=True))
+                _log.warning(
+                    "run_finished_after_lease_lost",
+                    run_id=run.id,
+                    job_id=run.job_id,
+                    outcome=run.outcome.value,
+                    recorded=seen[0],
+                )
+        if current:
+            rows = _columns([run_row(r) for r in current], len(_RUN_COLUMNS))
+            await connection.execute(_RUN_UPSERT, *rows)
+        if late:
+            rows = _columns([run_row(r) for r in late], len(_RUN_COLUMNS))
+            await connection.execute(_RUN_INSERT_LATE, *rows)
 
     async def _guarded(
         self, action: str, body: Callable[[Connection], Awaitable[None]], jobs: list[Job]
@@ -701,9 +772,11 @@ class PostgresStore(Store):
 
         Their node died (or lost the database for longer than its lease). Each
         job moves to ``node`` with a lease until ``now + lease_s`` and comes with
-        its open run (no outcome yet), if any, so the engine records that run as
-        ``crashed`` and retries per policy. Claimed atomically: two survivors
-        never take the same job.
+        its open run as it was (no outcome yet), if any, so the engine records
+        that run as ``crashed`` and retries per policy. The store closes those
+        runs as ``crashed`` (finished at ``now``) in the same transaction, so the
+        old owner's late result can never overwrite the crash record, however the
+        writes interleave. Claimed atomically: two survivors never take the same job.
         """
         check_limit(limit)
         if lease_s <= 0:
@@ -724,6 +797,10 @@ class PostgresStore(Store):
                     _run(row) for row in await connection.fetch(_OPEN_RUN_OF, [j.id for j in jobs])
                 )
             }
+            if open_runs:
+                await connection.execute(
+                    _CLOSE_TAKEN_OVER, sorted(run.id for run in open_runs.values()), now_us, node
+                )
             return [(job, open_runs.get(job.id)) for job in sorted(jobs, key=lambda j: j.id)]
 
         return await self._transaction("take over", body)
@@ -931,7 +1008,10 @@ def _job(row: asyncpg.Record) -> Job:
 
 
 def _run(row: asyncpg.Record) -> Run:
-    return run_from_row(cast(Sequence[Any], row))
+    values = tuple(row)
+    run = run_from_row(values[: len(_RUN_COLUMNS)])
+    # The lease_lost column follows the shared row shape (rows.py has no such column).
+    return replace(run, lease_lost=True) if values[len(_RUN_COLUMNS)] else run
 
 
 def _decode_wakeup(payload: object) -> Wakeup:
