@@ -242,6 +242,14 @@ WHERE runs.job_id = b.job_id AND (runs.started_at, runs.id) < (b.started_at, b.i
 """
 
 
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 15.0
+"""Per statement. A silent server (a partition, a stalled disk) fails a call
+after this, so a control call answers with a StoreError well before a client's
+default timeout (60 s, ``control.client.DEFAULT_TIMEOUT_S``) and "outcome
+unknown" on the client stays the exception."""
+
+
 @dataclass(frozen=True, slots=True)
 class Wakeup:
     """A notification from another node (or this one) that the schedule changed.
@@ -339,8 +347,8 @@ class PostgresStore(Store):
         pool_size: int = 10,
         node: str = "",
         durability: Durability = "full",
-        connect_timeout_s: float = 10.0,
-        command_timeout_s: float = 60.0,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
     ) -> None:
         if durability not in ("full", "normal"):
             raise InvalidSpec("store.durability", f"must be 'full' or 'normal', not {durability!r}")
