@@ -47,13 +47,13 @@ async def silent_daemon() -> AsyncIterator[Path]:
         yield path
         tg.cancel_scope.cancel()
     await listener.aclose()
-    path.unlink(missing_ok=True)
-    directory.rmdir()
+    await anyio.Path(path).unlink(missing_ok=True)
+    await anyio.Path(directory).rmdir()
 
 
 async def test_a_change_without_a_reply_is_outcome_unknown(silent_daemon: Path) -> None:
     async with Client(silent_daemon, timeout=0.3) as client:
-        with pytest.raises(OutcomeUnknown, match="outcome unknown: .*AddJob"):
+        with pytest.raises(OutcomeUnknown, match=r"outcome unknown: .*AddJob"):
             await client.add_job({"job_type": "log"})
     async with Client(silent_daemon, timeout=0.3) as client:
         with pytest.raises(OutcomeUnknown, match="connection was closed"):
@@ -78,5 +78,7 @@ async def test_schedctl_exits_75_for_an_unknown_outcome_and_69_for_a_read(
     )
     assert add.returncode == EXIT_OUTCOME_UNKNOWN == 75, add.stderr
     assert b"outcome unknown" in add.stderr
-    show = await anyio.run_process([SCHEDCTL, "--timeout", "0.3", "show", "x"], check=False, env=env)
+    show = await anyio.run_process(
+        [SCHEDCTL, "--timeout", "0.3", "show", "x"], check=False, env=env
+    )
     assert show.returncode == EXIT_UNREACHABLE, show.stderr
