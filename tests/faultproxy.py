@@ -175,8 +175,9 @@ class FaultProxy:
         assert self._flowing is not None
         if mode == "refuse":
             if self._server is not None:
+                # close() stops listening at once; wait_closed() would also wait for
+                # the open connections (Python 3.12+), which a refusal leaves alone.
                 self._server.close()
-                await self._server.wait_closed()
                 self._server = None
         elif self._server is None:
             await self._listen()
