@@ -127,13 +127,13 @@ _JOB_UPSERT_FENCED = (
     f" AND jobs.lease_owner = ${len(_JOB_COLUMNS) + 1} RETURNING id"
 )
 _RUN_UPSERT = f"{_unnest_insert('runs', _RUN_COLUMNS)} ON CONFLICT (id) DO UPDATE SET {_set_all(_RUN_COLUMNS)}"
-# Run fencing (write_leased): which of the runs written are closed already.
-_CLOSED_RUNS = """
-SELECT id, outcome, finished_at FROM runs
-WHERE id = ANY($1::text[]) AND outcome IS NOT NULL
-ORDER BY id
-FOR UPDATE
-"""
+# Run fencing (write_leased), one statement in the common case: a run is written
+# unless its row is closed differently; the ids it skipped are not returned.
+_RUN_UPSERT_FENCED = (
+    f"{_RUN_UPSERT} WHERE runs.outcome IS NULL OR (runs.outcome, runs.finished_at)"
+    " IS NOT DISTINCT FROM (excluded.outcome, excluded.finished_at) RETURNING id"
+)
+_RUN_CLOSE_OF = "SELECT id, outcome FROM runs WHERE id = ANY($1::text[])"
 LATE_SUFFIX = "-late"
 """Id suffix of the row that keeps a result finished after its lease was lost."""
 _RUN_INSERT_LATE = (
@@ -596,35 +596,30 @@ class PostgresStore(Store):
         is added as its own row, id ``<run id>-late``, flagged ``lease_lost``. Any
         other different close, and any attempt to reopen a closed run, is dropped.
         """
-        closed = {
-            record[0]: (record[1], record[2])
-            for record in await connection.fetch(_CLOSED_RUNS, [run.id for run in runs])
+        rows = _columns([run_row(r) for r in runs], len(_RUN_COLUMNS))
+        written = {record[0] for record in await connection.fetch(_RUN_UPSERT_FENCED, *rows)}
+        skipped = [run for run in runs if run.id not in written]
+        if not skipped:
+            return
+        recorded = {
+            record[0]: record[1]
+            for record in await connection.fetch(_RUN_CLOSE_OF, [run.id for run in skipped])
         }
-        current: list[Run] = []
         late: list[Run] = []
-        for run in runs:
-            seen = closed.get(run.id)
-            if seen is None:
-                current.append(run)
-                continue
-            row = run_row(run)
-            if (row[7], row[6]) == seen:
-                current.append(run)
-            elif run.outcome is not None and run.node == node:
-                late.append(replace(run, id=run.id + LATE_SUFFIX, lease_lost=True))
-                _log.warning(
-                    "run_finished_after_lease_lost",
-                    run_id=run.id,
-                    job_id=run.job_id,
-                    outcome=run.outcome.value,
-                    recorded=seen[0],
-                )
-        if current:
-            rows = _columns([run_row(r) for r in current], len(_RUN_COLUMNS))
-            await connection.execute(_RUN_UPSERT, *rows)
+        for run in skipped:
+            if run.outcome is None or run.node != node:
+                continue  # a stale reopen, or another node's different close: dropped
+            late.append(replace(run, id=run.id + LATE_SUFFIX, lease_lost=True))
+            _log.warning(
+                "run_finished_after_lease_lost",
+                run_id=run.id,
+                job_id=run.job_id,
+                outcome=run.outcome.value,
+                recorded=recorded.get(run.id),
+            )
         if late:
-            rows = _columns([run_row(r) for r in late], len(_RUN_COLUMNS))
-            await connection.execute(_RUN_INSERT_LATE, *rows)
+            late_rows = _columns([run_row(r) for r in late], len(_RUN_COLUMNS))
+            await connection.execute(_RUN_INSERT_LATE, *late_rows)
 
     async def _guarded(
         self, action: str, body: Callable[[Connection], Awaitable[None]], jobs: list[Job]
