@@ -26,7 +26,7 @@ from nexus_schedd.control.server import ControlServer, bind_control_socket
 from nexus_schedd.daemon.config import Config, check_schedule_types, load_config
 from nexus_schedd.daemon.systemd import Notifier, listen_fds, watchdog_interval
 from nexus_schedd.engine import Engine, engine_for
-from nexus_schedd.errors import ConfigError, SchedulerError
+from nexus_schedd.errors import ConfigError, SchedulerError, StoreError, StoreOpenFailed
 from nexus_schedd.handlers.exec import kill_running_commands
 from nexus_schedd.handlers.loading import load_handlers
 from nexus_schedd.handlers.registry import HandlerRegistry
@@ -79,11 +79,15 @@ class Daemon:
         store = open_store(config.store.url, durability=config.store.durability, node=settings.node)
         try:
             await store.open()
-        except BaseException:
+        except BaseException as exc:
             listener.close()
             if not self._socket_inherited:
                 with contextlib.suppress(OSError):
                     os.unlink(config.daemon.socket)
+            if isinstance(exc, StoreError) and not isinstance(exc, StoreOpenFailed):
+                # Only this failure is "cannot open the store" (main() says so);
+                # a store error later on is reported as what it is.
+                raise StoreOpenFailed(exc.message, permanent=exc.permanent) from exc
             raise
         self._store = store
         registry = load_handlers(config.handlers, log=log, config_file=self._config_name)
