@@ -416,9 +416,10 @@ class EngineCore:
             # A trigger is always an extra run: the schedule (a one-shot's only
             # occurrence too) stays where it was (SPEC 4).
             triggered=triggered,
-            # The time limit counts from the handler's start (run.started_at);
-            # set here, in one place, for both sources of work.
-            deadline=start + timedelta(seconds=timeout) if timeout else None,
+            time_limit=timedelta(seconds=timeout) if timeout else None,
+            # Set by Workers._execute when the handler starts, not here: the start
+            # checkpoint's commit (store latency) must not use up the handler's time.
+            deadline=None,
             due=None if triggered else job.run_at,
         )
         state = self.running.get(job.id)
