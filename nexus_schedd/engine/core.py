@@ -290,7 +290,16 @@ class EngineCore:
     async def _fetch(self, now: datetime, free: int) -> bool:
         """The source's turn, behind the one error path for its store calls: a
         store error is logged, fetching pauses for FETCH_RETRY (the loop goes on
-        with the work it has) and then the source is asked again."""
+        with the work it has) and then the source is asked again.
+
+        Invariant (issue 17, finding 1): every store call of a source's part of
+        the scheduler loop is made from :meth:`DueWorkSource.fetch`, so no store
+        error (a reset connection, a refusing or silent server) ends the loop,
+        except one that says the store is unusable for good
+        (``StoreError.permanent``: its schema changed or vanished, the user lost
+        a privilege): that is logged as ``store_unusable`` and raised, so the
+        engine and then the daemon end saying what happened.
+        """
         paused = self._fetch_paused_until
         if paused is not None:
             if now < paused:
@@ -299,6 +308,11 @@ class EngineCore:
         try:
             return await self.source.fetch(now, free)
         except StoreError as exc:
+            if exc.permanent:
+                self.log.critical(
+                    "store_unusable", source=type(self.source).__name__, error=exc.message
+                )
+                raise
             self.log.error(
                 "due_work_fetch_failed",
                 source=type(self.source).__name__,

@@ -73,6 +73,8 @@ class ClaimedWork:
         try:
             await self._take_over(self._core.clock.now())
         except StoreError as exc:
+            if exc.permanent:
+                raise  # the store is unusable for good: the engine cannot start
             # Not fatal at start: the first re-read looks for expired leases again.
             self._core.log.error("take_over_failed", error=exc.message)
         node = self._core.settings.node
@@ -81,7 +83,19 @@ class ClaimedWork:
 
     async def fetch(self, now: datetime, free: int) -> bool:
         """Re-read what notifications may have missed (at the safety re-check),
-        take over expired leases, claim due jobs up to ``free``."""
+        take over expired leases, claim due jobs up to ``free``.
+
+        Every store call of this source's part of the scheduler loop is made from
+        here, behind the core's one error path (``EngineCore._fetch``); after a
+        store error the next call re-reads the store's state first (notifications
+        may have been lost with the connection)."""
+        try:
+            return await self._fetch(now, free)
+        except StoreError:
+            self._reread = True
+            raise
+
+    async def _fetch(self, now: datetime, free: int) -> bool:
         core = self._core
         if self._reread or self._recheck_at is None or now >= self._recheck_at:
             await self._reread_store(now)

@@ -50,12 +50,11 @@ UPSTREAM = ("127.0.0.1", 5432)
 REPO = Path(__file__).resolve().parents[2]
 SLEEP = shutil.which("sleep") or "/usr/bin/sleep"
 ERROR_EVENTS = (
-    "store_call_failed",
+    "due_work_fetch_failed",
     "checkpoint_failed",
-    "claim_failed",
     "lease_renewal_failed",
-    "store_reread_failed",
     "take_over_failed",
+    "store_listener_lost",
 )
 
 
