@@ -174,10 +174,20 @@ class FaultProxy:
     async def _set_mode(self, mode: Mode, delay_s: float) -> None:
         assert self._flowing is not None
         if mode == "refuse":
-            if self._server is not None:
+            server = self._server
+            if server is not None:
+                # Stop accepting first, and let connections already accepted get
+                # their transports: on Python 3.11 a transport made for a server
+                # closed meanwhile fails half-built (Server._attach asserts) and
+                # its socket is never closed (a ResourceWarning, an error here).
+                loop = asyncio.get_running_loop()
+                for listening in server.sockets:
+                    loop.remove_reader(listening.fileno())
+                for _ in range(2):
+                    await asyncio.sleep(0)
                 # close() stops listening at once; wait_closed() would also wait for
                 # the open connections (Python 3.12+), which a refusal leaves alone.
-                self._server.close()
+                server.close()
                 self._server = None
         elif self._server is None:
             await self._listen()
