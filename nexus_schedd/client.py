@@ -1,8 +1,28 @@
-"""The public client library of nexus-schedd: ``from nexus_schedd.client import Client``."""
+"""The public client library of nexus-schedd: ``from nexus_schedd.client import Client``.
+
+A call that changes state (add, cancel, pause, resume, trigger, reschedule,
+reload) and gets no reply after it was sent raises :class:`OutcomeUnknown`: the
+change may or may not have been made. Retry an add safely by giving the job a
+``name`` (the same definition returns the existing job).
+"""
 
 from __future__ import annotations
 
-from nexus_schedd.control.client import Client, event_from_json, spec_to_json
+from nexus_schedd.control.client import (
+    DEFAULT_TIMEOUT_S,
+    Client,
+    event_from_json,
+    spec_to_json,
+)
 from nexus_schedd.control.paths import default_socket_path
+from nexus_schedd.errors import DaemonUnreachable, OutcomeUnknown
 
-__all__ = ["Client", "default_socket_path", "event_from_json", "spec_to_json"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "Client",
+    "DaemonUnreachable",
+    "OutcomeUnknown",
+    "default_socket_path",
+    "event_from_json",
+    "spec_to_json",
+]

@@ -17,6 +17,8 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 69
+EXIT_OUTCOME_UNKNOWN = 75
+"""sysexits' EX_TEMPFAIL: a change was sent but its reply never came (see OutcomeUnknown)."""
 EXIT_PERMISSION = 77
 
 
@@ -136,9 +138,23 @@ class PermissionDenied(SchedulerError):
 
 
 class StoreError(SchedulerError):
-    """The store refused or failed a write (disk full, read-only, corrupt)."""
+    """The store refused or failed a write (disk full, read-only, corrupt).
+
+    ``permanent`` marks a store that is unusable for good (its schema changed
+    or vanished, the database user lost its privileges): retrying cannot help,
+    and the daemon stops with this message instead of retrying. Anything else
+    (a lost connection, a timeout, a server restarting) is transient.
+    """
 
     varlink_error = f"{INTERFACE}.StoreError"
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class StoreOpenFailed(StoreError):
+    """The store could not be opened at start-up (daemon side only)."""
 
 
 class ConfigError(SchedulerError):
@@ -171,6 +187,20 @@ class DaemonUnreachable(SchedulerError):
 
     varlink_error = f"{INTERFACE}.DaemonUnreachable"
     exit_code = EXIT_UNREACHABLE
+
+
+class OutcomeUnknown(DaemonUnreachable):
+    """A change (add, cancel, pause, ...) was sent but no reply came (client side only).
+
+    The client gave up (its timeout) or lost the connection after the request
+    left: the daemon may have made the change, or may still make it (a store
+    write, once started, is finished). Look before retrying; an add with a
+    ``name`` is safe to retry (the same definition returns the existing job).
+    A subclass of :class:`DaemonUnreachable`, so code that caught that still does.
+    """
+
+    varlink_error = f"{INTERFACE}.OutcomeUnknown"
+    exit_code = EXIT_OUTCOME_UNKNOWN
 
 
 class ProtocolError(SchedulerError):

@@ -15,6 +15,7 @@ from typing import Any
 
 from nexus_schedd import __version__
 from nexus_schedd.cli import daemon, export, jobs, preview, runs, watch
+from nexus_schedd.control.client import DEFAULT_TIMEOUT_S
 from nexus_schedd.errors import EXIT_USAGE, SchedulerError
 
 COMMAND_MODULES = (daemon, jobs, runs, watch, export, preview)
@@ -57,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print the protocol's JSON")
     parser.add_argument(
-        "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the daemon"
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="seconds to wait for the daemon",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True

@@ -31,6 +31,7 @@ from nexus_schedd.control.varlink import decode_message, encode_message
 from nexus_schedd.errors import (
     INTERFACE,
     DaemonUnreachable,
+    OutcomeUnknown,
     ProtocolError,
     error_from_reply,
 )
@@ -40,13 +41,35 @@ from nexus_schedd.model.queries import Page
 from nexus_schedd.model.times import format_instant, parse_instant
 
 MAX_REPLY_BYTES = 256 * 1024 * 1024
+DEFAULT_TIMEOUT_S = 60.0
+"""How long a call waits for its reply by default. Longer than the PostgreSQL
+store's command timeout (``store.postgres.store.COMMAND_TIMEOUT_S``, 15 s) plus a
+connect (10 s): a daemon whose database stalls answers with a StoreError before
+a client gives up, so "outcome unknown" stays the exception."""
+
+MUTATIONS = frozenset(
+    {
+        "AddJob",
+        "AddJobs",
+        "CancelJob",
+        "PauseJob",
+        "ResumeJob",
+        "TriggerJob",
+        "RescheduleJob",
+        "Reload",
+    }
+)
+"""Methods that change state: a lost reply leaves their outcome unknown."""
 
 
 class Client:
     """A connection to a nexus-schedd daemon. Calls on one client run one at a time."""
 
     def __init__(
-        self, socket_path: str | os.PathLike[str] | None = None, *, timeout: float | None = 30.0
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.socket_path: Path = resolve_socket_path(socket_path)
         self.timeout = timeout
@@ -85,17 +108,30 @@ class Client:
             raise RuntimeError("use 'async with Client(...)' before calling")
         stream, buffered = self._stream, self._buffered
         request = {"method": _qualified(method), "parameters": dict(parameters or {})}
+        changes = method.rsplit(".", 1)[-1] in MUTATIONS
+        sent = False
         async with self._lock:
             try:
                 with self._deadline():
                     await stream.send(encode_message(request))
+                    sent = True
                     message = await _receive(buffered, self.socket_path)
             except TimeoutError:
                 # A late reply would be taken for the next call's: drop the connection.
                 await self.aclose()
+                if sent and changes:
+                    raise self._outcome_unknown(
+                        method, f"no reply within {self.timeout} s"
+                    ) from None
                 raise self._timed_out() from None
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                if sent and changes:
+                    raise self._outcome_unknown(method, "the connection was lost") from None
                 raise self._unreachable(exc) from None
+            except DaemonUnreachable:
+                if sent and changes:
+                    raise self._outcome_unknown(method, "the connection was closed") from None
+                raise
         return _result(message)
 
     async def stream(
@@ -285,6 +321,13 @@ class Client:
     def _timed_out(self) -> DaemonUnreachable:
         return DaemonUnreachable(
             f"no reply from nexus-schedd at {self.socket_path} within {self.timeout} s"
+        )
+
+    def _outcome_unknown(self, method: str, what: str) -> OutcomeUnknown:
+        return OutcomeUnknown(
+            f"outcome unknown: {method} was sent to nexus-schedd at {self.socket_path} but"
+            f" {what}; it may or may not have taken effect. Check before retrying (an add"
+            " with a name is safe to retry; see docs/cli.md)"
         )
 
     def _deadline(self) -> AbstractContextManager[anyio.CancelScope]:

@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,15 @@ from nexus_schedd.control.server import ControlServer, bind_control_socket
 from nexus_schedd.daemon.config import Config, check_schedule_types, load_config
 from nexus_schedd.daemon.systemd import Notifier, listen_fds, watchdog_interval
 from nexus_schedd.engine import Engine, engine_for
-from nexus_schedd.errors import ConfigError, SchedulerError
+from nexus_schedd.errors import ConfigError, SchedulerError, StoreError, StoreOpenFailed
 from nexus_schedd.handlers.exec import kill_running_commands
 from nexus_schedd.handlers.loading import load_handlers
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.store import Store, open_store
 
 EXIT_FORCED = 1
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""Signals the daemon handles (see :meth:`Daemon.main_loop`)."""
 
 log = structlog.get_logger("nexus_schedd.daemon")
 
@@ -56,13 +58,20 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT, then drain and return (exit code 0):
-        :meth:`startup`, :meth:`main_loop`, :meth:`shutdown`, under one task group."""
+        :meth:`startup`, :meth:`main_loop`, :meth:`shutdown`, under one task group.
+
+        The signal receiver is open before :meth:`startup`: a SIGHUP or SIGTERM
+        sent the moment READY is reported is queued for :meth:`main_loop`, never
+        met by the default action (which ends the process). One sent during
+        start-up is handled once start-up is done.
+        """
         try:
-            async with anyio.create_task_group() as tg:
-                await self.startup(tg)
-                await self.main_loop()
-                await self.shutdown()
-                tg.cancel_scope.cancel()
+            with anyio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+                async with anyio.create_task_group() as tg:
+                    await self.startup(tg)
+                    await self.main_loop(signals)
+                    await self.shutdown()
+                    tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close()
@@ -79,11 +88,15 @@ class Daemon:
         store = open_store(config.store.url, durability=config.store.durability, node=settings.node)
         try:
             await store.open()
-        except BaseException:
+        except BaseException as exc:
             listener.close()
             if not self._socket_inherited:
                 with contextlib.suppress(OSError):
                     os.unlink(config.daemon.socket)
+            if isinstance(exc, StoreError) and not isinstance(exc, StoreOpenFailed):
+                # Only this failure is "cannot open the store" (main() says so);
+                # a store error later on is reported as what it is.
+                raise StoreOpenFailed(exc.message, permanent=exc.permanent) from exc
             raise
         self._store = store
         registry = load_handlers(config.handlers, log=log, config_file=self._config_name)
@@ -117,17 +130,17 @@ class Daemon:
         )
         tg.start_soon(self._watchdog)
 
-    async def main_loop(self) -> None:
-        """Wait for signals: SIGHUP reloads; the first SIGTERM/SIGINT returns; a second exits."""
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    # A refused reload is logged by reload(); the old config stays in force.
-                    with contextlib.suppress(SchedulerError):
-                        await self.reload()
-                    continue
-                log.info("signal_received", signal=signal.Signals(signum).name)
-                break
+    async def main_loop(self, signals: AsyncIterator[int]) -> None:
+        """Wait for ``signals`` (a receiver of HANDLED_SIGNALS, opened by :meth:`run`
+        before READY): SIGHUP reloads; the first SIGTERM/SIGINT returns; a second exits."""
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                # A refused reload is logged by reload(); the old config stays in force.
+                with contextlib.suppress(SchedulerError):
+                    await self.reload()
+                continue
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            break
         # A second SIGTERM/SIGINT during the drain exits at once.
         self._arm_forced_exit()
 

@@ -19,7 +19,14 @@ from nexus_schedd.clock import SystemClock
 from nexus_schedd.daemon.app import Daemon, event_loop_options
 from nexus_schedd.daemon.config import Config, check_schedule_types, load_config
 from nexus_schedd.daemon.logging import configure_logging
-from nexus_schedd.errors import EXIT_USAGE, ConfigError, InvalidSpec, SchedulerError, StoreError
+from nexus_schedd.errors import (
+    EXIT_USAGE,
+    ConfigError,
+    InvalidSpec,
+    SchedulerError,
+    StoreError,
+    StoreOpenFailed,
+)
 from nexus_schedd.handlers.loading import load_handlers
 from nexus_schedd.model import Job
 from nexus_schedd.store.sqlite import SWITCH_INTERVAL_S
@@ -99,7 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             # schedule no handler runs): an invalid config, like any other.
             print(f"nexus-schedd: invalid config: {error.message}", file=sys.stderr)
             return EXIT_USAGE
-        prefix = "cannot open the store: " if isinstance(error, StoreError) else ""
+        if isinstance(error, StoreOpenFailed):
+            prefix = "cannot open the store: "
+        elif isinstance(error, StoreError):
+            # The store had been open. Once running, the engine retries transient
+            # failures and ends only on a permanent one.
+            prefix = "the store became unusable: " if error.permanent else "the store failed: "
+        else:
+            prefix = ""
         print(f"nexus-schedd: {prefix}{error.message}", file=sys.stderr)
         return EXIT_START_FAILED
     except KeyboardInterrupt:

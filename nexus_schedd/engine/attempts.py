@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -29,7 +29,11 @@ class Attempt:
     handler: Handler | None
     triggered: bool
     """A triggered extra run (TriggerJob), not one of the schedule's occurrences."""
+    time_limit: timedelta | None
+    """The job's timeout; :meth:`Workers._execute` sets ``deadline`` from it when
+    the handler starts."""
     deadline: datetime | None
+    """None until the handler starts (then its start + ``time_limit``, if any)."""
     due: datetime | None
     """The run_at it was due at, for its lateness (None for a trigger: never late)."""
     scope: anyio.CancelScope | None = None

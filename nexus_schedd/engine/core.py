@@ -295,7 +295,16 @@ class EngineCore:
     async def _fetch(self, now: datetime, free: int) -> bool:
         """The source's turn, behind the one error path for its store calls: a
         store error is logged, fetching pauses for FETCH_RETRY (the loop goes on
-        with the work it has) and then the source is asked again."""
+        with the work it has) and then the source is asked again.
+
+        Invariant (issue 17, finding 1): every store call of a source's part of
+        the scheduler loop is made from :meth:`DueWorkSource.fetch`, so no store
+        error (a reset connection, a refusing or silent server) ends the loop,
+        except one that says the store is unusable for good
+        (``StoreError.permanent``: its schema changed or vanished, the user lost
+        a privilege): that is logged as ``store_unusable`` and raised, so the
+        engine and then the daemon end saying what happened.
+        """
         paused = self._fetch_paused_until
         if paused is not None:
             if now < paused:
@@ -304,6 +313,11 @@ class EngineCore:
         try:
             return await self.source.fetch(now, free)
         except StoreError as exc:
+            if exc.permanent:
+                self.log.critical(
+                    "store_unusable", source=type(self.source).__name__, error=exc.message
+                )
+                raise
             self.log.error(
                 "due_work_fetch_failed",
                 source=type(self.source).__name__,
@@ -421,9 +435,10 @@ class EngineCore:
             # A trigger is always an extra run: the schedule (a one-shot's only
             # occurrence too) stays where it was (SPEC 4).
             triggered=triggered,
-            # The time limit counts from the handler's start (run.started_at);
-            # set here, in one place, for both sources of work.
-            deadline=start + timedelta(seconds=timeout) if timeout else None,
+            time_limit=timedelta(seconds=timeout) if timeout else None,
+            # Set by Workers._execute when the handler starts, not here: the start
+            # checkpoint's commit (store latency) must not use up the handler's time.
+            deadline=None,
             due=None if triggered else job.run_at,
         )
         state = self.running.get(job.id)

@@ -61,6 +61,9 @@ class ClaimedWork:
         self._leases_held = anyio.Event()
         self._due_at: datetime | None = None
         """The store's earliest pending run_at as last read or announced."""
+        self._announced: datetime | None = None
+        """The earliest run_at announced (an add here, a notification) since the
+        last read of ``next_due_at`` began (see :meth:`_read_due_at`)."""
         self._takeover_at: datetime | None = None
         self._recheck_at: datetime | None = None
         self._reread = True
@@ -73,6 +76,8 @@ class ClaimedWork:
         try:
             await self._take_over(self._core.clock.now())
         except StoreError as exc:
+            if exc.permanent:
+                raise  # the store is unusable for good: the engine cannot start
             # Not fatal at start: the first re-read looks for expired leases again.
             self._core.log.error("take_over_failed", error=exc.message)
         node = self._core.settings.node
@@ -81,7 +86,19 @@ class ClaimedWork:
 
     async def fetch(self, now: datetime, free: int) -> bool:
         """Re-read what notifications may have missed (at the safety re-check),
-        take over expired leases, claim due jobs up to ``free``."""
+        take over expired leases, claim due jobs up to ``free``.
+
+        Every store call of this source's part of the scheduler loop is made from
+        here, behind the core's one error path (``EngineCore._fetch``); after a
+        store error the next call re-reads the store's state first (notifications
+        may have been lost with the connection)."""
+        try:
+            return await self._fetch(now, free)
+        except StoreError:
+            self._reread = True
+            raise
+
+    async def _fetch(self, now: datetime, free: int) -> bool:
         core = self._core
         if self._reread or self._recheck_at is None or now >= self._recheck_at:
             await self._reread_store(now)
@@ -101,7 +118,7 @@ class ClaimedWork:
         """Refresh what notifications may have missed: due time, leases, counts."""
         core = self._core
         self._reread = True  # until every read below succeeded
-        self._due_at = await self._claiming.next_due_at()
+        await self._read_due_at()
         self._takeover_at = await self._claiming.next_lease_expiry()
         counts = await core.store.count_by_status()
         core.status_counts = dict.fromkeys(JobStatus, 0) | counts
@@ -119,7 +136,7 @@ class ClaimedWork:
             self._take(job)
         if len(claimed) < free:
             # Everything due was claimed (by us or others): sleep until the next one.
-            self._due_at = await self._claiming.next_due_at()
+            await self._read_due_at()
         if claimed:
             if self._takeover_at is None:
                 self._takeover_at = now + timedelta(seconds=settings.lease_s)
@@ -128,6 +145,27 @@ class ClaimedWork:
         # become running; yield instead of spinning on them.
         await core.clock.sleep_until(core.clock.now() + LOCKED_BACKOFF)
         return self._due_at is not None and self._due_at <= core.clock.now() + core.start_ahead
+
+    async def _read_due_at(self) -> None:
+        """Read the store's earliest pending run_at into ``_due_at``.
+
+        Invariant (issue 17, finding 5): a due time announced while the read is
+        in flight (a job added through this node, a notification) is never
+        overwritten by the read's older answer: the earlier of the two is kept.
+        The read may have begun before the add committed and not see it; without
+        this, a job added right after start-up waited for the safety re-check.
+        """
+        self._announced = None
+        stored = await self._claiming.next_due_at()
+        announced, self._announced = self._announced, None
+        if announced is not None and (stored is None or announced < stored):
+            stored = announced
+        self._due_at = stored
+
+    def _announce(self, run_at: datetime) -> None:
+        """Remember a due time learnt outside a store read (see :meth:`_read_due_at`)."""
+        if self._announced is None or run_at < self._announced:
+            self._announced = run_at
 
     def _take(self, job: Job) -> None:
         """A job claimed in the store: ready to start here (the claim's ``running``
@@ -161,6 +199,8 @@ class ClaimedWork:
     def _on_wakeup(self, wakeup: StoreWakeup) -> None:
         """A store notification: earlier work, or (None) a re-read after lost ones."""
         earliest = wakeup.earliest
+        if earliest is not None:
+            self._announce(earliest)
         if earliest is None:
             self._reread = True
         elif self._due_at is None or earliest < self._due_at:
@@ -172,6 +212,7 @@ class ClaimedWork:
     def keeps_pending(self, job: Job) -> bool:
         """Never: pending jobs live in the store; only remember when one is due sooner."""
         assert job.run_at is not None
+        self._announce(job.run_at)
         if self._due_at is None or job.run_at < self._due_at:
             self._due_at = job.run_at
             self._core.wake_scheduler()

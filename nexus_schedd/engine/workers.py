@@ -159,8 +159,6 @@ class Workers:
         started = time.perf_counter() if log_runs else 0.0
         lateness_ms = 0.0  # stays 0 for an attempt cancelled before its handler was due
         attempt.scope = scope
-        if attempt.deadline is not None:
-            self._watch(attempt, attempt.deadline)
         try:
             now = self._clock.now()
             if run.started_at > now and attempt.cancel_reason is None:
@@ -170,6 +168,12 @@ class Workers:
                     await self._clock.sleep_until(run.started_at)
                     now = self._clock.now()
                 started = time.perf_counter() if log_runs else 0.0
+            if attempt.time_limit is not None:
+                # Invariant (issue 17, finding 3): an attempt's time limit runs from
+                # the moment its handler starts, on every store; the time its start
+                # checkpoint took to commit is not charged to the handler.
+                attempt.deadline = now + attempt.time_limit
+                self._watch(attempt, attempt.deadline)
             due = attempt.due
             if due is not None and now > due:
                 lateness_ms = (now - due).total_seconds() * 1000.0
@@ -219,7 +223,7 @@ class Workers:
                 error = _CANCEL_ERRORS.get(reason, reason)
             else:
                 outcome = RunOutcome.TIMEOUT
-                limit = attempt.deadline - run.started_at if attempt.deadline else timedelta()
+                limit = attempt.time_limit or timedelta()
                 error = f"timed out after {limit.total_seconds():g} s"
             result = None
         elif result is not None:

@@ -594,6 +594,11 @@ class Run:
     output: Any = None
     node: str = ""
     job_type: str = ""
+    lease_lost: bool = False
+    """Multi-node: this attempt finished after its node had lost the job's lease
+    (cut off from the database for longer than the lease). Another node took the
+    job over and recorded the attempt ``crashed`` under the run's own id; this
+    row (id ``<that id>-late``) keeps what really happened."""
 
     @property
     def duration_ms(self) -> float | None:
@@ -616,6 +621,7 @@ class Run:
             "output": self.output,
             "duration_ms": self.duration_ms,
             "node": self.node,
+            "lease_lost": self.lease_lost,
         }
 
     @classmethod
@@ -634,6 +640,7 @@ class Run:
             error=data.get("error"),
             output=data.get("output"),
             node=data.get("node", ""),
+            lease_lost=bool(data.get("lease_lost", False)),
         )
 
 

@@ -272,3 +272,52 @@ async def test_trigger_through_a_node_runs_the_job_there_once() -> None:
         assert [(node, job_id) for node, job_id, *_ in nodes.recorder.calls] == [("n1", job.id)]
         # An extra run: the one-shot's own occurrence is still ahead, unmoved.
         assert (await a.get_job(job.id)).run_at == job.run_at
+
+
+class _StaleDueReads(PostgresStore):
+    """A store whose ``next_due_at`` answers with what it read, but only once the
+    test lets it: an add lands while the read is in flight (issue 17, finding 5)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reading = anyio.Event()
+        self.go_on = anyio.Event()
+
+    async def next_due_at(self) -> datetime | None:
+        answer = await super().next_due_at()
+        if not self.go_on.is_set():
+            self.reading.set()
+            await self.go_on.wait()
+        return answer
+
+
+async def test_a_job_added_while_the_due_time_is_read_runs_without_the_safety_recheck() -> None:
+    await check_postgres_reachable()
+    schema = fresh_schema_name()
+    store = _StaleDueReads(POSTGRES_DSN, schema=schema, node="n0", pool_size=3)
+    recorder = Recorder()
+    settings = EngineSettings(node="n0", max_concurrency=4, defaults=FAST_RETRY, lease_s=30.0)
+    assert settings.safety_recheck_s >= 60
+    try:
+        await store.open()
+        engine = engine_for(
+            store, HandlerRegistry({"rec": recorder.bound("n0")}), SystemClock(), settings
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.run)
+            with anyio.fail_after(LIMIT_S):
+                await store.reading.wait()  # the start-up read saw no due job
+            job = await engine.add_job(JobSpec(job_type="work"))
+            store.go_on.set()  # ... and now answers "nothing due"
+            # Far below the 60 s safety re-check the job would otherwise wait for.
+            await wait_for(lambda: _completed(store, job.id))
+            await engine.stop(grace_s=0)
+            tg.cancel_scope.cancel()
+    finally:
+        await store.close()
+        await drop_schema(schema)
+
+
+async def _completed(store: PostgresStore, job_id: str) -> bool:
+    job = await store.get_job(job_id)
+    return job is not None and job.status is JobStatus.COMPLETED

@@ -325,3 +325,44 @@ async def test_a_node_that_lost_its_lease_cannot_overwrite_the_new_owner(
     assert await b.write_leased("b", jobs=[finished]) == set()
     assert await a.get_job("J0001") == finished
     assert await a.lease_of("J0001") is None
+
+
+async def test_a_late_result_never_overwrites_the_take_overs_crash_record(
+    nodes: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = nodes
+    await a.insert_jobs([make_job(1)])
+    now = T0 + timedelta(seconds=5)
+    [claimed] = await a.claim_due("a", now, 1, LEASE_S)
+    started = make_run(1, "J0001", node="a", finished_at=None, outcome=None)
+    assert await a.write_leased("a", runs=[started]) == set()
+
+    expiry = now + timedelta(seconds=LEASE_S)
+    [(taken, open_run)] = await b.take_over_expired("b", expiry, 1, LEASE_S)
+    assert open_run == started
+    # Closed in the take-over's own transaction, before the engine writes its text.
+    [recorded] = (await b.list_runs(RunFilter(job_id="J0001"), 5)).items
+    assert recorded.outcome is RunOutcome.CRASHED and recorded.finished_at == expiry
+
+    # Node a comes back and checkpoints its attempt's real result (twice: a retry).
+    success = replace(
+        started, finished_at=expiry + timedelta(seconds=1), outcome=RunOutcome.SUCCESS
+    )
+    done = replace(claimed, status=JobStatus.COMPLETED, run_at=None, occurrence_count=1)
+    for _ in range(2):
+        assert await a.write_leased("a", jobs=[done], runs=[success]) == {"J0001"}
+    # The take-over's own record of the same close fills in its text.
+    crash = replace(started, finished_at=expiry, outcome=RunOutcome.CRASHED, error="taken over")
+    assert await b.write_leased("b", runs=[crash]) == set()
+
+    runs = {run.id: run for run in (await b.list_runs(RunFilter(job_id="J0001"), 5)).items}
+    assert runs == {
+        started.id: crash,
+        f"{started.id}-late": replace(success, id=f"{started.id}-late", lease_lost=True),
+    }
+    assert runs[f"{started.id}-late"].to_json()["lease_lost"] is True
+    assert await b.get_job("J0001") == taken
+    # A closed run is never reopened by a stale start checkpoint either.
+    assert await a.write_leased("a", runs=[started]) == set()
+    after = (await b.list_runs(RunFilter(job_id="J0001"), 5)).items
+    assert len(after) == 2 and all(run.outcome is not None for run in after)

@@ -103,6 +103,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX jobs_name ON jobs (name, id) WHERE name IS NOT NULL",
         ),
     ),
+    Migration(
+        version=3,
+        description="runs finished after their lease was lost",
+        statements=(
+            # A node cut off for longer than its lease may finish an attempt the
+            # take-over already recorded crashed: its result is a row of its own.
+            "ALTER TABLE runs ADD COLUMN lease_lost boolean NOT NULL DEFAULT false",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

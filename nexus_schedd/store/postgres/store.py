@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -115,7 +115,7 @@ def _set_all(columns: tuple[tuple[str, str], ...]) -> str:
 
 
 _JOB_SELECT = f"SELECT {_names(_JOB_COLUMNS)} FROM jobs"
-_RUN_SELECT = f"SELECT {_names(_RUN_COLUMNS)} FROM runs"
+_RUN_SELECT = f"SELECT {_names(_RUN_COLUMNS)}, lease_lost FROM runs"
 _JOB_INSERT = _unnest_insert("jobs", _JOB_COLUMNS)
 # A job that stays running keeps its lease; one that leaves running drops it.
 _JOB_UPSERT = (
@@ -128,6 +128,28 @@ _JOB_UPSERT_FENCED = (
     f" AND jobs.lease_owner = ${len(_JOB_COLUMNS) + 1} RETURNING id"
 )
 _RUN_UPSERT = f"{_unnest_insert('runs', _RUN_COLUMNS)} ON CONFLICT (id) DO UPDATE SET {_set_all(_RUN_COLUMNS)}"
+# Run fencing (write_leased), one statement in the common case: a run is written
+# unless its row is closed differently; the ids it skipped are not returned.
+_RUN_UPSERT_FENCED = (
+    f"{_RUN_UPSERT} WHERE runs.outcome IS NULL OR (runs.outcome, runs.finished_at)"
+    " IS NOT DISTINCT FROM (excluded.outcome, excluded.finished_at) RETURNING id"
+)
+_RUN_CLOSE_OF = "SELECT id, outcome FROM runs WHERE id = ANY($1::text[])"
+LATE_SUFFIX = "-late"
+"""Id suffix of the row that keeps a result finished after its lease was lost."""
+_RUN_INSERT_LATE = (
+    _unnest_insert("runs", _RUN_COLUMNS).replace(
+        ") SELECT * FROM", ", lease_lost) SELECT *, true FROM", 1
+    )
+    + " ON CONFLICT (id) DO NOTHING"
+)
+# take_over_expired closes the open runs it hands over in its own transaction,
+# so a late write of the old owner can never land before the crash record.
+_CLOSE_TAKEN_OVER = """
+UPDATE runs SET outcome = 'crashed', finished_at = $2,
+    error = 'node ' || node || ' lost its lease during this attempt; taken over by ' || $3
+WHERE id = ANY($1::text[]) AND outcome IS NULL
+"""
 _PENDING_BEFORE = "SELECT id, status, run_at FROM jobs WHERE id = ANY($1::text[])"
 _LIVE_NAME_HOLDER = (
     f"SELECT id FROM jobs WHERE name = $1 AND status NOT IN {FINAL_STATUSES_SQL}"
@@ -158,7 +180,7 @@ FROM expired WHERE jobs.id = expired.id
 RETURNING {_names(_JOB_COLUMNS, "jobs.")}
 """
 _OPEN_RUN_OF = f"""
-SELECT DISTINCT ON (job_id) {_names(_RUN_COLUMNS)} FROM runs
+SELECT DISTINCT ON (job_id) {_names(_RUN_COLUMNS)}, lease_lost FROM runs
 WHERE job_id = ANY($1::text[]) AND outcome IS NULL
 ORDER BY job_id, started_at DESC, id DESC
 """
@@ -219,6 +241,14 @@ DELETE FROM runs USING unnest($1::text[], $2::int8[], $3::text[]) AS b(job_id, s
 WHERE runs.job_id = b.job_id AND (runs.started_at, runs.id) < (b.started_at, b.id)
   AND runs.outcome IS NOT NULL
 """
+
+
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 15.0
+"""Per statement. A silent server (a partition, a stalled disk) fails a call
+after this, so a control call answers with a StoreError well before a client's
+default timeout (60 s, ``control.client.DEFAULT_TIMEOUT_S``) and "outcome
+unknown" on the client stays the exception."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +348,8 @@ class PostgresStore(Store):
         pool_size: int = 10,
         node: str = "",
         durability: Durability = "full",
-        connect_timeout_s: float = 10.0,
-        command_timeout_s: float = 60.0,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
     ) -> None:
         if durability not in ("full", "normal"):
             raise InvalidSpec("store.durability", f"must be 'full' or 'normal', not {durability!r}")
@@ -465,9 +495,7 @@ class PostgresStore(Store):
             except SchedulerError:
                 raise
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                raise StoreError(
-                    f"{self._where}: {action} failed, nothing was changed: {_reason(exc)}"
-                ) from None
+                raise _write_failed(self._where, action, exc) from None
         return result
 
     async def _fetch(self, sql: str, *parameters: Any) -> list[asyncpg.Record]:
@@ -475,7 +503,9 @@ class PostgresStore(Store):
         try:
             return await pool.fetch(sql, *parameters)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            raise StoreError(f"{self._where}: read failed: {_reason(exc)}") from None
+            raise StoreError(
+                f"{self._where}: read failed: {_reason(exc)}", permanent=_permanent(exc)
+            ) from None
 
     async def _notify(self, connection: Connection, earliest_us: int) -> None:
         payload = json.dumps({"earliest": earliest_us, "node": self.node}, separators=(",", ":"))
@@ -507,8 +537,12 @@ class PostgresStore(Store):
         A job that exists and is not running under ``node``'s lease (taken over
         by another node after the lease expired, or cancelled through another
         node) is left as it is; the ids of those jobs are returned. New jobs and
-        every run are written. The engine checkpoints the jobs it claimed with
-        this, so a node that lost its lease cannot overwrite the new owner's state.
+        runs are written, but a run already closed is never closed differently:
+        ``node``'s late result of a run another node closed (a take-over's
+        ``crashed``) becomes a row of its own, ``<run id>-late`` with
+        ``lease_lost`` set (see :meth:`_write_fenced_runs`). The engine
+        checkpoints the jobs it claimed with this, so a node that lost its lease
+        cannot overwrite the new owner's state or the take-over's record.
         """
         return await self._write(jobs, runs, node)
 
@@ -543,10 +577,50 @@ class PostgresStore(Store):
                 if earliest is not None:
                     await self._notify(connection, earliest)
             if unique_runs:
-                await connection.execute(_RUN_UPSERT, *run_rows)
+                if fence is None:
+                    await connection.execute(_RUN_UPSERT, *run_rows)
+                else:
+                    await self._write_fenced_runs(connection, unique_runs, fence)
 
         await self._guarded("write", body, unique_jobs)
         return refused
+
+    @staticmethod
+    async def _write_fenced_runs(connection: Connection, runs: list[Run], node: str) -> None:
+        """Write ``node``'s runs without ever rewriting a run closed differently.
+
+        Invariant (issue 17, finding 2): a closed run row (an outcome set) is
+        only rewritten by the same close (same outcome and finished_at: a retried
+        write, or the take-over's own crash record, which fills in its text). A
+        different close of a run ``node`` itself ran, arriving after another node
+        closed it (the take-over's ``crashed``), is the attempt's late result: it
+        is added as its own row, id ``<run id>-late``, flagged ``lease_lost``. Any
+        other different close, and any attempt to reopen a closed run, is dropped.
+        """
+        rows = _columns([run_row(r) for r in runs], len(_RUN_COLUMNS))
+        written = {record[0] for record in await connection.fetch(_RUN_UPSERT_FENCED, *rows)}
+        skipped = [run for run in runs if run.id not in written]
+        if not skipped:
+            return
+        recorded = {
+            record[0]: record[1]
+            for record in await connection.fetch(_RUN_CLOSE_OF, [run.id for run in skipped])
+        }
+        late: list[Run] = []
+        for run in skipped:
+            if run.outcome is None or run.node != node:
+                continue  # a stale reopen, or another node's different close: dropped
+            late.append(replace(run, id=run.id + LATE_SUFFIX, lease_lost=True))
+            _log.warning(
+                "run_finished_after_lease_lost",
+                run_id=run.id,
+                job_id=run.job_id,
+                outcome=run.outcome.value,
+                recorded=recorded.get(run.id),
+            )
+        if late:
+            late_rows = _columns([run_row(r) for r in late], len(_RUN_COLUMNS))
+            await connection.execute(_RUN_INSERT_LATE, *late_rows)
 
     async def _guarded(
         self, action: str, body: Callable[[Connection], Awaitable[None]], jobs: list[Job]
@@ -561,9 +635,7 @@ class PostgresStore(Store):
             except asyncpg.UniqueViolationError as exc:
                 error = exc
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                raise StoreError(
-                    f"{self._where}: {action} failed, nothing was changed: {_reason(exc)}"
-                ) from None
+                raise _write_failed(self._where, action, exc) from None
         raise await self._unique_error(error, jobs) from None
 
     async def _unique_error(
@@ -704,9 +776,11 @@ class PostgresStore(Store):
 
         Their node died (or lost the database for longer than its lease). Each
         job moves to ``node`` with a lease until ``now + lease_s`` and comes with
-        its open run (no outcome yet), if any, so the engine records that run as
-        ``crashed`` and retries per policy. Claimed atomically: two survivors
-        never take the same job.
+        its open run as it was (no outcome yet), if any, so the engine records
+        that run as ``crashed`` and retries per policy. The store closes those
+        runs as ``crashed`` (finished at ``now``) in the same transaction, so the
+        old owner's late result can never overwrite the crash record, however the
+        writes interleave. Claimed atomically: two survivors never take the same job.
         """
         check_limit(limit)
         if lease_s <= 0:
@@ -727,6 +801,10 @@ class PostgresStore(Store):
                     _run(row) for row in await connection.fetch(_OPEN_RUN_OF, [j.id for j in jobs])
                 )
             }
+            if open_runs:
+                await connection.execute(
+                    _CLOSE_TAKEN_OVER, sorted(run.id for run in open_runs.values()), now_us, node
+                )
             return [(job, open_runs.get(job.id)) for job in sorted(jobs, key=lambda j: j.id)]
 
         return await self._transaction("take over", body)
@@ -934,7 +1012,10 @@ def _job(row: asyncpg.Record) -> Job:
 
 
 def _run(row: asyncpg.Record) -> Run:
-    return run_from_row(cast(Sequence[Any], row))
+    values = tuple(row)
+    run = run_from_row(values[: len(_RUN_COLUMNS)])
+    # The lease_lost column follows the shared row shape (rows.py has no such column).
+    return replace(run, lease_lost=True) if values[len(_RUN_COLUMNS)] else run
 
 
 def _decode_wakeup(payload: object) -> Wakeup:
@@ -961,6 +1042,39 @@ async def _close_quietly(connection: asyncpg.Connection) -> None:
 
 def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
+
+
+_PERMANENT = (
+    asyncpg.InsufficientPrivilegeError,
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
+    asyncpg.InvalidSchemaNameError,
+    asyncpg.InvalidCatalogNameError,
+)
+"""Server errors that retrying cannot cure: the schema changed or vanished under
+the daemon, or its user lost a privilege (see ``StoreError.permanent``)."""
+
+
+def _permanent(exc: BaseException) -> bool:
+    return isinstance(exc, _PERMANENT)
+
+
+def _write_failed(where: str, action: str, exc: BaseException) -> StoreError:
+    """The StoreError of a failed write transaction, saying whether it changed anything.
+
+    An error the server reported rolled the transaction back. A lost connection
+    or a timeout (``command_timeout_s``) may have struck after COMMIT was sent:
+    then the change may or may not have been made, and the message says so.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        return StoreError(
+            f"{where}: {action} failed, nothing was changed: {_reason(exc)}",
+            permanent=_permanent(exc),
+        )
+    return StoreError(
+        f"{where}: {action} failed, outcome unknown (the connection was lost or timed out;"
+        f" the change may have been made): {_reason(exc)}"
+    )
 
 
 __all__ = [
