@@ -166,7 +166,7 @@ class ExecHandler:
             return JobResult.failure(
                 f"cannot start {program!r}: {exc.strerror or exc}", should_retry=False
             )
-        ctx.log.debug("exec started", pid=process.pid, argv=list(payload.argv))
+        ctx.log.debug("exec_started", pid=process.pid, argv=list(payload.argv))
         stdout, stderr = _Tail(self.tail_bytes), _Tail(self.tail_bytes)
         _live_groups.add(process.pid)
         try:

@@ -57,7 +57,7 @@ def load_handlers(
     for name in sorted(set(available) | set(tables)):
         table = tables.get(name, {})
         if table.get("enabled", True) is False:
-            log.info("handler disabled", handler=name)
+            log.info("handler_disabled", handler=name)
             continue
         factory_path = table.get("factory")
         source = str(factory_path) if factory_path is not None else available[name].value
@@ -80,10 +80,10 @@ def load_handlers(
         except Exception as exc:  # a plugin may fail in any way; it must not stop the daemon
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             broken[name] = reason
-            log.error("handler failed to load", handler=name, factory=source, error=reason)
+            log.error("handler_load_failed", handler=name, factory=source, error=reason)
             continue
         handlers[name] = handler
-        log.debug("handler loaded", handler=name, factory=source)
+        log.debug("handler_loaded", handler=name, factory=source)
     return HandlerRegistry(handlers, broken=broken)
 
 

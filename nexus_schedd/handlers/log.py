@@ -31,7 +31,7 @@ class LogHandler:
         """Log the payload and succeed."""
         emit = getattr(ctx.log, self.level)
         emit(
-            "log job",
+            "log_job",
             job_name=job.name,
             target_id=job.target_id,
             scheduled_for=ctx.scheduled_for.isoformat(),

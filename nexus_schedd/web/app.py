@@ -392,7 +392,7 @@ class Dashboard:
             async with self.client() as client:
                 status = await client.status()
         except SchedulerError as exc:
-            log.debug("web metrics without daemon", reason=str(exc))
+            log.debug("web_metrics_without_daemon", reason=str(exc))
             status = None
         return Response(metrics.render(self.run_metrics, status), media_type=metrics.CONTENT_TYPE)
 
@@ -413,14 +413,14 @@ class Dashboard:
                 if verdict.status == 401
                 else None
             )
-            log.warning("web action refused", action=name, ref=ref, status=verdict.status)
+            log.warning("web_action_refused", action=name, ref=ref, status=verdict.status)
             return self.error_page(
                 request, verdict.status, _phrase(verdict.status), verdict.reason, headers=headers
             )
         async with self.client() as client:
             job = await call(client, ref)
         log.info(
-            "web action", action=name, job_id=job.id, user=self.guard.user(request) or "unknown"
+            "web_action", action=name, job_id=job.id, user=self.guard.user(request) or "unknown"
         )
         return RedirectResponse(f"/jobs/{quote(job.id, safe='')}?done={name}", status_code=303)
 
@@ -442,7 +442,7 @@ class Dashboard:
                 request, 403, "Forbidden", "This dashboard has no token: login is not available."
             )
         if not self.guard.token_matches(form.get("token", "")):
-            log.warning("web login failed")
+            log.warning("web_login_failed")
             return self.render(
                 request,
                 "login.html",
@@ -459,7 +459,7 @@ class Dashboard:
             samesite="lax",
             secure=request.url.scheme == "https",
         )
-        log.info("web login")
+        log.info("web_login")
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -542,7 +542,7 @@ class Dashboard:
         )
 
     async def _daemon_down(self, request: Request, exc: Exception) -> Response:
-        log.warning("web daemon unreachable", path=request.url.path, reason=str(exc))
+        log.warning("web_daemon_unreachable", path=request.url.path, reason=str(exc))
         return self.error_page(
             request,
             503,
@@ -627,7 +627,7 @@ class ResponseSafety:
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
-            log.exception("web request failed", path=scope.get("path", ""))
+            log.exception("web_request_failed", path=scope.get("path", ""))
             if started:
                 raise
             body = self.render_error()

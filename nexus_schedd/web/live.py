@@ -175,9 +175,9 @@ class EventPump:
         self.connected = connected
         if connected:
             self.sessions += 1
-            log.info("web watching daemon", socket=str(self.socket or "default"))
+            log.info("web_watching_daemon", socket=str(self.socket or "default"))
         else:
-            log.warning("web lost daemon", reason=reason)
+            log.warning("web_daemon_lost", reason=reason)
         self.broadcaster.publish(sse_message("daemon", {"up": connected, "reason": reason}))
         for listener in self.listeners:
             listener("daemon", DaemonState(connected, reason))

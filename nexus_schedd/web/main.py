@@ -75,7 +75,7 @@ async def run(config: WebConfig) -> int:
     try:
         listener = _bind(host, port)
     except OSError as exc:
-        log.error("web cannot listen", listen=config.listen, reason=exc.strerror or str(exc))
+        log.error("web_listen_failed", listen=config.listen, reason=exc.strerror or str(exc))
         return EXIT_CANNOT_LISTEN
     bound = listener.getsockname()
     server_config = HypercornConfig()
@@ -99,7 +99,7 @@ async def run(config: WebConfig) -> int:
     async with anyio.create_task_group() as tg:
         tg.start_soon(_wait_for_signal, stop)
         log.info(
-            "web starting",
+            "web_starting",
             listen=f"{bound[0]}:{bound[1]}",
             socket=config.socket or "default",
             actions_enabled=config.actions_enabled,
@@ -110,7 +110,7 @@ async def run(config: WebConfig) -> int:
             await serve(dashboard.asgi(), server_config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
         finally:
             tg.cancel_scope.cancel()
-    log.info("web stopped")
+    log.info("web_stopped")
     return EXIT_OK
 
 
@@ -132,7 +132,7 @@ def _bind(host: str, port: int) -> socket.socket:
 async def _wait_for_signal(stop: anyio.Event) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
-            log.info("web stopping")
+            log.info("web_stopping")
             stop.set()
             return
 

@@ -147,7 +147,7 @@ def test_broken_plugins_are_reported_and_the_rest_still_load(plugin_module: str)
     assert "must be an async function" in registry.broken["sync"]
     assert registry.broken["typo"].startswith("AttributeError")
     assert registry.broken["gone"].startswith("ModuleNotFoundError")
-    failures = {e["handler"]: e for e in logs if e["event"] == "handler failed to load"}
+    failures = {e["handler"]: e for e in logs if e["event"] == "handler_load_failed"}
     assert set(failures) == {"raises", "garbage", "sync", "typo", "gone"}
     assert failures["raises"]["log_level"] == "error"
 

@@ -18,7 +18,7 @@ async def test_logs_the_payload_and_returns_it_as_output(make_job: MakeJob) -> N
         result = await handler.handle(job, ctx)
     assert result.ok and result.output == {"message": "hello"}
     [event] = logs
-    assert event["event"] == "log job"
+    assert event["event"] == "log_job"
     assert event["log_level"] == "info"
     assert event["payload"] == {"message": "hello"}
     assert (event["job_id"], event["job_name"], event["target_id"]) == (job.id, "demo", "t-1")

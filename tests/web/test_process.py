@@ -37,7 +37,7 @@ def test_real_process_serves_pages_metrics_and_stops_cleanly_on_sigterm(
         assert http.get("/jobs/no-such-job").status_code == 404
     assert web_process.stop() == 0
     events = [json.loads(line) for line in web_process.log().splitlines() if line.startswith("{")]
-    assert {"web starting", "web stopped"} <= {event["event"] for event in events}
+    assert {"web_starting", "web_stopped"} <= {event["event"] for event in events}
 
 
 def test_events_stream_delivers_watch_events_and_ends_on_sigterm(
@@ -127,5 +127,5 @@ def test_real_process_reports_an_address_in_use_and_exits_1(tmp_path: Path) -> N
         )
     assert result.returncode == 1
     events = [json.loads(line) for line in result.stderr.splitlines()]
-    assert [event["event"] for event in events] == ["web cannot listen"]
+    assert [event["event"] for event in events] == ["web_listen_failed"]
     assert events[0]["reason"] == "Address already in use"

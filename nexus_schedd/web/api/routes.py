@@ -169,7 +169,7 @@ class Api:
             stack.push_async_callback(self.idempotency.close)
             stack.push_async_callback(self.pool.aclose)
             log.info(
-                "api enabled",
+                "api_enabled",
                 tokens=len(self.config.tokens),
                 idempotency_db=str(self.config.idempotency_db),
             )
@@ -348,7 +348,7 @@ class Api:
         return problem.response(request.url.path)
 
     async def _crash(self, request: Request, exc: Exception) -> Response:
-        log.error("api request failed", path=request.url.path, error=repr(exc), exc_info=exc)
+        log.error("api_request_failed", path=request.url.path, error=repr(exc), exc_info=exc)
         return ApiProblem(
             500, f"{INTERFACE}.InternalError", "unexpected error; it was logged"
         ).response(request.url.path)
