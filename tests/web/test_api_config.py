@@ -128,3 +128,11 @@ async def test_idempotency_keys_expire_after_24_hours(tmp_path: Path) -> None:
         assert (await store.claim("admin", "k", fingerprint("POST", "/x", b"1"))).fresh
     finally:
         await store.close()
+
+
+def test_the_shipped_example_config_loads_with_its_documented_defaults() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "nexus-schedweb.toml"
+    config = load_config(example)
+    assert config.listen == "127.0.0.1:8470"
+    assert config.api.enabled is False and config.api.max_body_bytes == 1_048_576
+    assert config.allow_plain_http is False and not config.api.tokens
