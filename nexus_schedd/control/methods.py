@@ -224,7 +224,7 @@ class SchedulerMethods:
             recurrence = None
         elif params.get("recurrence") is not None:
             recurrence = Recurrence.from_json(params["recurrence"], self._context.default_timezone)
-        run_at = None
+        run_at = requested_wall = None
         if params.get("run_at") is not None:
             # A time without an offset is read in the recurrence's zone, else in
             # the daemon's default zone, as in AddJob (the IDL says so).
@@ -238,9 +238,14 @@ class SchedulerMethods:
             else:
                 zone_name = recurrence.timezone
             run_at = parse_instant(params["run_at"], resolve_zone(zone_name), "run_at")
+            # Read in the recurrence's zone: a time inside a DST gap keeps its
+            # wall-clock time for the later occurrences (SPEC 3), as in AddJob.
+            requested_wall = local_wall_time(params["run_at"])
         if run_at is None and recurrence is UNSET:
             raise InvalidSpec("run_at", "give a new run_at and/or a recurrence")
-        job = await self._service.reschedule_job(ref, run_at=run_at, recurrence=recurrence)
+        job = await self._service.reschedule_job(
+            ref, run_at=run_at, recurrence=recurrence, requested_wall=requested_wall
+        )
         return {"job": job.to_json()}
 
     async def Reload(self, params: Params) -> Params:

@@ -30,8 +30,14 @@ from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.errors import ConfigError, InvalidSpec, StoreError
 from nexus_schedd.model import JobDefaults, JobSpec, MisfirePolicy, OverlapPolicy, Recurrence
 from nexus_schedd.model.recurrence import UNIT_KINDS, RecurrenceKind
-from nexus_schedd.model.schedule import parse_cron, validate_schedule
-from nexus_schedd.model.times import localize, parse_every, parse_instant, resolve_zone
+from nexus_schedd.model.schedule import parse_cron, schedule_anchor, validate_schedule
+from nexus_schedd.model.times import (
+    local_wall_time,
+    localize,
+    parse_every,
+    parse_instant,
+    resolve_zone,
+)
 from nexus_schedd.store import sqlite_path_from_url
 from nexus_schedd.store.base import Durability
 
@@ -585,7 +591,13 @@ class _Parser:
         # The job fields are those of the protocol's JSON form: one validation for both.
         fields = {key: entry[key] for key in _JOB_FIELDS if key in entry}
         spec = JobSpec.from_json({**fields, "payload": payload, "name": entry["name"]}, zone_name)
-        return replace(spec, run_at=at, recurrence=recurrence)
+        anchor_at = None
+        if at is not None and recurrence is not None:
+            # A local `at` inside a DST gap runs once after the gap; the schedule
+            # keeps the wall-clock time written (SPEC 3), as AddJob does.
+            anchor = schedule_anchor(recurrence, at, _wall_time(entry.get("at")))
+            anchor_at = None if anchor == at else anchor
+        return replace(spec, run_at=at, recurrence=recurrence, anchor_at=anchor_at)
 
     # -- values ------------------------------------------------------------------
 
@@ -738,6 +750,13 @@ def _group_exists(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def _wall_time(value: Any) -> datetime | None:
+    """The naive local date-time a TOML value names when it has no offset."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is None else None
+    return local_wall_time(value) if isinstance(value, str) else None
 
 
 def _instant(value: Any, zone: Any, key: str) -> datetime | None:

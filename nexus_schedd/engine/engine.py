@@ -41,7 +41,7 @@ from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, Run
 from nexus_schedd.model.events import EngineStatus, Event, EventKind
 from nexus_schedd.model.queries import JobFilter, Page, RunFilter
-from nexus_schedd.model.schedule import first_occurrence, validate_schedule
+from nexus_schedd.model.schedule import first_occurrence, schedule_anchor, validate_schedule
 from nexus_schedd.store.base import ClaimingStore, Store
 
 SAME_START_TOLERANCE_S = 60.0
@@ -388,9 +388,16 @@ class Engine:
         return outcome
 
     async def reschedule_job(
-        self, ref: str, run_at: datetime | None = None, recurrence: Recurrence | None = UNSET
+        self,
+        ref: str,
+        run_at: datetime | None = None,
+        recurrence: Recurrence | None = UNSET,
+        requested_wall: datetime | None = None,
     ) -> Job:
-        """Give a pending or paused job a new run_at and/or recurrence."""
+        """Give a pending or paused job a new run_at and/or recurrence.
+        ``requested_wall`` is ``run_at`` as written when it had no offset: a daily
+        02:30 asked for inside a DST gap then keeps 02:30 after the shifted first
+        run, as in AddJob (see :func:`~nexus_schedd.model.schedule.schedule_anchor`)."""
         job = await self.get_job(ref)
         if job.status not in (JobStatus.PENDING, JobStatus.PAUSED):
             raise InvalidJobState(
@@ -405,10 +412,11 @@ class Engine:
             validate_schedule(new_recurrence, first)
         changes: dict[str, Any] = {"recurrence": new_recurrence, "updated_at": now}
         if run_at is not None or recurrence is not UNSET:
-            start = first
+            start = anchor = first
             if new_recurrence is not None:
                 start = first_occurrence(new_recurrence, first) or first
-            changes.update(scheduled_for=start, run_at=start, anchor_at=start, retry_count=0)
+                anchor = schedule_anchor(new_recurrence, start, requested_wall)
+            changes.update(scheduled_for=start, run_at=start, anchor_at=anchor, retry_count=0)
         # Same status: a field update, not a transition.
         updated = replace(job, **changes)
         return await self._commit_change(job, updated)

@@ -57,9 +57,14 @@ class SchedulerService(Protocol):
         ...
 
     async def reschedule_job(
-        self, ref: str, run_at: datetime | None = None, recurrence: Recurrence | None = UNSET
+        self,
+        ref: str,
+        run_at: datetime | None = None,
+        recurrence: Recurrence | None = UNSET,
+        requested_wall: datetime | None = None,
     ) -> Job:
-        """Give a pending or paused job a new run_at and/or recurrence."""
+        """Give a pending or paused job a new run_at and/or recurrence
+        (``requested_wall``: run_at as written, when it had no offset)."""
         ...
 
     async def list_runs(self, where: RunFilter, limit: int, cursor: str | None = None) -> Page[Run]:

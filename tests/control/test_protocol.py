@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from nexus_schedd.control.server import bind_control_socket
 from nexus_schedd.control.settings import ControlSettings
 from nexus_schedd.control.varlink import Interface, load_interface
+from nexus_schedd.model import Job
 from tests.control.harness import (
     Daemon,
     call_message,
@@ -540,3 +542,38 @@ async def test_times_without_an_offset_are_read_in_the_daemons_zone_for_one_shot
         assert (
             lower["parameters"]["job"]["run_at"] == "2035-01-01T10:00:00+00:00"
         )  # RFC 3339 lowercase
+
+
+@pytest.mark.anyio
+async def test_reschedule_into_a_gap_moves_only_that_run_and_keeps_the_wall_time(
+    tmp_path: Path,
+) -> None:
+    """Berlin skips 02:00-03:00 on 2030-03-31 (tzdata). A daily job rescheduled
+    to 02:30 that day, written without offset (read in the job's zone), runs at
+    03:00 CEST once and at 02:30 after (SPEC 3), as an AddJob would."""
+    async with running_daemon(tmp_path / "schedd.db") as daemon:
+        daily = {"kind": "daily", "timezone": "Europe/Berlin"}
+        added = await call(
+            daemon,
+            "AddJob",
+            {"job": {"job_type": "log", "run_at": "2030-01-01T12:00:00Z", "recurrence": daily}},
+        )
+        job_id = added["parameters"]["job"]["id"]
+        moved = await call(daemon, "RescheduleJob", {"id": job_id, "run_at": "2030-03-31T02:30:00"})
+        job = Job.from_json(moved["parameters"]["job"])
+        seen = [job.scheduled_for]
+        for _ in range(2):
+            following = job.next_run_time()
+            job = replace(job, scheduled_for=following, run_at=following)
+            seen.append(following)
+        assert [t.isoformat() for t in seen if t is not None] == [
+            "2030-03-31T03:00:00+02:00",
+            "2030-04-01T02:30:00+02:00",
+            "2030-04-02T02:30:00+02:00",
+        ]
+        # With an offset the instant is the anchor: 03:00 every day.
+        fixed = await call(
+            daemon, "RescheduleJob", {"id": job_id, "run_at": "2030-03-31T03:00:00+02:00"}
+        )
+        again = Job.from_json(fixed["parameters"]["job"])
+        assert again.anchor_at == again.run_at

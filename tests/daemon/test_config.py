@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,7 +16,7 @@ from nexus_schedd.daemon.config import (
     load_config,
 )
 from nexus_schedd.errors import ConfigError
-from nexus_schedd.model import JobDefaults, MisfirePolicy, OverlapPolicy, RecurrenceKind
+from nexus_schedd.model import Job, JobDefaults, MisfirePolicy, OverlapPolicy, RecurrenceKind
 from nexus_schedd.store import SQLiteStore, open_store
 
 USER_ENV = {"HOME": "/home/ann", "XDG_RUNTIME_DIR": "/run/user/1000"}
@@ -446,3 +447,37 @@ def test_schedule_names_are_required_and_unique(tmp_path: Path) -> None:
     error = refused(write(tmp_path, twice))
     assert error.key == "schedules[1].name"
     assert "schedules[0]" in error.reason
+
+
+@pytest.mark.parametrize("at", ["2030-03-31T02:30:00", '"2030-03-31T02:30"'])
+def test_a_static_schedule_starting_inside_a_gap_keeps_its_wall_time(
+    tmp_path: Path, at: str
+) -> None:
+    """Berlin skips 02:00-03:00 on 2030-03-31 (tzdata): the first run moves to
+    03:00 CEST, the later ones stay at 02:30 (SPEC 3), for a TOML local
+    date-time and a string without offset alike."""
+    text = (
+        '[[schedules]]\nname = "night"\njob_type = "log"\nevery = "1 day"\n'
+        f'timezone = "Europe/Berlin"\nat = {at}\n'
+    )
+    (spec,) = load_config(write(tmp_path, text), env=USER_ENV).schedules
+    job = Job.create(spec, datetime(2030, 1, 1, tzinfo=UTC), JobDefaults())
+    seen = [job.scheduled_for]
+    for _ in range(2):
+        following = job.next_run_time()
+        job = replace(job, scheduled_for=following, run_at=following)
+        seen.append(following)
+    assert [t.isoformat() for t in seen if t is not None] == [
+        "2030-03-31T03:00:00+02:00",
+        "2030-04-01T02:30:00+02:00",
+        "2030-04-02T02:30:00+02:00",
+    ]
+
+
+def test_a_static_schedule_at_with_an_offset_anchors_on_itself(tmp_path: Path) -> None:
+    text = (
+        '[[schedules]]\nname = "night"\njob_type = "log"\nevery = "1 day"\n'
+        'timezone = "Europe/Berlin"\nat = 2030-03-31T03:00:00+02:00\n'
+    )
+    (spec,) = load_config(write(tmp_path, text), env=USER_ENV).schedules
+    assert spec.anchor_at is None
