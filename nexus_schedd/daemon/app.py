@@ -51,8 +51,10 @@ class Daemon:
         self._engine: Engine | None = None
         self._store: Store | None = None
         self._registries: list[HandlerRegistry] = []
-        """Every registry loaded so far; all are closed at shutdown (a reload must not
-        close handlers that attempts still running may be using)."""
+        """Every registry not closed yet: the one in force, and those a reload
+        replaced while attempts still use them (:meth:`_retire`). The rest are
+        closed at shutdown."""
+        self._tg: anyio.abc.TaskGroup | None = None
         self._stopping = False
         self._socket_inherited = False
 
@@ -81,6 +83,7 @@ class Daemon:
         """Open the socket, store and handlers, start the engine, reconcile the static
         schedules, then serve the socket and report READY."""
         config = self.config
+        self._tg = tg
         # The socket first: a second daemon on a live socket is refused before it
         # touches the store.
         listener = self._control_socket()
@@ -160,6 +163,17 @@ class Daemon:
         if self._store is not None:
             await self._store.close()
 
+    async def _retire(self, engine: Engine, old: HandlerRegistry) -> None:
+        """Close the handlers a reload replaced (broker and HTTP connections) once
+        the attempts started with them have ended; at shutdown :meth:`_close`
+        closes whatever is still open."""
+        await engine.wait_unused(old)
+        with anyio.CancelScope(shield=True):
+            if old in self._registries:
+                self._registries.remove(old)
+                await old.aclose(keep=self._registries)
+                log.info("handlers_closed", handlers=old.names(), reason="replaced by a reload")
+
     def _control_socket(self) -> socket.socket:
         inherited = listen_fds()
         self._socket_inherited = bool(inherited)
@@ -206,8 +220,11 @@ class Daemon:
                     if registry is not None:
                         await registry.aclose()
                     raise
+                replaced = self._registries[-1]
                 self._registries.append(registry)
                 engine.set_registry(registry)
+                assert self._tg is not None
+                self._tg.start_soon(self._retire, engine, replaced)
                 engine.set_type_limits(new.limits)
                 try:
                     report = await engine.reconcile_static(new.schedules)

@@ -23,7 +23,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -132,6 +132,8 @@ class EngineCore:
         self._sleeping = False
         self._fetch_paused_until: datetime | None = None
         self.drained: anyio.Event | None = None
+        self._awaited: list[tuple[set[Attempt], anyio.Event]] = []
+        """Attempts someone waits to see end (:meth:`wait_for_attempts`)."""
         """Set when the last attempt finishes, while stop() waits for that."""
 
         self.pruner = HistoryPruner(store, clock, settings, log)
@@ -674,8 +676,27 @@ class EngineCore:
         self.checkpoints.stage([new], [run])
         self.publish(EventKind.RUN_FINISHED, new, run)
 
+    def attempts_in_flight(self) -> list[Attempt]:
+        """Every attempt placed and not yet ended (started, queued or starting)."""
+        return [attempt for state in self.running.values() for attempt in state.attempts()]
+
+    async def wait_for_attempts(self, attempts: Iterable[Attempt]) -> None:
+        """Return once each of ``attempts`` has ended (its slot released)."""
+        waiting = set(attempts)
+        if not waiting:
+            return
+        ended = anyio.Event()
+        self._awaited.append((waiting, ended))
+        await ended.wait()
+
     def _release(self, attempt: Attempt, now: datetime) -> None:
         """Free the attempt's slot and let a job waiting on its type limit move up."""
+        if self._awaited:
+            for waiting, ended in self._awaited:
+                waiting.discard(attempt)
+                if not waiting:
+                    ended.set()
+            self._awaited = [entry for entry in self._awaited if entry[0]]
         job_type = attempt.job.job_type
         self.active -= 1
         self._active_by_type[job_type] -= 1

@@ -207,6 +207,14 @@ class Engine:
         """Use ``registry`` for attempts started from now on (reload)."""
         self._core.registry = registry
 
+    async def wait_unused(self, registry: HandlerRegistry) -> None:
+        """Return once no attempt in flight runs a handler of ``registry``: after
+        :meth:`set_registry` replaced it, its handlers can then be closed (a reload
+        must not close a connection an attempt is still using)."""
+        core = self._core
+        users = [a for a in core.attempts_in_flight() if registry.owns(a.handler)]
+        await core.wait_for_attempts(users)
+
     def set_type_limits(self, limits: Mapping[str, int]) -> None:
         """Replace the per-job-type concurrency limits (reload)."""
         core = self._core

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nexus_schedd.errors import UnknownJobType
@@ -55,12 +55,18 @@ class HandlerRegistry:
         """Names of the loaded handlers, in resolution order."""
         return list(self._handlers)
 
-    async def aclose(self) -> None:
+    def owns(self, handler: Handler | None) -> bool:
+        """True if ``handler`` is one of this registry's loaded handlers."""
+        return any(handler is loaded for loaded in self._handlers.values())
+
+    async def aclose(self, keep: Sequence[HandlerRegistry] = ()) -> None:
         """Close every handler that holds resources (an ``aclose()`` method, like
-        the http handler's connection pool). Called when the registry is unloaded."""
+        the http handler's connection pool or a queue handler's broker
+        connection). Called when the registry is unloaded; a handler that one of
+        ``keep`` (registries still loaded) also holds stays open."""
         for handler in self._handlers.values():
             close = getattr(handler, "aclose", None)
-            if close is not None:
+            if close is not None and not any(other.owns(handler) for other in keep):
                 await close()
 
     def __repr__(self) -> str:

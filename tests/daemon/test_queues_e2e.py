@@ -189,3 +189,80 @@ def test_kill_9_during_hand_offs_loses_no_acknowledged_job(tmp_path: Path, strea
     # A repeated hand-off is the same job's message, under the same id.
     assert all(len(values) == 1 for values in bodies.values())
     daemon.close()
+
+
+def redis_clients_named(name: str) -> int:
+    """How many connections to the shared Redis carry this client name."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return sum(1 for entry in client.client_list() if entry.get("name") == name)
+    finally:
+        client.close()
+
+
+def test_a_reload_closes_the_replaced_handlers_connections_once_their_attempts_end(
+    tmp_path: Path, stream: str
+) -> None:
+    """SPEC 14: a handler's broker connection is closed at reload, but not under
+    an attempt still using it. The Redis client name tells the old handler's
+    connections from the new one's on the shared server."""
+    token = uuid.uuid4().hex[:12]
+    old, new = f"nxs-old-{token}", f"nxs-new-{token}"
+
+    def redis_only(client_name: str) -> str:
+        return f"""
+[daemon]
+log_format = "json"
+shutdown_grace_s = 5
+
+[control]
+admin_group = ""
+
+[handlers.redis]
+url = "{REDIS_URL}?client_name={client_name}"
+allow = ["nxs-test-*"]
+"""
+
+    daemon = DaemonProcess(tmp_path, redis_only(old))
+    try:
+        daemon.start()
+        # An attempt of the old handler in flight: a request waiting for its reply.
+        waiting = schedctl_json(
+            daemon, "add", "redis",
+            "--payload", json.dumps({"stream": stream, "mode": "request"}),
+            "--timeout", "120", "--max-retries", "0",
+        )["job"]  # fmt: skip
+        daemon.wait_until(lambda: len(stream_entries(stream)) == 1, timeout=30, what="the request")
+        assert redis_clients_named(old) >= 1
+
+        daemon.write_config(redis_only(new))
+        schedctl(daemon, "reload")
+        published = schedctl_json(
+            daemon, "add", "redis", "--payload", json.dumps({"stream": stream, "body": "new"})
+        )["job"]
+        wait_status(daemon, published["id"], "completed")
+        assert redis_clients_named(new) >= 1
+        # Still in use by the waiting attempt: not closed under it.
+        assert redis_clients_named(old) >= 1
+        assert not daemon.events("handlers_closed")
+
+        [request, _published] = stream_entries(stream)
+        import redis
+
+        worker = redis.Redis.from_url(REDIS_URL)
+        try:
+            reply = {"success": True, "output": "done"}
+            worker.xadd(request[b"reply_to"], {"result": json.dumps(reply)})
+        finally:
+            worker.close()
+        wait_status(daemon, waiting["id"], "completed")
+        [closed] = daemon.wait_event("handlers_closed")
+        assert "redis" in closed["handlers"]
+        daemon.wait_until(
+            lambda: redis_clients_named(old) == 0, timeout=30, what="the old connections to close"
+        )
+        assert redis_clients_named(new) >= 1
+    finally:
+        daemon.close()
