@@ -1,4 +1,5 @@
-"""``nexus-schedctl add | list | show | cancel | pause | resume | trigger | reschedule``."""
+"""``nexus-schedctl add | list | show | cancel | pause | resume | trigger | reschedule |
+requeue``."""
 
 from __future__ import annotations
 
@@ -82,6 +83,66 @@ def register(subparsers: Any) -> None:
         "--at", required=True, metavar="TIME", help="RFC 3339 / ISO 8601 (no offset: local time)"
     )
     reschedule.set_defaults(func=connected(_reschedule))
+    _register_requeue(subparsers)
+
+
+def _register_requeue(subparsers: Any) -> None:
+    requeue = subparsers.add_parser(
+        "requeue",
+        help="put failed or canceled jobs back to pending",
+        description=(
+            "Put a failed_permanent or canceled job back to pending, its retries reset: "
+            "a one-shot job runs again at --at (default now), a recurring one resumes at "
+            "its next occurrence. With --all, every job the filters match (default: "
+            "failed_permanent), at most --limit, in one commit."
+        ),
+    )
+    requeue.add_argument("ref", nargs="?", metavar="ID", help="the job (id or name)")
+    requeue.add_argument("--at", metavar="TIME", help="when it runs again (no offset: local)")
+    requeue.add_argument(
+        "--all", action="store_true", help="bulk: every job the filters below match"
+    )
+    requeue.add_argument(
+        "--status",
+        action="append",
+        choices=[JobStatus.FAILED_PERMANENT.value, JobStatus.CANCELED.value],
+        metavar="S",
+        help="failed_permanent (default) or canceled (repeatable)",
+    )
+    requeue.add_argument("--type", dest="job_type", metavar="T", help="only this job type")
+    requeue.add_argument("--target", metavar="ID", help="only this target id")
+    requeue.add_argument("--error", metavar="TEXT", help="only jobs whose last error contains TEXT")
+    requeue.add_argument("--since", metavar="TIME", help="only jobs that ended at or after TIME")
+    requeue.add_argument(
+        "--limit", type=positive_int, metavar="N", help="at most N jobs (default 1000, max 10000)"
+    )
+    run = connected(_requeue)
+
+    def checked(args: argparse.Namespace) -> int:
+        bulk = [
+            flag
+            for flag, value in (
+                ("--status", args.status),
+                ("--type", args.job_type),
+                ("--target", args.target),
+                ("--error", args.error),
+                ("--since", args.since),
+                ("--limit", args.limit),
+            )
+            if value is not None
+        ]
+        if args.ref is not None and args.all:
+            requeue.error("give a job ID or --all, not both")
+        if args.ref is None and not args.all:
+            requeue.error("give a job ID, or --all (with optional filters) to requeue in bulk")
+        if args.ref is not None and bulk:
+            requeue.error(f"{bulk[0]} applies to a bulk requeue (--all)")
+        if args.all and args.at is not None:
+            requeue.error("--at applies to one job; a bulk requeue runs each job now")
+        code: int = run(args)
+        return code
+
+    requeue.set_defaults(func=checked)
 
 
 def _register_add(subparsers: Any) -> None:
@@ -267,6 +328,40 @@ async def _job_action(client: Client, args: argparse.Namespace) -> int:
         return 0
     job = reply["job"]
     emit(f"{job['id']}: {job['status']}, next run {local_time(job.get('run_at'))}")
+    return 0
+
+
+async def _requeue(client: Client, args: argparse.Namespace) -> int:
+    if args.ref is not None:
+        parameters: dict[str, Any] = {"id": args.ref}
+        if args.at is not None:
+            parameters["run_at"] = format_instant(parse_instant(args.at, None, "--at"))
+        reply = await client.call("RequeueJob", parameters)
+        if wants_json(args):
+            emit_json(reply)
+            return 0
+        job = reply["job"]
+        emit(f"{job['id']}: {job['status']}, next run {local_time(job.get('run_at'))}")
+        return 0
+    reply = await client.requeue_jobs(
+        status=args.status or (),
+        job_type=args.job_type,
+        target_id=args.target,
+        error_contains=args.error,
+        since=None if args.since is None else parse_instant(args.since, None, "--since"),
+        limit=args.limit,
+        all_jobs=True,
+    )
+    if wants_json(args):
+        emit_json(reply)
+        return 0
+    emit(f"requeued {reply['count']} job(s)")
+    for job_id in reply["ids"]:
+        emit(f"  {job_id}")
+    for skipped in reply["skipped"]:
+        emit(f"skipped {skipped['id']}: {skipped['reason']}")
+    if reply["more"]:
+        emit("more jobs match: run the same command again for the next ones")
     return 0
 
 

@@ -56,6 +56,8 @@ MUTATIONS = frozenset(
         "ResumeJob",
         "TriggerJob",
         "RescheduleJob",
+        "RequeueJob",
+        "RequeueJobs",
         "Reload",
     }
 )
@@ -214,6 +216,38 @@ class Client:
     async def trigger_job(self, ref: str) -> Job:
         """TriggerJob: one extra occurrence now."""
         return Job.from_json((await self.call("TriggerJob", {"id": ref}))["job"])
+
+    async def requeue_job(self, ref: str, run_at: datetime | str | None = None) -> Job:
+        """RequeueJob: a failed_permanent or canceled job back to pending."""
+        parameters = _without_none(
+            id=ref, run_at=format_instant(run_at) if isinstance(run_at, datetime) else run_at
+        )
+        return Job.from_json((await self.call("RequeueJob", parameters))["job"])
+
+    async def requeue_jobs(
+        self,
+        *,
+        status: Sequence[str] = (),
+        job_type: str | None = None,
+        target_id: str | None = None,
+        error_contains: str | None = None,
+        since: datetime | str | None = None,
+        limit: int | None = None,
+        all_jobs: bool = False,
+    ) -> dict[str, Any]:
+        """RequeueJobs: bulk requeue by filter, atomic (``all_jobs``: the protocol's
+        ``all``, needed when no filter is given). Returns the reply
+        (``count``, ``ids``, ``skipped``, ``more``)."""
+        parameters = _without_none(
+            status=list(status) or None,
+            job_type=job_type,
+            target_id=target_id,
+            error_contains=error_contains,
+            since=format_instant(since) if isinstance(since, datetime) else since,
+            limit=limit,
+            all=all_jobs or None,
+        )
+        return await self.call("RequeueJobs", parameters)
 
     async def reschedule_job(
         self,

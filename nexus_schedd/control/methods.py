@@ -23,8 +23,9 @@ from nexus_schedd.engine.service import UNSET, SchedulerService
 from nexus_schedd.errors import InvalidSpec, UnknownJobType
 from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, RunOutcome
 from nexus_schedd.model.events import Event
-from nexus_schedd.model.queries import JobFilter, RunFilter
+from nexus_schedd.model.queries import JobFilter, RequeueFilter, RunFilter
 from nexus_schedd.model.schedule import preview, validate_schedule
+from nexus_schedd.model.status import REQUEUABLE
 from nexus_schedd.model.times import (
     format_instant,
     local_wall_time,
@@ -39,6 +40,8 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 DEFAULT_PREVIEW = 10
 MAX_PREVIEW = 1000
+DEFAULT_REQUEUE = 1000
+MAX_REQUEUE = 10_000
 DEFAULT_EXPORT_DAYS = 30
 MAX_EXPORT_DAYS = 366
 
@@ -214,6 +217,54 @@ class SchedulerMethods:
 
     async def TriggerJob(self, params: Params) -> Params:
         return {"job": (await self._service.trigger_job(params["id"])).to_json()}
+
+    async def RequeueJob(self, params: Params) -> Params:
+        ref = params["id"]
+        run_at = None
+        if params.get("run_at") is not None:
+            current = (await self._service.get_job(ref)).recurrence
+            zone_name = current.timezone if current is not None else self._context.default_timezone
+            run_at = parse_instant(params["run_at"], resolve_zone(zone_name), "run_at")
+        return {"job": (await self._service.requeue_job(ref, run_at)).to_json()}
+
+    async def RequeueJobs(self, params: Params) -> Params:
+        statuses = frozenset(JobStatus(s) for s in params.get("status") or ())
+        if statuses - REQUEUABLE:
+            raise InvalidSpec(
+                "status",
+                "a requeue takes failed_permanent and/or canceled jobs, not "
+                + ", ".join(sorted(s.value for s in statuses - REQUEUABLE)),
+            )
+        since_raw = params.get("since")
+        since = (
+            None
+            if since_raw is None
+            else parse_instant(since_raw, resolve_zone(self._context.default_timezone), "since")
+        )
+        filters = (statuses, params.get("job_type"), params.get("target_id"), since)
+        error_contains = params.get("error_contains")
+        if not any(filters) and not error_contains and not params.get("all"):
+            raise InvalidSpec(
+                "all",
+                "no filter given: name a status, job_type, target_id, error_contains or "
+                "since, or pass all: true to requeue every failed job",
+            )
+        where = RequeueFilter(
+            job_type=params.get("job_type"),
+            target_id=params.get("target_id"),
+            error_contains=error_contains or None,
+            since=since,
+            limit=_bounded(params, "limit", DEFAULT_REQUEUE, MAX_REQUEUE),
+        )
+        if statuses:
+            where = replace(where, statuses=statuses)
+        report = await self._service.requeue_jobs(where)
+        return {
+            "count": len(report.ids),
+            "ids": report.ids,
+            "skipped": [{"id": job_id, "reason": reason} for job_id, reason in report.skipped],
+            "more": report.more,
+        }
 
     async def RescheduleJob(self, params: Params) -> Params:
         ref = params["id"]

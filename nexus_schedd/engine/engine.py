@@ -30,7 +30,7 @@ from nexus_schedd.clock import Clock
 from nexus_schedd.engine.attempts import CANCELED, SHUTDOWN
 from nexus_schedd.engine.core import TRIGGER_PRIORITY, EngineCore, TriggerWaiter
 from nexus_schedd.engine.local import LocalWindow
-from nexus_schedd.engine.policies import jittered
+from nexus_schedd.engine.policies import jittered, requeued
 from nexus_schedd.engine.reconcile import reconcile_static
 from nexus_schedd.engine.service import UNSET
 from nexus_schedd.engine.settings import EngineSettings
@@ -40,7 +40,7 @@ from nexus_schedd.errors import InvalidJobState, JobExists, JobNotFound
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, Run
 from nexus_schedd.model.events import EngineStatus, Event, EventKind
-from nexus_schedd.model.queries import JobFilter, Page, RunFilter
+from nexus_schedd.model.queries import JobFilter, Page, RequeueFilter, RequeueReport, RunFilter
 from nexus_schedd.model.schedule import first_occurrence, schedule_anchor, validate_schedule
 from nexus_schedd.store.base import ClaimingStore, Store
 
@@ -394,6 +394,74 @@ class Engine:
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
+
+    async def requeue_job(self, ref: str, run_at: datetime | None = None) -> Job:
+        """Put a failed_permanent or canceled job back to pending, its retries reset:
+        a one-shot job at ``run_at`` (default now), a recurring one at its first
+        occurrence from then (see :func:`~nexus_schedd.engine.policies.requeued`)."""
+        job = await self.get_job(ref)
+        updated = requeued(job, self._clock.now(), run_at, self._core.rng)
+        await self._ensure_name_free(job)
+        return await self._commit_change(job, updated)
+
+    async def requeue_jobs(self, where: RequeueFilter) -> RequeueReport:
+        """Requeue the jobs ``where`` matches, oldest first, at most ``where.limit``,
+        all in one commit (atomic: on disk together or not at all). A match whose
+        name a live job holds (or an earlier match took), or whose schedule is
+        over, is reported as skipped and left as it was."""
+        report = RequeueReport()
+        changes: list[tuple[Job, Job]] = []
+        taken: set[str] = set()
+        rng = self._core.rng
+        listing = JobFilter(
+            statuses=where.statuses, job_type=where.job_type, target_id=where.target_id
+        )
+        cursor: str | None = None
+        while True:
+            page = await self.list_jobs(listing, 500, cursor)
+            for job in page.items:
+                if job.status not in where.statuses or not where.matches(job):
+                    continue  # changed since the store read, or filtered here
+                if len(changes) == where.limit:
+                    return await self._requeue_all(changes, replace(report, more=True))
+                try:
+                    if job.name is not None and job.name in taken:
+                        raise InvalidJobState(
+                            f"an earlier match in this requeue took the name {job.name!r}"
+                        )
+                    updated = requeued(job, self._clock.now(), None, rng)
+                    await self._ensure_name_free(job)
+                except (InvalidJobState, JobExists) as exc:
+                    report.skipped.append((job.id, exc.message))
+                    continue
+                if job.name is not None:
+                    taken.add(job.name)
+                changes.append((job, updated))
+            cursor = page.next_cursor
+            if cursor is None:
+                return await self._requeue_all(changes, report)
+
+    async def _requeue_all(
+        self, changes: list[tuple[Job, Job]], report: RequeueReport
+    ) -> RequeueReport:
+        core = self._core
+        for old, new in changes:
+            core.count(old.status, new.status)
+            core.place(new)
+            core.publish(EventKind.JOB_UPDATED, new)
+            report.ids.append(new.id)
+        if changes:
+            await self._checkpoints.commit([new for _old, new in changes])
+        return report
+
+    async def _ensure_name_free(self, job: Job) -> None:
+        """Raise JobExists when a live job other than ``job`` holds its name (a
+        requeued job takes its name back; names are unique among live jobs)."""
+        if job.name is None:
+            return
+        holder = await self.find_live_by_name(job.name)
+        if holder is not None and holder.id != job.id:
+            raise JobExists(job.name, holder.id)
 
     async def reschedule_job(
         self,

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from nexus_schedd.errors import InvalidJobState
 from nexus_schedd.model import Job, JobDefaults, JobResult, JobStatus, LastResult, RunOutcome
 from nexus_schedd.model.frozen import fast_init
-from nexus_schedd.model.schedule import next_occurrence
+from nexus_schedd.model.schedule import next_occurrence, occurrences
+from nexus_schedd.model.status import REQUEUABLE
+from nexus_schedd.model.times import format_instant
 
 MISFIRE_SKIP_RECORD_LIMIT = 100
 """A misfire ``skip`` records at most this many skipped runs (the most recent)."""
@@ -220,4 +223,51 @@ def after_crash(
     )
     return after_failure(
         job, now, last, lambda: following(job, Occurrence.of(job), rng), defaults, rng
+    )
+
+
+def requeued(job: Job, now: datetime, run_at: datetime | None, rng: random.Random) -> Job:
+    """A failed_permanent or canceled job back to pending (SPEC 15), retries reset.
+
+    A one-shot job runs its occurrence again at ``run_at`` (default now), with
+    the same idempotency key (it is the same occurrence). A recurring job
+    resumes at its schedule's first occurrence at or after that instant (never
+    before its first occurrence), counted from its anchor as before;
+    InvalidJobState when the schedule has
+    none left (``ends_at`` passed or ``max_occurrences`` used up).
+    """
+    if job.status not in REQUEUABLE:
+        raise InvalidJobState(
+            f"only a failed_permanent or canceled job can be requeued; job {job.id} is "
+            f"{job.status.value}",
+            status=job.status.value,
+        )
+    start = now if run_at is None else run_at
+    recurrence = job.recurrence
+    if recurrence is None or not recurrence.repeats:
+        return job.transition(
+            JobStatus.PENDING, now, scheduled_for=start, run_at=start, retry_count=0
+        )
+    start = max(start, job.anchor_at)  # canceled before its first occurrence: that one
+    if (
+        recurrence.max_occurrences is not None
+        and job.occurrence_count >= recurrence.max_occurrences
+    ):
+        raise InvalidJobState(
+            f"job {job.id} has run all {recurrence.max_occurrences} of its occurrences",
+            status=job.status.value,
+        )
+    found = occurrences(recurrence, job.anchor_at, start, 1, inclusive=True)
+    if not found or (recurrence.ends_at is not None and found[0] > recurrence.ends_at):
+        raise InvalidJobState(
+            f"job {job.id}'s schedule has no occurrence at or after {format_instant(start)}",
+            status=job.status.value,
+        )
+    instant = found[0]
+    return job.transition(
+        JobStatus.PENDING,
+        now,
+        scheduled_for=instant,
+        run_at=jittered(instant, job.jitter_s, rng),
+        retry_count=0,
     )

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from nexus_schedd.model import Job, JobSpec, Recurrence, Run
 from nexus_schedd.model.events import EngineStatus, Event
-from nexus_schedd.model.queries import JobFilter, Page, RunFilter
+from nexus_schedd.model.queries import JobFilter, Page, RequeueFilter, RequeueReport, RunFilter
 
 UNSET: Any = object()
 """Marker for "leave unchanged" in :meth:`SchedulerService.reschedule_job`."""
@@ -65,6 +65,14 @@ class SchedulerService(Protocol):
     ) -> Job:
         """Give a pending or paused job a new run_at and/or recurrence
         (``requested_wall``: run_at as written, when it had no offset)."""
+        ...
+
+    async def requeue_job(self, ref: str, run_at: datetime | None = None) -> Job:
+        """Put a failed_permanent or canceled job back to pending (SPEC 15)."""
+        ...
+
+    async def requeue_jobs(self, where: RequeueFilter) -> RequeueReport:
+        """Requeue every job ``where`` matches, up to its limit, in one commit."""
         ...
 
     async def list_runs(self, where: RunFilter, limit: int, cursor: str | None = None) -> Page[Run]:

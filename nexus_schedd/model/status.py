@@ -19,7 +19,8 @@ class JobStatus(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        """True for statuses a job never leaves."""
+        """True for the statuses that end a job: completed never changes again;
+        failed_permanent and canceled change only by a requeue (SPEC 15)."""
         return self in _FINAL
 
     @property
@@ -54,9 +55,13 @@ _TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     ),
     JobStatus.PAUSED: frozenset({JobStatus.PENDING, JobStatus.CANCELED}),
     JobStatus.COMPLETED: frozenset(),
-    JobStatus.FAILED_PERMANENT: frozenset(),
-    JobStatus.CANCELED: frozenset(),
+    # Final, but a requeue (SPEC 15) puts them back to pending.
+    JobStatus.FAILED_PERMANENT: frozenset({JobStatus.PENDING}),
+    JobStatus.CANCELED: frozenset({JobStatus.PENDING}),
 }
+
+REQUEUABLE = frozenset({JobStatus.FAILED_PERMANENT, JobStatus.CANCELED})
+"""The final statuses a job leaves by a requeue (SPEC 15); completed is not one."""
 
 
 class RunOutcome(StrEnum):

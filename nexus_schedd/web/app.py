@@ -42,6 +42,7 @@ from nexus_schedd.errors import (
     SchedulerError,
 )
 from nexus_schedd.model import Job, JobStatus, Run, RunOutcome
+from nexus_schedd.model.status import REQUEUABLE
 from nexus_schedd.web import metrics
 from nexus_schedd.web.api import Api
 from nexus_schedd.web.api.routes import ApiMount
@@ -94,8 +95,15 @@ ACTIONS: Mapping[str, ActionCall] = {
     "resume": Client.resume_job,
     "trigger": Client.trigger_job,
     "cancel": Client.cancel_job,
+    "requeue": Client.requeue_job,
 }
-ACTION_DONE = {"pause": "paused", "resume": "resumed", "trigger": "triggered", "cancel": "canceled"}
+ACTION_DONE = {
+    "pause": "paused",
+    "resume": "resumed",
+    "trigger": "triggered",
+    "cancel": "canceled",
+    "requeue": "requeued",
+}
 
 
 class Dashboard:
@@ -209,7 +217,7 @@ class Dashboard:
             failures = await client.list_runs(
                 outcome=[outcome.value for outcome in FAILED_OUTCOMES], limit=10
             )
-            names = await self._job_names(client, failures.items)
+            names, requeuable = await self._run_jobs(client, failures.items)
         return self.render(
             request,
             "overview.html",
@@ -218,6 +226,7 @@ class Dashboard:
             running=running.items,
             failures=failures.items,
             names=names,
+            requeuable=requeuable,
             next_due=_instant(status.get("next_due")),
             started_at=_instant(status.get("started_at")),
         )
@@ -296,7 +305,7 @@ class Dashboard:
                 limit=limit,
                 cursor=cursor,
             )
-            names = await self._job_names(client, page.items)
+            names, requeuable = await self._run_jobs(client, page.items)
         filters: dict[str, str | list[str]] = {
             "outcome": [outcome.value for outcome in outcomes],
             "job": job_ref or "",
@@ -307,6 +316,7 @@ class Dashboard:
             "runs.html",
             runs=page.items,
             names=names,
+            requeuable=requeuable,
             filters=filters,
             all_outcomes=list(RunOutcome),
             next_url=_next_url("/runs", filters, page.next_cursor),
@@ -399,7 +409,7 @@ class Dashboard:
     # -- actions and login ----------------------------------------------------------------
 
     async def action(self, request: Request) -> Response:
-        """POST /jobs/{ref}/{pause|resume|trigger|cancel}, behind the guard."""
+        """POST /jobs/{ref}/{pause|resume|trigger|cancel|requeue}, behind the guard."""
         ref = _ref(request)
         name = request.path_params["action"]
         call = ACTIONS.get(name)
@@ -588,9 +598,13 @@ class Dashboard:
             following = [current, *following]
         return following[:count]
 
-    async def _job_names(self, client: Client, runs: Sequence[Run]) -> dict[str, str]:
-        """Names (else ids) of the jobs of ``runs``; a pruned job keeps its id."""
+    async def _run_jobs(
+        self, client: Client, runs: Sequence[Run]
+    ) -> tuple[dict[str, str], set[str]]:
+        """Names (else ids) of the jobs of ``runs`` (a pruned job keeps its id), and
+        the ids of those a requeue can bring back (failed_permanent or canceled)."""
         names: dict[str, str] = {}
+        requeuable: set[str] = set()
         for run in runs:
             if run.job_id in names:
                 continue
@@ -600,7 +614,9 @@ class Dashboard:
                 names[run.job_id] = run.job_id
             else:
                 names[run.job_id] = job.name or job.id
-        return names
+                if job.status in REQUEUABLE:
+                    requeuable.add(job.id)
+        return names, requeuable
 
 
 class ResponseSafety:
@@ -740,6 +756,8 @@ def _page_url(path: str, filters: Mapping[str, str | list[str]], cursor: str | N
 
 def _available_actions(job: Job) -> set[str]:
     """The actions the job's status allows (the daemon re-checks them)."""
+    if job.status in REQUEUABLE:
+        return {"requeue"}
     if job.status.is_final:
         return set()
     available = {"cancel"}

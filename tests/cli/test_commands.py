@@ -395,3 +395,36 @@ def next_two_after_the_first(job: dict[str, Any]) -> list[str]:
     second = Job.from_json({**job, "scheduled_for": following.isoformat()}).next_run_time()
     assert second is not None
     return [following.isoformat(), second.isoformat()]
+
+
+@pytest.mark.anyio
+async def test_requeue_one_and_in_bulk_and_its_usage_errors(daemon: Daemon) -> None:
+    later = ("--at", "2040-01-01T00:00:00+00:00")
+    ids = [(await json_of(daemon, "add", "log", *later))["job"]["id"] for _ in range(3)]
+    refused = await schedctl(daemon, "requeue", ids[0])
+    assert refused.returncode == 1 and "is pending" in refused.stderr
+    for job_id in ids:
+        await json_of(daemon, "cancel", job_id)
+
+    one = await schedctl(daemon, "requeue", ids[0], "--at", "2041-06-01T12:00")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.startswith(f"{ids[0]}: pending, next run 2041-06-01 12:00")  # TZ Berlin
+
+    for args, text in [
+        ((), "give a job ID, or --all"),
+        ((ids[1], "--all"), "not both"),
+        ((ids[1], "--type", "log"), "--type applies to a bulk requeue"),
+        (("--all", "--at", "2041-01-01T00:00"), "--at applies to one job"),
+        (("--all", "--status", "completed"), "invalid choice"),
+    ]:
+        usage = await schedctl(daemon, "requeue", *args)
+        assert usage.returncode == 2 and text in usage.stderr, (args, usage.stderr)
+
+    bulk = await schedctl(daemon, "requeue", "--all", "--status", "canceled", "--limit", "1")
+    assert bulk.returncode == 0, bulk.stderr
+    assert bulk.stdout.splitlines()[0] == "requeued 1 job(s)"
+    assert "more jobs match" in bulk.stdout
+    rest = await json_of(daemon, "requeue", "--all", "--status", "canceled", "--type", "log")
+    assert rest["count"] == 1 and rest["more"] is False
+    canceled = (await json_of(daemon, "list", "--status", "canceled"))["jobs"]
+    assert canceled == []  # all three back (the bulk ones run now, the first in 2041)

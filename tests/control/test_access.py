@@ -142,6 +142,8 @@ def test_read_access_covers_exactly_the_read_methods() -> None:
         "ResumeJob",
         "TriggerJob",
         "RescheduleJob",
+        "RequeueJob",
+        "RequeueJobs",
         "Reload",
     ):
         assert not allowed(Access.READ, "io.nexus.Scheduler", method)

@@ -577,3 +577,48 @@ async def test_reschedule_into_a_gap_moves_only_that_run_and_keeps_the_wall_time
         )
         again = Job.from_json(fixed["parameters"]["job"])
         assert again.anchor_at == again.run_at
+
+
+@pytest.mark.anyio
+async def test_requeue_over_varlink_one_and_in_bulk_with_its_refusals(tmp_path: Path) -> None:
+    """SPEC 15: RequeueJob / RequeueJobs, and each bad input named, nothing changed."""
+    async with running_daemon(tmp_path / "schedd.db") as daemon:
+        later = {"job_type": "log", "run_at": "2040-01-01T00:00:00Z"}
+        ids = []
+        for _ in range(3):
+            added = await call(daemon, "AddJob", {"job": later})
+            ids.append(added["parameters"]["job"]["id"])
+        pending = await call(daemon, "RequeueJob", {"id": ids[0]})
+        assert pending["error"] == S + "InvalidJobState"
+        assert pending["parameters"]["status"] == "pending"
+        for job_id in ids:
+            await call(daemon, "CancelJob", {"id": job_id})
+        back = await call(
+            daemon, "RequeueJob", {"id": ids[0], "run_at": "2041-01-01T00:00:00+00:00"}
+        )
+        job = back["parameters"]["job"]
+        assert (job["status"], job["run_at"]) == ("pending", "2041-01-01T00:00:00+00:00")
+
+        refusals = [
+            ({}, "all"),
+            ({"status": ["completed"]}, "status"),
+            ({"all": True, "limit": 0}, "limit"),
+            ({"all": True, "limit": 10_001}, "limit"),
+            ({"since": "yesterday"}, "since"),
+        ]
+        for parameters, field_name in refusals:
+            refused = await call(daemon, "RequeueJobs", parameters)
+            assert refused["error"] in (S + "InvalidSpec", "org.varlink.service.InvalidParameter")
+            assert field_name in json.dumps(refused["parameters"]), (parameters, refused)
+        assert await job_count(daemon) == 3
+        statuses = await call(daemon, "ListJobs", {"status": ["canceled"]})
+        assert len(statuses["parameters"]["jobs"]) == 2  # nothing changed
+
+        # failed_permanent is the default: the canceled ones stay unless asked for.
+        none = await call(daemon, "RequeueJobs", {"all": True})
+        assert none["parameters"] == {"count": 0, "ids": [], "skipped": [], "more": False}
+        bulk = await call(daemon, "RequeueJobs", {"status": ["canceled"], "limit": 1})
+        assert bulk["parameters"]["count"] == 1 and bulk["parameters"]["more"] is True
+        rest = await call(daemon, "RequeueJobs", {"status": ["canceled"], "job_type": "log"})
+        assert rest["parameters"]["count"] == 1 and rest["parameters"]["more"] is False
+        assert sorted(bulk["parameters"]["ids"] + rest["parameters"]["ids"]) == sorted(ids[1:])

@@ -39,6 +39,8 @@ SPEC_METHODS = {
     "ResumeJob",
     "TriggerJob",
     "RescheduleJob",
+    "RequeueJob",
+    "RequeueJobs",
     "ListRuns",
     "Preview",
     "Watch",

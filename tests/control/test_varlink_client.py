@@ -82,6 +82,11 @@ async def test_every_method_is_callable_with_the_third_party_client(daemon: Daem
     assert (await call("ListHandlers", {}))["handlers"] == ["log"]
     assert "BEGIN:VCALENDAR" in (await call("ExportCalendar", {"days": 3}))["ical"]
     assert (await call("CancelJob", {"id": jobs[0]["id"]}))["job"]["status"] == "canceled"
+    requeued = await call("RequeueJob", {"id": jobs[0]["id"], "run_at": "2033-01-01T00:00:00Z"})
+    assert requeued["job"]["status"] == "pending"
+    await call("CancelJob", {"id": jobs[0]["id"]})
+    bulk = await call("RequeueJobs", {"status": ["canceled"]})
+    assert (bulk["count"], bulk["ids"]) == (1, [jobs[0]["id"]])
 
     # Reload has no callback in this daemon: the client still calls it and gets the error.
     called.add("Reload")

@@ -14,6 +14,7 @@ import pytest
 
 from nexus_schedd.clock import SystemClock
 from nexus_schedd.engine import Engine, EngineSettings, engine_for
+from nexus_schedd.errors import InvalidJobState
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import (
@@ -26,7 +27,7 @@ from nexus_schedd.model import (
     RecurrenceKind,
     RunOutcome,
 )
-from nexus_schedd.model.queries import JobFilter, RunFilter
+from nexus_schedd.model.queries import JobFilter, RequeueFilter, RunFilter
 from nexus_schedd.store import MemoryStore
 from nexus_schedd.store.postgres import PostgresStore
 from tests.store.factories import (
@@ -321,3 +322,25 @@ async def test_a_job_added_while_the_due_time_is_read_runs_without_the_safety_re
 async def _completed(store: PostgresStore, job_id: str) -> bool:
     job = await store.get_job(job_id)
     return job is not None and job.status is JobStatus.COMPLETED
+
+
+async def test_requeue_one_and_in_bulk_through_another_node_runs_each_once_more() -> None:
+    """SPEC 15 on PostgreSQL: jobs canceled on one node come back to pending
+    through another, singly and in bulk (one commit), and run on the cluster."""
+    async with cluster(2) as nodes:
+        a, b = nodes.engines
+        later = SystemClock().now() + timedelta(hours=1)
+        jobs = [await a.add_job(JobSpec(job_type="work", run_at=later)) for _ in range(4)]
+        for job in jobs:
+            await a.cancel_job(job.id)
+        single = await b.requeue_job(jobs[0].id)
+        assert single.status is JobStatus.PENDING and single.retry_count == 0
+        with pytest.raises(InvalidJobState):
+            await a.requeue_job(jobs[0].id)  # pending (or already run): not requeued twice
+        report = await b.requeue_jobs(RequeueFilter(statuses=frozenset({JobStatus.CANCELED})))
+        assert sorted(report.ids) == sorted(job.id for job in jobs[1:])
+        await wait_for(lambda: all_final(nodes.stores[0]))
+        ran = Counter(job_id for _, job_id, _, _ in nodes.recorder.calls)
+        stored = [await nodes.stores[0].get_job(job.id) for job in jobs]
+    assert ran == Counter({job.id: 1 for job in jobs})
+    assert all(job is not None and job.status is JobStatus.COMPLETED for job in stored)

@@ -19,7 +19,10 @@ P, R, Z, C, F, X = (
     JobStatus.FAILED_PERMANENT,
     JobStatus.CANCELED,
 )
-ALLOWED = {(P, R), (P, Z), (P, X), (R, P), (R, C), (R, F), (R, X), (Z, P), (Z, X)}
+# Requeue (SPEC 15) is the only way out of failed_permanent and canceled.
+ALLOWED = {
+    (P, R), (P, Z), (P, X), (R, P), (R, C), (R, F), (R, X), (Z, P), (Z, X), (F, P), (X, P)
+}  # fmt: skip
 ALL_PAIRS = list(itertools.product(JobStatus, repeat=2))
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -49,6 +52,7 @@ def test_refused_transition_raises_invalid_job_state(old: JobStatus, new: JobSta
 
 
 @pytest.mark.parametrize("status", list(JobStatus))
-def test_final_statuses_are_exactly_those_without_exits(status: JobStatus) -> None:
+def test_final_statuses_are_completed_and_the_two_a_requeue_leaves(status: JobStatus) -> None:
     assert status.is_final == (status in {C, F, X})
+    assert status.is_final == (status is C or (status.can_transition_to(P) and status in {F, X}))
     assert status.can_execute == (status is P)

@@ -1,10 +1,13 @@
-"""Actions (pause, resume, trigger, cancel): off by default, then token + CSRF."""
+"""Actions (pause, resume, trigger, cancel, requeue): off by default, then token + CSRF."""
 
 from __future__ import annotations
+
+import re
 
 import httpx
 import pytest
 
+from nexus_schedd.client import Client
 from nexus_schedd.web.config import WebConfig
 from tests.web.conftest import (
     BASE_URL,
@@ -206,3 +209,35 @@ async def test_action_on_unknown_job_or_in_wrong_state_gets_404_and_409(
 async def test_actions_are_not_possible_with_get(web: httpx.AsyncClient) -> None:
     response = await web.get("/jobs/heartbeat/pause")
     assert response.status_code in (404, 405)
+
+
+async def test_requeue_from_the_job_page_and_the_failed_runs_list(
+    scheduler: SchedulerData,
+) -> None:
+    job = await add_log_job(scheduler.socket, "requeue-from-dashboard")
+    async with Client(scheduler.socket) as client:
+        await client.cancel_job(job.id)
+    async with serve_in_process(enabled(scheduler)) as http:
+        page = await http.get(f"/jobs/{job.id}", headers=BEARER)
+        button = re.search(r'<button[^>]*id="action-requeue"[^>]*>', page.text)
+        assert button is not None and "disabled" not in button.group(0)
+        csrf = csrf_of(page.text)
+        response = await http.post(
+            f"/jobs/{job.id}/requeue", data={"csrf": csrf}, headers={**SAME_ORIGIN, **BEARER}
+        )
+        assert response.status_code == 303, response.text
+        assert response.headers["location"] == f"/jobs/{job.id}?done=requeue"
+        back = await get_job(scheduler.socket, job.id)
+        assert back.status.value == "pending"
+        assert back.run_at == job.run_at  # canceled before its first run: that one again
+        assert "Job requeued." in (await http.get(f"/jobs/{job.id}?done=requeue")).text
+
+        # The failed-runs list offers it for a failed_permanent job, to a logged-in user.
+        form = f'action="/jobs/{scheduler.broken.id}/requeue"'
+        runs = await http.get("/runs", params={"outcome": "failure"}, headers=BEARER)
+        assert form in runs.text
+        anonymous = await http.get("/runs", params={"outcome": "failure"})
+        assert form not in anonymous.text
+    assert (await get_job(scheduler.socket, scheduler.broken.id)).status.value == (
+        "failed_permanent"
+    )

@@ -114,14 +114,33 @@ async def test_actions_change_state_and_reschedule_takes_varlink_parameters(
     assert canceled.json()["status"] == "canceled"
 
 
-async def test_requeue_and_backfill_say_501_until_section_15(
+async def test_backfill_says_501_until_it_is_built(
     api: httpx.AsyncClient, scheduler: SchedulerData
 ) -> None:
-    await add_log_job(scheduler.socket, "api-requeue")
-    for action in ("requeue", "backfill"):
-        response = await api.post(f"/api/v1/jobs/api-requeue/{action}")
-        body = assert_problem(response, 501, "NotImplemented")
-        assert "section 15" in body["detail"]
+    await add_log_job(scheduler.socket, "api-backfill")
+    response = await api.post("/api/v1/jobs/api-backfill/backfill")
+    body = assert_problem(response, 501, "NotImplemented")
+    assert "section 15" in body["detail"]
+
+
+async def test_requeue_one_and_in_bulk(api: httpx.AsyncClient, scheduler: SchedulerData) -> None:
+    job = await add_log_job(scheduler.socket, "api-requeue", target_id="api-requeue")
+    pending = await api.post(f"/api/v1/jobs/{job.id}/requeue")
+    assert_problem(pending, 409, "InvalidJobState")
+    await api.post(f"/api/v1/jobs/{job.id}/cancel")
+    back = await api.post(f"/api/v1/jobs/{job.id}/requeue", json={"run_at": "2041-01-01T00:00:00Z"})
+    assert back.status_code == 200, back.text
+    assert back.json()["status"] == "pending"
+    assert back.json()["run_at"].startswith("2041-01-01T00:00:00")
+    await api.post(f"/api/v1/jobs/{job.id}/cancel")
+    unfiltered = await api.post("/api/v1/jobs/requeue", json={})
+    assert_problem(unfiltered, 400, "InvalidSpec")
+    assert unfiltered.json()["field"] == "all"
+    bulk = await api.post(
+        "/api/v1/jobs/requeue", json={"status": ["canceled"], "target_id": "api-requeue"}
+    )
+    assert bulk.status_code == 200, bulk.text
+    assert bulk.json() == {"count": 1, "ids": [job.id], "skipped": [], "more": False}
 
 
 async def test_runs_status_preview_and_calendar(
@@ -217,6 +236,7 @@ async def test_openapi_describes_every_route_of_the_app(
         ("GET", "/api/v1/events"),
         ("GET", "/api/v1/calendar.ics"),
         ("GET", "/api/v1/openapi.json"),
+        ("POST", "/api/v1/jobs/requeue"),
         *(
             ("POST", f"/api/v1/jobs/{{ref}}/{action}")
             for action in (

@@ -89,9 +89,11 @@ async def test_a_read_token_on_a_write_is_403_and_changes_nothing(
     before = await job_state(scheduler.socket, job.id)
     headers = bearer(READ_TOKEN)
     assert (await anonymous.get(f"/api/v1/jobs/{job.id}", headers=headers)).status_code == 200
-    for action in ("cancel", "pause", "trigger", "reschedule"):
+    for action in ("cancel", "pause", "trigger", "reschedule", "requeue"):
         response = await anonymous.post(f"/api/v1/jobs/{job.id}/{action}", headers=headers, json={})
         assert_problem(response, 403, "PermissionDenied")
+    bulk = await anonymous.post("/api/v1/jobs/requeue", headers=headers, json={"all": True})
+    assert_problem(bulk, 403, "PermissionDenied")
     added = await anonymous.post(
         "/api/v1/jobs",
         headers=headers,
@@ -117,6 +119,12 @@ async def test_a_confined_token_gets_404_for_other_job_types_as_if_absent(
         assert_problem(response, 404, "JobNotFound")
     runs = await anonymous.get("/api/v1/runs", params={"job_id": "heartbeat"}, headers=headers)
     assert_problem(runs, 404, "JobNotFound")
+    # A bulk requeue must name a job type the token may touch.
+    unnamed = await anonymous.post("/api/v1/jobs/requeue", headers=headers, json={"all": True})
+    assert_problem(unnamed, 400, "InvalidSpec")
+    assert unnamed.json()["field"] == "job_type"
+    other = await anonymous.post("/api/v1/jobs/requeue", headers=headers, json={"job_type": "log"})
+    assert_problem(other, 400, "UnknownJobType")  # as if the type did not exist
     listed = await anonymous.get("/api/v1/jobs", params={"job_type": "log"}, headers=headers)
     assert listed.json() == {"jobs": [], "next_cursor": None}
     added = await anonymous.post(

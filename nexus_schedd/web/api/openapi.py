@@ -214,6 +214,45 @@ SCHEMAS: dict[str, JSON] = {
             "clear_recurrence": _nullable({"type": "boolean"}),
         },
     },
+    "Requeue": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"run_at": _nullable(_TIME)},
+        "description": "run_at: when a one-shot job runs again (default now).",
+    },
+    "RequeueFilter": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "status": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["failed_permanent", "canceled"]},
+            },
+            "job_type": {"type": "string"},
+            "target_id": {"type": "string"},
+            "error_contains": {"type": "string"},
+            "since": _TIME,
+            "limit": {"type": "integer", "minimum": 1, "maximum": 10000},
+            "all": {"type": "boolean"},
+        },
+    },
+    "RequeueReport": {
+        "type": "object",
+        "required": ["count", "ids", "skipped", "more"],
+        "properties": {
+            "count": {"type": "integer"},
+            "ids": {"type": "array", "items": {"type": "string"}},
+            "skipped": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "reason"],
+                    "properties": {"id": {"type": "string"}, "reason": {"type": "string"}},
+                },
+            },
+            "more": {"type": "boolean"},
+        },
+    },
     "Problem": {
         "type": "object",
         "description": "RFC 9457 problem details; `type` ends with the Varlink error name.",

@@ -455,8 +455,24 @@ class Api:
         """POST /jobs/{ref}/reschedule."""
         return await self._act(call, "RescheduleJob", _without_none(**call.body))
 
+    async def requeue(self, call: Call) -> Reply:
+        """POST /jobs/{ref}/requeue."""
+        return await self._act(call, "RequeueJob", _without_none(**call.body))
+
+    async def requeue_jobs(self, call: Call) -> Reply:
+        """POST /jobs/requeue: bulk, by filter."""
+        body = call.body
+        token = call.token
+        if token is not None and token.confined:
+            if not isinstance(body.get("job_type"), str):
+                raise bad_request(
+                    "job_type", "a token confined to job types must name one it may touch"
+                )
+            _check_type(token, body, "job_type")
+        return Reply(200, await self.daemon("RequeueJobs", _without_none(**body)))
+
     async def not_built(self, call: Call) -> Reply:
-        """POST /jobs/{ref}/requeue and /backfill: 501 until SPEC section 15 lands."""
+        """POST /jobs/{ref}/backfill: 501 until it is built (SPEC section 15)."""
         await self._visible_job(call)
         action = call.request.url.path.rsplit("/", 1)[-1]
         raise ApiProblem(

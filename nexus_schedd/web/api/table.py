@@ -223,16 +223,28 @@ OPERATIONS: tuple[Operation, ...] = (
         "A new run_at and/or recurrence for a pending or paused job",
         body="Reschedule",
     ),
+    _action(
+        "requeue",
+        "RequeueJob",
+        "Put a failed_permanent or canceled job back to pending, its retries reset",
+        body="Requeue",
+    ),
     Operation(
         "POST",
-        "/jobs/{ref}/requeue",
-        "requeueJob",
-        "not_built",
+        "/jobs/requeue",
+        "requeueJobs",
+        "requeue_jobs",
         "admin",
-        "Requeue a failed or canceled job (SPEC section 15; not built yet: 501)",
-        {},
-        (*WRITE_ERRORS, 501),
-        body="Empty",
+        "Requeue failed (or canceled) jobs in bulk, by filter, in one commit",
+        {200: ("What was requeued and what was left as it was", JSON_MEDIA, "RequeueReport")},
+        WRITE_ERRORS,
+        body="RequeueFilter",
+        body_required=True,
+        description=(
+            "With no filter at all, `all: true` is required. A token confined to job "
+            "types must name a `job_type` it may touch."
+        ),
+        varlink="RequeueJobs",
     ),
     Operation(
         "POST",
