@@ -17,6 +17,7 @@ import secrets
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import anyio
 import asyncpg
@@ -110,7 +111,7 @@ async def _main(dsn: str, rows: int, batch: int, claim_batch: int, nodes: list[i
         began = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for job in jobs[:writes]:
-                tg.start_soon(lambda j=job: store.write(jobs=[replace(j, retry_count=2)]))
+                tg.start_soon(partial(store.write, jobs=[replace(job, retry_count=2)]))
         print(
             f"single   {writes} concurrent one-job writes (pool of {store.pool_size}): "
             f"{writes / (time.perf_counter() - began):,.0f} writes/s"

@@ -202,7 +202,7 @@ def daemon_rate(destination: Destination, n: int) -> dict[str, Any]:
     with workdir("nxb-queues-") as work, running_daemon(work, daemon_config(extra=extra)) as daemon:
 
         async def measure() -> dict[str, Any]:
-            from nexus_schedd.engine.service import EventKind
+            from nexus_schedd.model.events import EventKind
 
             specs = [
                 {"job_type": destination.broker, "payload": destination.payload} for _ in range(n)

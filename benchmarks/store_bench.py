@@ -12,6 +12,7 @@ import argparse
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -79,7 +80,7 @@ async def _main(rows: int, batch: int, durability: str) -> None:
             began = time.perf_counter()
             async with anyio.create_task_group() as tg:
                 for job in updated[:writes]:
-                    tg.start_soon(lambda j=job: store.write(jobs=[j]))
+                    tg.start_soon(partial(store.write, jobs=[job]))
             elapsed = time.perf_counter() - began
             commits = store.commits - commits_before
             print(
