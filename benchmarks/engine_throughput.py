@@ -29,6 +29,7 @@ import structlog
 
 from nexus_schedd.clock import SystemClock
 from nexus_schedd.engine import Engine, EngineSettings
+from nexus_schedd.engine.rates import Rate
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus, Run
@@ -115,7 +116,13 @@ def _per_job(
 
 
 async def measure(
-    jobs: int, concurrency: int, path: Path, *, store_kind: str = "sqlite", threads: bool = False
+    jobs: int,
+    concurrency: int,
+    path: Path,
+    *,
+    store_kind: str = "sqlite",
+    threads: bool = False,
+    rates_elsewhere: bool = False,
 ) -> dict[str, Any]:
     """Add ``jobs`` jobs while the engine is stopped, then time their execution."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the daemon does
@@ -127,7 +134,12 @@ async def measure(
         handler = NoOp(jobs)
         registry = HandlerRegistry({"noop": handler})
         # The daemon's default commit interval ([store] commit_interval_ms).
-        settings = EngineSettings(max_concurrency=concurrency, commit_interval_ms=5.0)
+        settings = EngineSettings(
+            max_concurrency=concurrency,
+            commit_interval_ms=5.0,
+            # Rate limits configured but not hit: another type has one.
+            type_rates={"send_reminder": Rate(100, 60.0)} if rates_elsewhere else {},
+        )
         clock = SystemClock()
         loader = Engine(store, registry, clock, settings)
         add_started = time.perf_counter()
@@ -183,6 +195,11 @@ def main() -> None:
         "--threads", action="store_true", help="CPU per job of each thread while the jobs ran"
     )
     parser.add_argument(
+        "--rates-elsewhere",
+        action="store_true",
+        help="configure a rate limit for another job type (configured, not hit)",
+    )
+    parser.add_argument(
         "--store",
         choices=("sqlite", "discard"),
         default="sqlite",
@@ -195,7 +212,12 @@ def main() -> None:
 
         def run() -> dict[str, Any]:
             return anyio.run(
-                partial(measure, store_kind=args.store, threads=args.threads),
+                partial(
+                    measure,
+                    store_kind=args.store,
+                    threads=args.threads,
+                    rates_elsewhere=args.rates_elsewhere,
+                ),
                 args.jobs,
                 args.concurrency,
                 Path(tmp) / "bench.db",

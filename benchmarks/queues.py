@@ -254,7 +254,7 @@ def daemon_rate(destination: Destination, n: int) -> dict[str, Any]:
 
 def run(jobs: int) -> Report:
     """Every broker that answers: the daemon's hand-off rate and the raw ceiling."""
-    report = Report("7 hand-off to queues")
+    report = Report("8 hand-off to queues")
     details: dict[str, Any] = {"jobs": jobs, "concurrency": CONCURRENCY}
     labels = {
         "amqp": "raw aio-pika publish, confirms",

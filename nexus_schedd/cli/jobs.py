@@ -69,13 +69,28 @@ def register(subparsers: Any) -> None:
 
     for name, method, text in (
         ("cancel", "CancelJob", "end a job (a running attempt is cancelled)"),
-        ("pause", "PauseJob", "keep a job from running until resumed"),
         ("resume", "ResumeJob", "resume a paused job"),
         ("trigger", "TriggerJob", "run one extra occurrence now"),
     ):
         parser = subparsers.add_parser(name, help=text)
         parser.add_argument("ref", metavar="ID")
         parser.set_defaults(func=connected(_job_action), method=method)
+
+    pause = subparsers.add_parser(
+        "pause",
+        help="keep a job from running until resumed (or until a time)",
+        description=(
+            "Keep a pending job from running until `resume`, or until --until TIME / for "
+            "--for DURATION: then the daemon resumes it by itself, across restarts, and "
+            "occurrences missed meanwhile follow the job's misfire policy. Pausing a "
+            "paused job again sets a new time, or, without one, drops the time it had."
+        ),
+    )
+    pause.add_argument("ref", metavar="ID")
+    until = pause.add_mutually_exclusive_group()
+    until.add_argument("--until", metavar="TIME", help="resume at TIME (no offset: local)")
+    until.add_argument("--for", dest="duration", metavar="DURATION", help="resume after 2h/1d")
+    pause.set_defaults(func=connected(_pause))
 
     reschedule = subparsers.add_parser("reschedule", help="give a pending or paused job a new time")
     reschedule.add_argument("ref", metavar="ID")
@@ -301,6 +316,7 @@ async def _show(client: Client, args: argparse.Namespace) -> int:
         ("type", job["job_type"]),
         ("target", job.get("target_id") or "-"),
         ("status", job["status"]),
+        *([("paused until", local_time(job["paused_until"]))] if job.get("paused_until") else []),
         ("next run", local_time(job.get("run_at"))),
         ("recurrence", describe_recurrence(job.get("recurrence"))),
         ("occurrences", str(job["occurrence_count"])),
@@ -328,6 +344,24 @@ async def _job_action(client: Client, args: argparse.Namespace) -> int:
         return 0
     job = reply["job"]
     emit(f"{job['id']}: {job['status']}, next run {local_time(job.get('run_at'))}")
+    return 0
+
+
+async def _pause(client: Client, args: argparse.Namespace) -> int:
+    parameters: dict[str, Any] = {"id": args.ref}
+    if args.until is not None:
+        parameters["until"] = format_instant(parse_instant(args.until, None, "--until"))
+    elif args.duration is not None:
+        delay = parse_duration(args.duration, "--for")
+        parameters["until"] = format_instant(now() + timedelta(seconds=delay))
+    reply = await client.call("PauseJob", parameters)
+    if wants_json(args):
+        emit_json(reply)
+        return 0
+    job = reply["job"]
+    until = job.get("paused_until")
+    detail = f"until {local_time(until)}" if until else "until resumed"
+    emit(f"{job['id']}: {job['status']} {detail}, next run {local_time(job.get('run_at'))}")
     return 0
 
 

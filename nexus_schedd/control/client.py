@@ -205,9 +205,12 @@ class Client:
         """CancelJob."""
         return Job.from_json((await self.call("CancelJob", {"id": ref}))["job"])
 
-    async def pause_job(self, ref: str) -> Job:
-        """PauseJob."""
-        return Job.from_json((await self.call("PauseJob", {"id": ref}))["job"])
+    async def pause_job(self, ref: str, until: datetime | str | None = None) -> Job:
+        """PauseJob: until resumed, or until ``until`` (then it resumes by itself)."""
+        parameters = _without_none(
+            id=ref, until=format_instant(until) if isinstance(until, datetime) else until
+        )
+        return Job.from_json((await self.call("PauseJob", parameters))["job"])
 
     async def resume_job(self, ref: str) -> Job:
         """ResumeJob."""

@@ -210,7 +210,14 @@ class SchedulerMethods:
         return {"job": (await self._service.cancel_job(params["id"])).to_json()}
 
     async def PauseJob(self, params: Params) -> Params:
-        return {"job": (await self._service.pause_job(params["id"])).to_json()}
+        ref = params["id"]
+        until = None
+        if params.get("until") is not None:
+            # A time without an offset is read as in AddJob: in the job's zone.
+            current = (await self._service.get_job(ref)).recurrence
+            zone_name = current.timezone if current is not None else self._context.default_timezone
+            until = parse_instant(params["until"], resolve_zone(zone_name), "until")
+        return {"job": (await self._service.pause_job(ref, until)).to_json()}
 
     async def ResumeJob(self, params: Params) -> Params:
         return {"job": (await self._service.resume_job(params["id"])).to_json()}

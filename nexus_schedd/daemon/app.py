@@ -225,7 +225,7 @@ class Daemon:
                 engine.set_registry(registry)
                 assert self._tg is not None
                 self._tg.start_soon(self._retire, engine, replaced)
-                engine.set_type_limits(new.limits)
+                engine.set_type_limits(new.limits, new.rates)
                 try:
                     report = await engine.reconcile_static(new.schedules)
                 except SchedulerError as exc:

@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from nexus_schedd.control.paths import SOCKET_ENV, default_socket_path
 from nexus_schedd.control.settings import ControlSettings
+from nexus_schedd.engine.rates import Rate
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.errors import ConfigError, InvalidSpec, StoreError
 from nexus_schedd.model import JobDefaults, JobSpec, MisfirePolicy, OverlapPolicy, Recurrence
@@ -161,6 +162,8 @@ class Config:
     defaults: JobDefaults = field(default_factory=JobDefaults)
     limits: dict[str, int] = field(default_factory=dict)
     """Per-job-type concurrency limits (``[limits]``)."""
+    rates: dict[str, Rate] = field(default_factory=dict)
+    """Per-job-type start rates (``[limits.rates]``)."""
     handlers: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The raw ``[handlers.NAME]`` tables, passed to the handler factories."""
     schedules: list[JobSpec] = field(default_factory=list)
@@ -182,6 +185,7 @@ class Config:
             safety_recheck_s=self.store.safety_recheck_s,
             max_concurrency=self.daemon.max_concurrency,
             type_limits=dict(self.limits),
+            type_rates=dict(self.rates),
             defaults=self.defaults,
             commit_interval_ms=float(self.store.commit_interval_ms),
             start_ahead_ms=float(self.store.start_ahead_ms),
@@ -297,6 +301,7 @@ class _Parser:
         self.refuse_unknown(data, known, "")
         daemon = self.parse_daemon(self.table(data, "daemon"), overrides)
         defaults = self.parse_defaults(self.table(data, "defaults"), daemon.timezone)
+        limits, rates = self.parse_limits(self.table(data, "limits"))
         return Config(
             path=self.path,
             daemon=daemon,
@@ -304,7 +309,8 @@ class _Parser:
             control=self.parse_control(self.table(data, "control"), daemon.timezone, defaults),
             history=self.parse_history(self.table(data, "history")),
             defaults=defaults,
-            limits=self.parse_limits(self.table(data, "limits")),
+            limits=limits,
+            rates=rates,
             handlers=self.parse_handlers(self.table(data, "handlers")),
             schedules=self.parse_schedules(data.get("schedules", []), daemon.timezone),
             warnings=list(self.warnings),
@@ -489,10 +495,23 @@ class _Parser:
             keep_per_job=self.integer(table, "keep_per_job", "history", 100, 1, 1_000_000),
         )
 
-    def parse_limits(self, table: dict[str, Any]) -> dict[str, int]:
-        return {
-            job_type: self.integer(table, job_type, "limits", 1, 1, 100_000) for job_type in table
+    def parse_limits(self, table: dict[str, Any]) -> tuple[dict[str, int], dict[str, Rate]]:
+        """``[limits]``: concurrency per job type, and ``[limits.rates]``."""
+        counts = {key: value for key, value in table.items() if key != "rates"}
+        limits = {
+            job_type: self.integer(counts, job_type, "limits", 1, 1, 100_000) for job_type in counts
         }
+        rates: dict[str, Rate] = {}
+        rates_table = table.get("rates", {})
+        if not isinstance(rates_table, dict):
+            raise self.error("limits.rates", "must be a table ([limits.rates])")
+        for job_type, text in rates_table.items():
+            key = f"limits.rates.{job_type}"
+            try:
+                rates[job_type] = Rate.parse(text, key)
+            except InvalidSpec as exc:
+                raise ConfigError(self.file, key, exc.reason) from None
+        return limits, rates
 
     def parse_handlers(self, table: dict[str, Any]) -> dict[str, dict[str, Any]]:
         handlers: dict[str, dict[str, Any]] = {}

@@ -42,6 +42,7 @@ from nexus_schedd.engine.policies import (
     following,
     walk_missed,
 )
+from nexus_schedd.engine.rates import RateLimits
 from nexus_schedd.engine.recovery import HistoryPruner
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.engine.source import DueWorkSource
@@ -123,6 +124,8 @@ class EngineCore:
 
         self._timers: list[tuple[datetime, int, str]] = []
         self._blocked: dict[str, list[ReadyEntry]] = {}
+        self.rates = RateLimits(settings.type_rates)
+        """Token buckets of the job types with a rate, and the jobs waiting for one."""
         self._active_by_type: dict[str, int] = {}
         self._unwritten = 0
         """Starts staged and not yet taken by a write (see :meth:`_dispatch`)."""
@@ -132,9 +135,9 @@ class EngineCore:
         self._sleeping = False
         self._fetch_paused_until: datetime | None = None
         self.drained: anyio.Event | None = None
+        """Set when the last attempt finishes, while stop() waits for that."""
         self._awaited: list[tuple[set[Attempt], anyio.Event]] = []
         """Attempts someone waits to see end (:meth:`wait_for_attempts`)."""
-        """Set when the last attempt finishes, while stop() waits for that."""
 
         self.pruner = HistoryPruner(store, clock, settings, log)
         self.workers = Workers(self)
@@ -210,15 +213,18 @@ class EngineCore:
         return None
 
     def backlog(self) -> int:
-        """Due jobs waiting for a slot."""
-        return len(self.ready) + sum(len(queue) for queue in self._blocked.values())
+        """Due jobs waiting for a slot (or a token of their type's rate)."""
+        waiting = sum(len(queue) for queue in self.rates.waiting.values())
+        return len(self.ready) + sum(len(queue) for queue in self._blocked.values()) + waiting
 
     def unblock_all(self) -> None:
-        """Type limits changed: every job waiting on one is ready again."""
+        """Type limits or rates changed: every job waiting on one is ready again."""
         for queue in self._blocked.values():
             for entry in queue:
                 heapq.heappush(self.ready, entry)
         self._blocked.clear()
+        for entry in self.rates.release_all():
+            heapq.heappush(self.ready, entry)
         self.wake_scheduler()
 
     def cancel_job_attempts(self, job_id: str, reason: str) -> int:
@@ -260,6 +266,9 @@ class EngineCore:
             self.loop_iterations += 1
             now = self.clock.now()
             self._collect_due(now + ahead)
+            if self.rates.waiting:
+                for entry in self.rates.due(now):
+                    heapq.heappush(self.ready, entry)
             if self.ready and self.active < settings.max_concurrency:
                 self._dispatch(now)
             free = settings.max_concurrency - self.active - len(self.ready)
@@ -282,6 +291,10 @@ class EngineCore:
                     if wanted is None
                     else min(wanted, self._fetch_paused_until)
                 )
+            if self.rates.waiting:
+                token_at = self.rates.wake_at()
+                if token_at is not None and (wanted is None or token_at < wanted):
+                    wanted = token_at
             if wanted is not None and (wake_at is None or wanted < wake_at):
                 wake_at = wanted
             self._sleeping_until = None if wake_at is None else wake_at + ahead
@@ -372,6 +385,7 @@ class EngineCore:
         loop and the writer taking turns.
         """
         limits = self.settings.type_limits
+        rates = self.rates if self.rates else None
         starts: list[Attempt] = []
         ready = self.ready
         jobs, token, triggers = self.jobs, self.token, self.triggers
@@ -388,11 +402,23 @@ class EngineCore:
             if limit is not None and self._active_by_type.get(job.job_type, 0) >= limit:
                 heapq.heappush(self._blocked.setdefault(job.job_type, []), entry)
                 continue
+            triggered = job_id in triggers
+            if rates is not None:
+                # The token is taken when the handler will start (start-ahead
+                # dispatches a due job early), so the rate holds for the calls.
+                run_at = job.run_at
+                starts_at = run_at if run_at is not None and run_at > now and not triggered else now
+                if not rates.take(job.job_type, starts_at):
+                    # Over its type's rate: late, not failed; other types go on.
+                    rates.waiting.setdefault(job.job_type, []).append(entry)
+                    continue
             token.pop(job_id, None)
-            attempt = self._begin(job, now, triggered=job_id in triggers)
+            attempt = self._begin(job, now, triggered=triggered)
             if attempt is not None:
                 starts.append(attempt)
                 self._unwritten += 1
+            elif rates is not None:
+                rates.give_back(job.job_type)  # skipped (misfire): no start
         if starts:
             self.checkpoints.stage(
                 [a.job for a in starts],

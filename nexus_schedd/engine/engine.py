@@ -14,6 +14,7 @@ parts, each in a file of its own:
 
 from __future__ import annotations
 
+import heapq
 import random
 import statistics
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -30,18 +31,21 @@ from nexus_schedd.clock import Clock
 from nexus_schedd.engine.attempts import CANCELED, SHUTDOWN
 from nexus_schedd.engine.core import TRIGGER_PRIORITY, EngineCore, TriggerWaiter
 from nexus_schedd.engine.local import LocalWindow
+from nexus_schedd.engine.pauses import PauseTimers
 from nexus_schedd.engine.policies import jittered, requeued
+from nexus_schedd.engine.rates import Rate, RateLimits
 from nexus_schedd.engine.reconcile import reconcile_static
 from nexus_schedd.engine.service import UNSET
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.engine.shared import ClaimedWork
 from nexus_schedd.engine.source import DueWorkSource
-from nexus_schedd.errors import InvalidJobState, JobExists, JobNotFound
+from nexus_schedd.errors import InvalidJobState, InvalidSpec, JobExists, JobNotFound
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, Run
 from nexus_schedd.model.events import EngineStatus, Event, EventKind
 from nexus_schedd.model.queries import JobFilter, Page, RequeueFilter, RequeueReport, RunFilter
 from nexus_schedd.model.schedule import first_occurrence, schedule_anchor, validate_schedule
+from nexus_schedd.model.times import format_instant
 from nexus_schedd.store.base import ClaimingStore, Store
 
 SAME_START_TOLERANCE_S = 60.0
@@ -102,6 +106,13 @@ class Engine:
         )
         self._source = self._core.source
         self._checkpoints = self._core.checkpoints
+        self._pauses = PauseTimers(
+            clock,
+            self._log,
+            self._resume_if_still_paused,
+            lambda: store.jobs_in_status(JobStatus.PAUSED),
+            timedelta(seconds=settings.safety_recheck_s) if self.shared else None,
+        )
         self.state = RunState.STOPPED
         self._tg: TaskGroup | None = None
         self._done = anyio.Event()
@@ -137,6 +148,7 @@ class Engine:
                 core.pruner.due = True
                 core.workers.start(tg, core.settings.max_concurrency)
                 tg.start_soon(core.schedule, name=f"engine {node} scheduler")
+                await tg.start(self._pauses.run, name=f"engine {node} pause timers")
                 self.state = RunState.STARTED
                 self._log.info(
                     "engine_started",
@@ -202,6 +214,7 @@ class Engine:
         current sleep (measured in elapsed time) would have ended."""
         self._log.info("wall_clock_stepped", now=self._clock.now().isoformat())
         self._core.wake_scheduler()
+        self._pauses.rearm()
 
     def set_registry(self, registry: HandlerRegistry) -> None:
         """Use ``registry`` for attempts started from now on (reload)."""
@@ -215,10 +228,19 @@ class Engine:
         users = [a for a in core.attempts_in_flight() if registry.owns(a.handler)]
         await core.wait_for_attempts(users)
 
-    def set_type_limits(self, limits: Mapping[str, int]) -> None:
-        """Replace the per-job-type concurrency limits (reload)."""
+    def set_type_limits(
+        self, limits: Mapping[str, int], rates: Mapping[str, Rate] | None = None
+    ) -> None:
+        """Replace the per-job-type concurrency limits and, when given, the rates
+        (reload; the buckets start full)."""
         core = self._core
         core.settings = replace(core.settings, type_limits=dict(limits))
+        if rates is not None and dict(rates) != core.rates.rates:
+            core.settings = replace(core.settings, type_rates=dict(rates))
+            waiting = core.rates.release_all()
+            core.rates = RateLimits(rates)
+            for entry in waiting:
+                heapq.heappush(core.ready, entry)
         core.unblock_all()
 
     # -- SchedulerService: adding ---------------------------------------------------
@@ -332,6 +354,11 @@ class Engine:
             extra={
                 "window_jobs": len(core.token),
                 "checkpoint_pending": self._checkpoints.pending,
+                **(
+                    {"waiting_for_rate": {t: len(q) for t, q in core.rates.waiting.items() if q}}
+                    if core.rates.waiting
+                    else {}
+                ),
                 **extra,
             },
         )
@@ -352,12 +379,40 @@ class Engine:
         self._core.fail_triggers(job.id, InvalidJobState("the job was canceled", status="canceled"))
         return await self._commit_change(job, updated)
 
-    async def pause_job(self, ref: str) -> Job:
-        """Keep a pending job from running until resumed."""
+    async def pause_job(self, ref: str, until: datetime | None = None) -> Job:
+        """Keep a pending job from running until resumed, or until ``until``: then
+        the engine resumes it by itself (SPEC 15), across restarts. Pausing a
+        paused job again sets a new time, or, without ``until``, drops the time
+        it had (a job paused without one is refused, as before)."""
         job = await self.get_job(ref)
-        updated = job.transition(JobStatus.PAUSED, self._clock.now())
+        now = self._clock.now()
+        if until is not None and until <= now:
+            raise InvalidSpec("until", f"{format_instant(until)} is not in the future")
+        if job.status is JobStatus.PAUSED and (until is not None or job.paused_until):
+            # Same status: a field update, not a transition.
+            updated = replace(job, paused_until=until, updated_at=now)
+        else:
+            updated = job.transition(JobStatus.PAUSED, now, paused_until=until)
         self._core.fail_triggers(job.id, InvalidJobState("the job was paused", status="paused"))
-        return await self._commit_change(job, updated)
+        paused = await self._commit_change(job, updated)
+        if until is not None:
+            self._pauses.watch(paused.id, until)
+        return paused
+
+    async def _resume_if_still_paused(self, job_id: str, until: datetime) -> None:
+        """The pause timer of ``job_id`` fired: resume it if nobody resumed,
+        canceled or re-paused it meanwhile."""
+        job = await self._find(job_id)
+        if job is None or job.status is not JobStatus.PAUSED or job.paused_until != until:
+            return
+        now = self._clock.now()
+        await self._commit_change(job, job.transition(JobStatus.PENDING, now))
+        self._log.info(
+            "paused_job_resumed",
+            job_id=job.id,
+            paused_until=format_instant(until),
+            late_ms=round((now - until).total_seconds() * 1000.0, 3),
+        )
 
     async def resume_job(self, ref: str) -> Job:
         """Resume a paused job; occurrences missed meanwhile follow its misfire policy."""

@@ -44,8 +44,9 @@ class SchedulerService(Protocol):
         """End the job; a running attempt is cancelled."""
         ...
 
-    async def pause_job(self, ref: str) -> Job:
-        """Keep the job from running until resumed."""
+    async def pause_job(self, ref: str, until: datetime | None = None) -> Job:
+        """Keep the job from running until resumed, or until ``until`` (then it
+        resumes by itself)."""
         ...
 
     async def resume_job(self, ref: str) -> Job:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from nexus_schedd.engine.rates import Rate
 from nexus_schedd.model import JobDefaults
 
 
@@ -29,6 +30,8 @@ class EngineSettings:
     node: str = ""
     max_concurrency: int = 64
     type_limits: Mapping[str, int] = field(default_factory=dict)
+    type_rates: Mapping[str, Rate] = field(default_factory=dict)
+    """Starts per job type and period (``[limits.rates]``), see :mod:`.rates`."""
     defaults: JobDefaults = field(default_factory=JobDefaults)
     commit_interval_ms: float = 0.0
     shutdown_grace_s: float = 30.0

@@ -285,6 +285,9 @@ class Job:
     last_result: LastResult | None = None
     static: bool = False
     """True for jobs declared in the config's ``[[schedules]]`` (reconciled on reload)."""
+    paused_until: datetime | None = None
+    """When a paused job resumes by itself (SPEC 15 "pause until"); None for a job
+    paused until resumed, and for every job that is not paused."""
 
     @classmethod
     def create(
@@ -396,6 +399,8 @@ class Job:
             get("jitter_s", self.jitter_s),
             get("last_result", self.last_result),
             get("static", self.static),
+            # Only a paused job has one: any move out of paused drops it.
+            get("paused_until") if status is JobStatus.PAUSED else None,
         )
 
     # Seed helpers, with an injected clock.
@@ -484,6 +489,9 @@ class Job:
             "scheduled_for": scheduled_for,
             "anchor_at": anchor_at,
             "static": self.static,
+            "paused_until": None
+            if self.paused_until is None
+            else format_instant(self.paused_until, zone),
         }
 
     @classmethod
@@ -533,6 +541,7 @@ class Job:
             jitter_s=float(data.get("jitter_s", 0.0)),
             last_result=None if last is None else LastResult.from_json(last),
             static=bool(data.get("static", False)),
+            paused_until=instant("paused_until"),
         )
 
 

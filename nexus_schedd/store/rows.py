@@ -57,6 +57,7 @@ JOB_COLUMNS = (
     "jitter_s",
     "last_result",
     "static",
+    "paused_until",
 )
 RUN_COLUMNS = (
     "id",
@@ -172,6 +173,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.jitter_s,
         None if job.last_result is None else _encode_last_result(job.last_result),
         1 if job.static else 0,
+        None if job.paused_until is None else _micros(job.paused_until),
     )
 
 
@@ -201,6 +203,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         jitter_s,
         last_result,
         static,
+        paused_until,
     ) = row
     # Fresh jobs share instants (run_at = scheduled_for = anchor_at, created_at =
     # updated_at): convert each distinct value once.
@@ -243,6 +246,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         jitter_s=jitter_s,
         last_result=None if last_result is None else _decode_last_result(last_result),
         static=bool(static),
+        paused_until=_optional_instant(paused_until),
     )
 
 

@@ -428,3 +428,22 @@ async def test_requeue_one_and_in_bulk_and_its_usage_errors(daemon: Daemon) -> N
     assert rest["count"] == 1 and rest["more"] is False
     canceled = (await json_of(daemon, "list", "--status", "canceled"))["jobs"]
     assert canceled == []  # all three back (the bulk ones run now, the first in 2041)
+
+
+@pytest.mark.anyio
+async def test_pause_until_a_time_or_for_a_duration(daemon: Daemon) -> None:
+    job = (await json_of(daemon, "add", "log", "--at", "2040-01-01T00:00:00+00:00"))["job"]
+    until = await schedctl(daemon, "pause", job["id"], "--until", "2039-06-01T12:00")
+    assert until.returncode == 0, until.stderr
+    assert "paused until 2039-06-01 12:00" in until.stdout  # TZ Berlin
+    shown = await schedctl(daemon, "show", job["id"])
+    assert "paused until" in shown.stdout and "2039-06-01 12:00" in shown.stdout
+    later = await json_of(daemon, "pause", job["id"], "--for", "2h")
+    paused_until = datetime.fromisoformat(later["job"]["paused_until"])
+    assert 7000 < (paused_until - datetime.now(paused_until.tzinfo)).total_seconds() <= 7200
+    past = await schedctl(daemon, "pause", job["id"], "--until", "2001-01-01T00:00")
+    assert past.returncode == 1 and "until" in past.stderr
+    both = await schedctl(daemon, "pause", job["id"], "--until", "2039-01-01", "--for", "1h")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    plain = await schedctl(daemon, "pause", job["id"])
+    assert plain.returncode == 0 and "paused until resumed" in plain.stdout

@@ -31,6 +31,7 @@ from tests.control.harness import (
 )
 
 SCHEDULER = load_interface("io.nexus.Scheduler")
+LATER = "2040-01-01T00:00:00Z"
 SERVICE = load_interface("org.varlink.service")
 S = "io.nexus.Scheduler."
 
@@ -622,3 +623,20 @@ async def test_requeue_over_varlink_one_and_in_bulk_with_its_refusals(tmp_path: 
         rest = await call(daemon, "RequeueJobs", {"status": ["canceled"], "job_type": "log"})
         assert rest["parameters"]["count"] == 1 and rest["parameters"]["more"] is False
         assert sorted(bulk["parameters"]["ids"] + rest["parameters"]["ids"]) == sorted(ids[1:])
+
+
+@pytest.mark.anyio
+async def test_pause_until_over_varlink(tmp_path: Path) -> None:
+    """SPEC 15: PauseJob(id, until); a time in the past is InvalidSpec on until."""
+    async with running_daemon(tmp_path / "schedd.db") as daemon:
+        added = await call(daemon, "AddJob", {"job": {"job_type": "log", "run_at": LATER}})
+        job_id = added["parameters"]["job"]["id"]
+        past = await call(daemon, "PauseJob", {"id": job_id, "until": "2001-01-01T00:00:00Z"})
+        assert past["error"] == S + "InvalidSpec" and past["parameters"]["field"] == "until"
+        paused = await call(daemon, "PauseJob", {"id": job_id, "until": "2039-01-01T00:00:00Z"})
+        job = paused["parameters"]["job"]
+        assert (job["status"], job["paused_until"]) == ("paused", "2039-01-01T00:00:00+00:00")
+        again = await call(daemon, "PauseJob", {"id": job_id})
+        assert again["parameters"]["job"]["paused_until"] is None
+        resumed = await call(daemon, "ResumeJob", {"id": job_id})
+        assert resumed["parameters"]["job"]["status"] == "pending"

@@ -15,6 +15,7 @@ from nexus_schedd.daemon.config import (
     default_state_dir,
     load_config,
 )
+from nexus_schedd.engine.rates import Rate
 from nexus_schedd.errors import ConfigError
 from nexus_schedd.model import Job, JobDefaults, MisfirePolicy, OverlapPolicy, RecurrenceKind
 from nexus_schedd.store import SQLiteStore, open_store
@@ -190,6 +191,8 @@ keep_days = 7
 keep_per_job = 10
 [limits]
 export_report = 4
+[limits.rates]
+send_reminder = "100/minute"
 [handlers.mine]
 factory = "pkg.mod:make"
 greeting = "hi"
@@ -216,12 +219,14 @@ greeting = "hi"
     assert config.control.max_connections == 2
     assert config.history.keep_days == 7
     assert config.limits == {"export_report": 4}
+    assert config.rates == {"send_reminder": Rate(100, 60.0)}
     assert config.handlers == {"mine": {"factory": "pkg.mod:make", "greeting": "hi"}}
     assert config.warnings == []
     settings = config.engine_settings(node="n1")
     assert settings.node == "n1"
     assert settings.max_concurrency == 8
     assert settings.type_limits == {"export_report": 4}
+    assert settings.type_rates == {"send_reminder": Rate(100, 60.0)}
     assert settings.defaults is config.defaults
     assert settings.commit_interval_ms == 20
     assert settings.start_ahead_ms == 100
@@ -265,6 +270,10 @@ greeting = "hi"
         ("[history]\nkeep_days = 0\n", "history.keep_days", "between 1"),
         ("[limits]\nexport_report = 0\n", "limits.export_report", "between 1"),
         ('[limits]\nexport_report = "4"\n', "limits.export_report", "whole number"),
+        ('[limits.rates]\nmail = "100"\n', "limits.rates.mail", "like '100/minute'"),
+        ('[limits.rates]\nmail = "10/day"\n', "limits.rates.mail", "second|minute|hour"),
+        ("[limits.rates]\nmail = 100\n", "limits.rates.mail", "like '100/minute'"),
+        ("[limits]\nrates = 5\n", "limits.rates", "must be a table"),
         ('[handlers]\nexec = "yes"\n', "handlers.exec", "must be a table"),
         ('[handlers.x]\nfactory = "nocolon"\n', "handlers.x.factory", "module:attr"),
         ('[handlers.x]\nenabled = "no"\n', "handlers.x.enabled", "true or false"),

@@ -9,7 +9,6 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,20 +49,6 @@ cron = "{cron}"
 payload = {{ message = "{name}" }}
 misfire = "skip"
 """
-
-
-@pytest.fixture
-def daemon_factory(tmp_path: Path) -> Iterator[Any]:
-    started: list[DaemonProcess] = []
-
-    def make(config_text: str, **kwargs: Any) -> DaemonProcess:
-        process = DaemonProcess(tmp_path, config_text, **kwargs)
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        process.close()
 
 
 def schedctl(

@@ -344,3 +344,25 @@ async def test_requeue_one_and_in_bulk_through_another_node_runs_each_once_more(
         stored = [await nodes.stores[0].get_job(job.id) for job in jobs]
     assert ran == Counter({job.id: 1 for job in jobs})
     assert all(job is not None and job.status is JobStatus.COMPLETED for job in stored)
+
+
+async def test_a_job_paused_through_a_node_that_died_is_resumed_by_another() -> None:
+    """SPEC 15 on PostgreSQL: the time is on disk, and the other nodes read the
+    paused jobs again every safety_recheck_s, so the job resumes on time even
+    though the node that paused it is gone."""
+    async with cluster(2, recheck_s=1) as nodes:
+        a = nodes.engines[0]
+        start = SystemClock().now()
+        job = await a.add_job(JobSpec(job_type="work", run_at=start + timedelta(seconds=3)))
+        until = start + timedelta(seconds=1.5)
+        paused = await a.pause_job(job.id, until=until)
+        assert paused.paused_until == until
+        nodes.crash(0)
+
+        async def completed() -> bool:
+            stored = await nodes.stores[1].get_job(job.id)
+            return stored is not None and stored.status is JobStatus.COMPLETED
+
+        await wait_for(completed)
+        [(node, _job_id, _at, _attempt)] = [c for c in nodes.recorder.calls if c[1] == job.id]
+    assert node == "n1"

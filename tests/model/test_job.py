@@ -200,7 +200,7 @@ def test_job_json_has_the_spec_field_names_and_round_trips() -> None:
     )
     data = job.to_json()
     assert set(data) >= SPEC_JOB_FIELDS
-    assert set(data) - SPEC_JOB_FIELDS == {"scheduled_for", "anchor_at", "static"}
+    assert set(data) - SPEC_JOB_FIELDS == {"scheduled_for", "anchor_at", "static", "paused_until"}
     assert set(data["recurrence"]) == {
         "kind",
         "interval",
@@ -221,6 +221,17 @@ def test_job_json_has_the_spec_field_names_and_round_trips() -> None:
     assert data["recurrence"]["ends_at"] == "2026-01-01T00:00:00+00:00"
     assert Job.from_json(data).to_json() == data
     assert Job.from_json(data).definition() == job.definition()
+
+
+def test_paused_until_belongs_to_a_paused_job_only() -> None:
+    job = Job.create(JobSpec(job_type="log"), NOW, JobDefaults())
+    until = NOW + timedelta(hours=2)
+    paused = job.transition(JobStatus.PAUSED, NOW, paused_until=until)
+    assert paused.paused_until == until
+    assert paused.to_json()["paused_until"] == "2025-06-02T12:17:30+00:00"
+    assert Job.from_json(paused.to_json()) == paused
+    for status in (JobStatus.PENDING, JobStatus.CANCELED):
+        assert paused.transition(status, NOW).paused_until is None
 
 
 def test_final_job_serialises_run_at_as_null() -> None:

@@ -306,8 +306,9 @@ async def test_writers_cancelled_mid_commit_still_land_and_leave_the_store_usabl
 async def test_a_version_1_database_is_migrated_forward_and_keeps_its_jobs(
     tmp_path: Path,
 ) -> None:
-    """A database written by the first release (schema 1) opens, gains migration 2
-    (the index for names of final jobs) in place, and loses nothing."""
+    """A database written by the first release (schema 1) opens, gains migrations 2
+    (the index for names of final jobs) and 3 (paused_until) in place, and loses
+    nothing."""
     from nexus_schedd.store.rows import JOB_COLUMNS, job_row
     from nexus_schedd.store.sqlite.schema import MIGRATIONS
 
@@ -316,10 +317,11 @@ async def test_a_version_1_database_is_migrated_forward_and_keeps_its_jobs(
     for statement in MIGRATIONS[0].statements:
         old.execute(statement)
     done = make_job(1, name="nightly", status=JobStatus.COMPLETED, run_at=None)
-    placeholders = ", ".join("?" * len(JOB_COLUMNS))
-    old.execute(
-        f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({placeholders})", job_row(done)
-    )
+    # Schema 1 has every column but paused_until (migration 3), the last one.
+    assert JOB_COLUMNS[-1] == "paused_until"
+    columns, row = JOB_COLUMNS[:-1], job_row(done)[:-1]
+    placeholders = ", ".join("?" * len(columns))
+    old.execute(f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({placeholders})", row)
     old.execute("PRAGMA user_version = 1")
     old.commit()
     old.close()

@@ -104,6 +104,10 @@ async def test_actions_change_state_and_reschedule_takes_varlink_parameters(
     job = await add_log_job(scheduler.socket, "api-actions")
     paused = await api.post(f"/api/v1/jobs/{job.id}/pause")
     assert paused.status_code == 200 and paused.json()["status"] == "paused"
+    until = await api.post(f"/api/v1/jobs/{job.id}/pause", json={"until": "2030-12-31T00:00:00Z"})
+    assert until.status_code == 200 and until.json()["paused_until"].startswith("2030-12-31")
+    past = await api.post(f"/api/v1/jobs/{job.id}/pause", json={"until": "2001-01-01T00:00:00Z"})
+    assert_problem(past, 400, "InvalidSpec")
     resumed = await api.post("/api/v1/jobs/api-actions/resume", json={})
     assert resumed.json()["status"] == "pending"
     moved = await api.post(

@@ -185,3 +185,16 @@ async def test_pages_send_security_headers_and_a_session_cookie(web: httpx.Async
     assert cookie.startswith("nexus_session=") and "HttpOnly" in cookie and "SameSite=lax" in cookie
     stylesheet = await web.get("/static/style.css")
     assert stylesheet.status_code == 200 and "text/css" in stylesheet.headers["content-type"]
+
+
+async def test_job_page_says_until_when_a_paused_job_resumes(
+    web: httpx.AsyncClient, scheduler: SchedulerData
+) -> None:
+    from tests.web.conftest import add_log_job
+
+    job = await add_log_job(scheduler.socket, "paused-until-page")
+    async with Client(scheduler.socket) as client:
+        await client.pause_job(job.id, until="2030-12-31T00:00:00Z")
+    page = (await web.get(f"/jobs/{job.id}")).text
+    assert "paused until" in page and "then it resumes by itself" in page
+    assert "2030-12-31" in page

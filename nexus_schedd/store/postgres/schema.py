@@ -112,6 +112,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE runs ADD COLUMN lease_lost boolean NOT NULL DEFAULT false",
         ),
     ),
+    Migration(
+        version=4,
+        description="pause until",
+        statements=(
+            # When a paused job resumes by itself (SPEC 15); null otherwise.
+            "ALTER TABLE jobs ADD COLUMN paused_until int8",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -86,6 +86,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX jobs_name ON jobs (name, id) WHERE name IS NOT NULL",
         ),
     ),
+    Migration(
+        version=3,
+        description="pause until",
+        statements=(
+            # When a paused job resumes by itself (SPEC 15); null otherwise.
+            "ALTER TABLE jobs ADD COLUMN paused_until INTEGER",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -126,6 +126,7 @@ SCHEMAS: dict[str, JSON] = {
             "scheduled_for": _nullable(_TIME),
             "anchor_at": _TIME,
             "static": {"type": "boolean"},
+            "paused_until": _nullable(_TIME),
         },
     },
     "Run": {
@@ -213,6 +214,12 @@ SCHEMAS: dict[str, JSON] = {
             "recurrence": _nullable({"$ref": "#/components/schemas/Recurrence"}),
             "clear_recurrence": _nullable({"type": "boolean"}),
         },
+    },
+    "Pause": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"until": _nullable(_TIME)},
+        "description": "until: when the job resumes by itself (default: when resumed).",
     },
     "Requeue": {
         "type": "object",

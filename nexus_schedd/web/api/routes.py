@@ -441,7 +441,7 @@ class Api:
 
     async def pause(self, call: Call) -> Reply:
         """POST /jobs/{ref}/pause."""
-        return await self._act(call, "PauseJob", {})
+        return await self._act(call, "PauseJob", _without_none(**call.body))
 
     async def resume(self, call: Call) -> Reply:
         """POST /jobs/{ref}/resume."""

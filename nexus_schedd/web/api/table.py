@@ -214,7 +214,12 @@ OPERATIONS: tuple[Operation, ...] = (
         varlink="GetJob",
     ),
     _action("cancel", "CancelJob", "End a job; a running attempt is cancelled"),
-    _action("pause", "PauseJob", "Keep a pending job from running until resumed"),
+    _action(
+        "pause",
+        "PauseJob",
+        "Keep a pending job from running until resumed, or until a time",
+        body="Pause",
+    ),
     _action("resume", "ResumeJob", "Resume a paused job (missed runs follow its misfire policy)"),
     _action("trigger", "TriggerJob", "Run one extra occurrence now"),
     _action(
