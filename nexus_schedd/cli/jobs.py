@@ -338,12 +338,20 @@ async def _show(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _job_action(client: Client, args: argparse.Namespace) -> int:
-    reply = await client.call(args.method, {"id": args.ref})
+    return _report_job(args, await client.call(args.method, {"id": args.ref}))
+
+
+def _report_job(args: argparse.Namespace, reply: dict[str, Any]) -> int:
+    """Print the job a change returned: its id, status and next run (or the JSON)."""
     if wants_json(args):
         emit_json(reply)
         return 0
     job = reply["job"]
-    emit(f"{job['id']}: {job['status']}, next run {local_time(job.get('run_at'))}")
+    status = job["status"]
+    if status == JobStatus.PAUSED.value:
+        until = job.get("paused_until")
+        status += f" until {local_time(until)}" if until else " until resumed"
+    emit(f"{job['id']}: {status}, next run {local_time(job.get('run_at'))}")
     return 0
 
 
@@ -354,15 +362,7 @@ async def _pause(client: Client, args: argparse.Namespace) -> int:
     elif args.duration is not None:
         delay = parse_duration(args.duration, "--for")
         parameters["until"] = format_instant(now() + timedelta(seconds=delay))
-    reply = await client.call("PauseJob", parameters)
-    if wants_json(args):
-        emit_json(reply)
-        return 0
-    job = reply["job"]
-    until = job.get("paused_until")
-    detail = f"until {local_time(until)}" if until else "until resumed"
-    emit(f"{job['id']}: {job['status']} {detail}, next run {local_time(job.get('run_at'))}")
-    return 0
+    return _report_job(args, await client.call("PauseJob", parameters))
 
 
 async def _requeue(client: Client, args: argparse.Namespace) -> int:
@@ -370,13 +370,7 @@ async def _requeue(client: Client, args: argparse.Namespace) -> int:
         parameters: dict[str, Any] = {"id": args.ref}
         if args.at is not None:
             parameters["run_at"] = format_instant(parse_instant(args.at, None, "--at"))
-        reply = await client.call("RequeueJob", parameters)
-        if wants_json(args):
-            emit_json(reply)
-            return 0
-        job = reply["job"]
-        emit(f"{job['id']}: {job['status']}, next run {local_time(job.get('run_at'))}")
-        return 0
+        return _report_job(args, await client.call("RequeueJob", parameters))
     reply = await client.requeue_jobs(
         status=args.status or (),
         job_type=args.job_type,
@@ -401,13 +395,7 @@ async def _requeue(client: Client, args: argparse.Namespace) -> int:
 
 async def _reschedule(client: Client, args: argparse.Namespace) -> int:
     run_at = format_instant(parse_instant(args.at, None, "--at"))
-    reply = await client.call("RescheduleJob", {"id": args.ref, "run_at": run_at})
-    if wants_json(args):
-        emit_json(reply)
-        return 0
-    job = reply["job"]
-    emit(f"{job['id']}: {job['status']}, next run {local_time(job.get('run_at'))}")
-    return 0
+    return _report_job(args, await client.call("RescheduleJob", {"id": args.ref, "run_at": run_at}))
 
 
 def _compact(value: Any) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -211,12 +211,7 @@ class SchedulerMethods:
 
     async def PauseJob(self, params: Params) -> Params:
         ref = params["id"]
-        until = None
-        if params.get("until") is not None:
-            # A time without an offset is read as in AddJob: in the job's zone.
-            current = (await self._service.get_job(ref)).recurrence
-            zone_name = current.timezone if current is not None else self._context.default_timezone
-            until = parse_instant(params["until"], resolve_zone(zone_name), "until")
+        until = await self._job_time(ref, params.get("until"), "until")
         return {"job": (await self._service.pause_job(ref, until)).to_json()}
 
     async def ResumeJob(self, params: Params) -> Params:
@@ -227,12 +222,17 @@ class SchedulerMethods:
 
     async def RequeueJob(self, params: Params) -> Params:
         ref = params["id"]
-        run_at = None
-        if params.get("run_at") is not None:
-            current = (await self._service.get_job(ref)).recurrence
-            zone_name = current.timezone if current is not None else self._context.default_timezone
-            run_at = parse_instant(params["run_at"], resolve_zone(zone_name), "run_at")
+        run_at = await self._job_time(ref, params.get("run_at"), "run_at")
         return {"job": (await self._service.requeue_job(ref, run_at)).to_json()}
+
+    async def _job_time(self, ref: str, raw: str | None, field: str) -> datetime | None:
+        """A time given for job ``ref``: without an offset it is read in the job's
+        recurrence zone, else in the daemon's default zone, as in AddJob (the IDL)."""
+        if raw is None:
+            return None
+        current = (await self._service.get_job(ref)).recurrence
+        zone_name = current.timezone if current is not None else self._context.default_timezone
+        return parse_instant(raw, resolve_zone(zone_name), field)
 
     async def RequeueJobs(self, params: Params) -> Params:
         statuses = frozenset(JobStatus(s) for s in params.get("status") or ())
@@ -284,18 +284,15 @@ class SchedulerMethods:
             recurrence = Recurrence.from_json(params["recurrence"], self._context.default_timezone)
         run_at = requested_wall = None
         if params.get("run_at") is not None:
-            # A time without an offset is read in the recurrence's zone, else in
-            # the daemon's default zone, as in AddJob (the IDL says so).
+            # A time without an offset is read in the (new) recurrence's zone,
+            # else in the daemon's default zone, as in AddJob (the IDL says so).
             if recurrence is UNSET:
-                current = (await self._service.get_job(ref)).recurrence
-                zone_name = (
-                    current.timezone if current is not None else self._context.default_timezone
-                )
-            elif recurrence is None:
-                zone_name = self._context.default_timezone
+                run_at = await self._job_time(ref, params["run_at"], "run_at")
             else:
-                zone_name = recurrence.timezone
-            run_at = parse_instant(params["run_at"], resolve_zone(zone_name), "run_at")
+                zone_name = (
+                    self._context.default_timezone if recurrence is None else recurrence.timezone
+                )
+                run_at = parse_instant(params["run_at"], resolve_zone(zone_name), "run_at")
             # Read in the recurrence's zone: a time inside a DST gap keeps its
             # wall-clock time for the later occurrences (SPEC 3), as in AddJob.
             requested_wall = local_wall_time(params["run_at"])
