@@ -108,6 +108,11 @@ def test_every_method_is_callable_on_the_real_daemon(daemon: DaemonProcess) -> N
     ]
     assert "BEGIN:VCALENDAR" in call("ExportCalendar", {"days": 3})["ical"]
     assert call("CancelJob", {"id": other["id"]})["job"]["status"] == "canceled"
+    requeued = call("RequeueJob", {"id": other["id"], "run_at": "2033-01-01T00:00:00Z"})
+    assert requeued["job"]["status"] == "pending"
+    call("CancelJob", {"id": other["id"]})
+    bulk = call("RequeueJobs", {"status": ["canceled"]})
+    assert (bulk["count"], bulk["ids"]) == (1, [other["id"]])
     assert "result" in call("Reload", {})
 
     called.add("Watch")

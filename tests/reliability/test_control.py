@@ -42,6 +42,8 @@ MUTATING = {
     "ResumeJob",
     "TriggerJob",
     "RescheduleJob",
+    "RequeueJob",
+    "RequeueJobs",
     "Reload",
 }
 METHODS = sorted(
@@ -61,7 +63,21 @@ json_values = st.recursive(
     max_leaves=20,
 )
 parameter_names = st.sampled_from(
-    ["id", "job", "jobs", "status", "limit", "cursor", "recurrence", "run_at", "days", "count"]
+    [
+        "id",
+        "job",
+        "jobs",
+        "status",
+        "limit",
+        "cursor",
+        "recurrence",
+        "run_at",
+        "days",
+        "count",
+        "until",
+        "all",
+        "since",
+    ]
 )
 job_fields = st.fixed_dictionaries(
     {},
