@@ -14,7 +14,6 @@ parts, each in a file of its own:
 
 from __future__ import annotations
 
-import heapq
 import random
 import statistics
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -235,13 +234,10 @@ class Engine:
         (reload; the buckets start full)."""
         core = self._core
         core.settings = replace(core.settings, type_limits=dict(limits))
+        core.unblock_all()  # every job waiting on a limit or a token is ready again
         if rates is not None and dict(rates) != core.rates.rates:
             core.settings = replace(core.settings, type_rates=dict(rates))
-            waiting = core.rates.release_all()
             core.rates = RateLimits(rates)
-            for entry in waiting:
-                heapq.heappush(core.ready, entry)
-        core.unblock_all()
 
     # -- SchedulerService: adding ---------------------------------------------------
 

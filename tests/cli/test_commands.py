@@ -17,6 +17,7 @@ import pytest
 
 from nexus_schedd.model import Job
 from tests.control.harness import Daemon, running_daemon
+from tests.occurrences import walk
 
 SCHEDCTL = str(Path(sys.executable).with_name("nexus-schedctl"))
 
@@ -381,20 +382,10 @@ async def test_add_takes_a_negative_offset_zone_and_keeps_a_gap_wall_time(daemon
     )  # fmt: skip
     daily = added["job"]
     assert daily["run_at"] == "2030-03-31T03:00:00+02:00"
-    assert next_two_after_the_first(daily) == [
+    assert walk(Job.from_json(daily), 3)[1:] == [
         "2030-04-01T02:30:00+02:00",
         "2030-04-02T02:30:00+02:00",
     ]
-
-
-def next_two_after_the_first(job: dict[str, Any]) -> list[str]:
-    """The occurrences after a job's first, from the anchor the daemon stored."""
-    parsed = Job.from_json(job)
-    following = parsed.next_run_time()
-    assert following is not None
-    second = Job.from_json({**job, "scheduled_for": following.isoformat()}).next_run_time()
-    assert second is not None
-    return [following.isoformat(), second.isoformat()]
 
 
 @pytest.mark.anyio

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,6 +18,7 @@ from nexus_schedd.engine.rates import Rate
 from nexus_schedd.errors import ConfigError
 from nexus_schedd.model import Job, JobDefaults, MisfirePolicy, OverlapPolicy, RecurrenceKind
 from nexus_schedd.store import SQLiteStore, open_store
+from tests.occurrences import walk
 
 USER_ENV = {"HOME": "/home/ann", "XDG_RUNTIME_DIR": "/run/user/1000"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -471,12 +471,7 @@ def test_a_static_schedule_starting_inside_a_gap_keeps_its_wall_time(
     )
     (spec,) = load_config(write(tmp_path, text), env=USER_ENV).schedules
     job = Job.create(spec, datetime(2030, 1, 1, tzinfo=UTC), JobDefaults())
-    seen = [job.scheduled_for]
-    for _ in range(2):
-        following = job.next_run_time()
-        job = replace(job, scheduled_for=following, run_at=following)
-        seen.append(following)
-    assert [t.isoformat() for t in seen if t is not None] == [
+    assert walk(job, 3) == [
         "2030-03-31T03:00:00+02:00",
         "2030-04-01T02:30:00+02:00",
         "2030-04-02T02:30:00+02:00",
