@@ -8,8 +8,10 @@ from __future__ import annotations
 from nexus_schedd.model.events import EngineStatus, Event, EventKind
 from nexus_schedd.model.job import (
     MAX_PAYLOAD_BYTES,
+    BackfillOf,
     Job,
     JobDefaults,
+    JobExtras,
     JobResult,
     JobSpec,
     LastResult,
@@ -24,11 +26,13 @@ from nexus_schedd.model.status import JobStatus, MisfirePolicy, OverlapPolicy, R
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "BackfillOf",
     "EngineStatus",
     "Event",
     "EventKind",
     "Job",
     "JobDefaults",
+    "JobExtras",
     "JobFilter",
     "JobResult",
     "JobSpec",

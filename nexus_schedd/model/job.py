@@ -54,8 +54,12 @@ _SPEC_FIELDS = frozenset(
         "misfire_grace_s",
         "overlap",
         "jitter_s",
+        "on_success",
+        "on_failure",
     }
 )
+FOLLOW_UPS = ("on_success", "on_failure")
+"""The job spec fields that name a follow-up job (SPEC 15)."""
 
 
 def new_id() -> str:
@@ -103,6 +107,99 @@ class JobDefaults:
     overdue_after_s: float = 300.0
 
 
+@dataclass(frozen=True, slots=True)
+class BackfillOf:
+    """Marks a job added by a backfill (SPEC 15) as one past occurrence of
+    ``job_id``: its runs carry that occurrence's idempotency key."""
+
+    job_id: str
+    occurrence: int
+    """The occurrence's number counted from the recurring job's anchor (0 first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobExtras:
+    """What only some jobs carry (SPEC 15), kept in one slot so that the million
+    plain jobs in memory pay one pointer for all of it.
+
+    ``on_success`` / ``on_failure`` are the follow-up jobs added when an
+    occurrence ends that way; ``trace_context`` the W3C trace context (keys
+    ``traceparent``, ``tracestate``) given when the job was added; ``backfill_of``
+    the occurrence a backfill job stands for; ``notification`` marks the jobs
+    ``[[notify]]`` rules add, which never notify again.
+    """
+
+    on_success: JobSpec | None = None
+    on_failure: JobSpec | None = None
+    trace_context: dict[str, str] | None = None
+    backfill_of: BackfillOf | None = None
+    notification: bool = False
+
+    @staticmethod
+    def of(
+        on_success: JobSpec | None = None,
+        on_failure: JobSpec | None = None,
+        trace_context: dict[str, str] | None = None,
+        backfill_of: BackfillOf | None = None,
+        notification: bool = False,
+    ) -> JobExtras | None:
+        """These extras, or None when there are none (the common case)."""
+        if not (on_success or on_failure or trace_context or backfill_of or notification):
+            return None
+        return JobExtras(on_success, on_failure, trace_context or None, backfill_of, notification)
+
+    def follow_up(self, success: bool) -> JobSpec | None:
+        """The follow-up for an occurrence that ended in success or failure."""
+        return self.on_success if success else self.on_failure
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form (the job row's ``extras`` column)."""
+        values: dict[str, Any] = {}
+        if self.on_success is not None:
+            values["on_success"] = self.on_success.to_json()
+        if self.on_failure is not None:
+            values["on_failure"] = self.on_failure.to_json()
+        if self.trace_context:
+            values["trace_context"] = self.trace_context
+        if self.backfill_of is not None:
+            values["backfill_of"] = {
+                "job_id": self.backfill_of.job_id,
+                "occurrence": self.backfill_of.occurrence,
+            }
+        if self.notification:
+            values["notification"] = True
+        return values
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobExtras | None:
+        """Inverse of :meth:`to_json`."""
+        backfill = data.get("backfill_of")
+        return cls.of(
+            on_success=_follow_up_from_json("on_success", data.get("on_success")),
+            on_failure=_follow_up_from_json("on_failure", data.get("on_failure")),
+            trace_context=data.get("trace_context"),
+            backfill_of=None
+            if backfill is None
+            else BackfillOf(str(backfill["job_id"]), int(backfill["occurrence"])),
+            notification=bool(data.get("notification", False)),
+        )
+
+
+def _follow_up_from_json(key: str, data: Any, default_timezone: str = "UTC") -> JobSpec | None:
+    """A follow-up spec from JSON: a job spec without follow-ups of its own."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise InvalidSpec(key, "must be a job spec (a JSON object) or null")
+    nested = [name for name in FOLLOW_UPS if data.get(name) is not None]
+    if nested:
+        raise InvalidSpec(f"{key}.{nested[0]}", "a follow-up job cannot have follow-ups")
+    try:
+        return JobSpec.from_json(data, default_timezone)
+    except InvalidSpec as exc:
+        raise InvalidSpec(f"{key}.{exc.field}", exc.reason) from None
+
+
 @fast_init
 @dataclass(frozen=True, slots=True)
 class JobSpec:
@@ -125,6 +222,13 @@ class JobSpec:
     """Set only when ``run_at`` was given as a local time inside a DST gap: the
     instant the recurrence counts from, so that it keeps the wall-clock time
     asked for (see :func:`~nexus_schedd.model.schedule.schedule_anchor`)."""
+    on_success: JobSpec | None = None
+    """A job to add when an occurrence of this one succeeds (SPEC 15)."""
+    on_failure: JobSpec | None = None
+    """A job to add when an occurrence of this one ends failed (SPEC 15)."""
+    trace_context: dict[str, str] | None = None
+    """The W3C trace context (``traceparent``, ``tracestate``) of the request
+    that added the job: its runs are spans of that trace (SPEC 15)."""
 
     def __post_init__(self) -> None:
         _check_text("job_type", self.job_type, MAX_JOB_TYPE_LENGTH, required=True)
@@ -148,11 +252,30 @@ class JobSpec:
         _check_seconds("timeout_s", self.timeout_s, allow_zero=False)
         _check_seconds("misfire_grace_s", self.misfire_grace_s, allow_zero=True)
         _check_seconds("jitter_s", self.jitter_s, allow_zero=True)
+        for key in FOLLOW_UPS:
+            follow_up = getattr(self, key)
+            if follow_up is None:
+                continue
+            if not isinstance(follow_up, JobSpec):
+                raise InvalidSpec(key, "must be a job spec")
+            if follow_up.on_success is not None or follow_up.on_failure is not None:
+                raise InvalidSpec(key, "a follow-up job cannot have follow-ups")
+        if self.trace_context is not None and (
+            not isinstance(self.trace_context, dict)
+            or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.trace_context.items()
+            )
+        ):
+            raise InvalidSpec("trace_context", "must be an object of strings")
 
     @property
     def recurring(self) -> bool:
         """True when the spec has a recurrence that repeats."""
         return self.recurrence is not None and self.recurrence.repeats
+
+    def follow_ups(self) -> list[tuple[str, JobSpec]]:
+        """(field, spec) of each follow-up this spec carries."""
+        return [(key, spec) for key in FOLLOW_UPS if (spec := getattr(self, key)) is not None]
 
     def to_json(self) -> dict[str, Any]:
         """The protocol's JSON of this spec (what :meth:`from_json` reads); fields
@@ -171,6 +294,8 @@ class JobSpec:
             "misfire_grace_s": self.misfire_grace_s,
             "overlap": None if self.overlap is None else self.overlap.value,
             "jitter_s": self.jitter_s,
+            "on_success": None if self.on_success is None else self.on_success.to_json(),
+            "on_failure": None if self.on_failure is None else self.on_failure.to_json(),
         }
         return {key: value for key, value in values.items() if value is not None}
 
@@ -213,6 +338,8 @@ class JobSpec:
             overlap=_optional_enum(OverlapPolicy, "overlap", data.get("overlap")),
             jitter_s=_optional_float("jitter_s", data.get("jitter_s")) or 0.0,
             anchor_at=anchor_at,
+            on_success=_follow_up_from_json("on_success", data.get("on_success"), default_timezone),
+            on_failure=_follow_up_from_json("on_failure", data.get("on_failure"), default_timezone),
         )
 
 
@@ -288,10 +415,19 @@ class Job:
     paused_until: datetime | None = None
     """When a paused job resumes by itself (SPEC 15 "pause until"); None for a job
     paused until resumed, and for every job that is not paused."""
+    extras: JobExtras | None = None
+    """Follow-ups, trace context, backfill and notification marks; None for most jobs."""
 
     @classmethod
     def create(
-        cls, spec: JobSpec, now: datetime, defaults: JobDefaults, job_id: str | None = None
+        cls,
+        spec: JobSpec,
+        now: datetime,
+        defaults: JobDefaults,
+        job_id: str | None = None,
+        *,
+        backfill_of: BackfillOf | None = None,
+        notification: bool = False,
     ) -> Job:
         """A new pending job for ``spec``.
 
@@ -335,6 +471,9 @@ class Job:
             ),
             overlap=spec.overlap or defaults.overlap,
             jitter_s=spec.jitter_s,
+            extras=JobExtras.of(
+                spec.on_success, spec.on_failure, spec.trace_context, backfill_of, notification
+            ),
         )
 
     @property
@@ -344,7 +483,11 @@ class Job:
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across retries and crash re-runs of one occurrence."""
+        """Stable across retries and crash re-runs of one occurrence; a backfill
+        job has the key of the occurrence it stands for."""
+        extras = self.extras
+        if extras is not None and extras.backfill_of is not None:
+            return f"{extras.backfill_of.job_id}:{extras.backfill_of.occurrence}"
         return f"{self.id}:{self.occurrence_count}"
 
     def definition(self) -> tuple[Any, ...]:
@@ -363,6 +506,7 @@ class Job:
             self.misfire_grace_s,
             self.overlap,
             self.jitter_s,
+            None if self.extras is None else (self.extras.on_success, self.extras.on_failure),
         )
 
     def transition(self, status: JobStatus, now: datetime, **changes: Any) -> Job:
@@ -401,6 +545,7 @@ class Job:
             get("static", self.static),
             # Only a paused job has one: any move out of paused drops it.
             get("paused_until") if status is JobStatus.PAUSED else None,
+            get("extras", self.extras),
         )
 
     # Seed helpers, with an injected clock.
@@ -492,6 +637,7 @@ class Job:
             "paused_until": None
             if self.paused_until is None
             else format_instant(self.paused_until, zone),
+            **({} if self.extras is None else self.extras.to_json()),
         }
 
     @classmethod
@@ -542,6 +688,7 @@ class Job:
             last_result=None if last is None else LastResult.from_json(last),
             static=bool(data.get("static", False)),
             paused_until=instant("paused_until"),
+            extras=JobExtras.from_json(data),
         )
 
 

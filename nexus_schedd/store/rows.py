@@ -17,6 +17,7 @@ from typing import Any
 
 from nexus_schedd.model import (
     Job,
+    JobExtras,
     JobStatus,
     LastResult,
     MisfirePolicy,
@@ -58,6 +59,7 @@ JOB_COLUMNS = (
     "last_result",
     "static",
     "paused_until",
+    "extras",
 )
 RUN_COLUMNS = (
     "id",
@@ -174,6 +176,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
         None if job.last_result is None else _encode_last_result(job.last_result),
         1 if job.static else 0,
         None if job.paused_until is None else _micros(job.paused_until),
+        None if job.extras is None else encode_json(job.extras.to_json()),
     )
 
 
@@ -204,6 +207,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         last_result,
         static,
         paused_until,
+        extras,
     ) = row
     # Fresh jobs share instants (run_at = scheduled_for = anchor_at, created_at =
     # updated_at): convert each distinct value once.
@@ -247,6 +251,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         last_result=None if last_result is None else _decode_last_result(last_result),
         static=bool(static),
         paused_until=_optional_instant(paused_until),
+        extras=None if extras is None else JobExtras.from_json(_decode_json(extras)),
     )
 
 

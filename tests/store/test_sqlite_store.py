@@ -307,8 +307,8 @@ async def test_a_version_1_database_is_migrated_forward_and_keeps_its_jobs(
     tmp_path: Path,
 ) -> None:
     """A database written by the first release (schema 1) opens, gains migrations 2
-    (the index for names of final jobs) and 3 (paused_until) in place, and loses
-    nothing."""
+    (the index for names of final jobs), 3 (paused_until) and 4 (extras) in place,
+    and loses nothing."""
     from nexus_schedd.store.rows import JOB_COLUMNS, job_row
     from nexus_schedd.store.sqlite.schema import MIGRATIONS
 
@@ -317,9 +317,10 @@ async def test_a_version_1_database_is_migrated_forward_and_keeps_its_jobs(
     for statement in MIGRATIONS[0].statements:
         old.execute(statement)
     done = make_job(1, name="nightly", status=JobStatus.COMPLETED, run_at=None)
-    # Schema 1 has every column but paused_until (migration 3), the last one.
-    assert JOB_COLUMNS[-1] == "paused_until"
-    columns, row = JOB_COLUMNS[:-1], job_row(done)[:-1]
+    # Schema 1 has every column but the last two: paused_until (migration 3)
+    # and extras (migration 4).
+    assert JOB_COLUMNS[-2:] == ("paused_until", "extras")
+    columns, row = JOB_COLUMNS[:-2], job_row(done)[:-2]
     placeholders = ", ".join("?" * len(columns))
     old.execute(f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({placeholders})", row)
     old.execute("PRAGMA user_version = 1")

@@ -10,7 +10,10 @@ import pytest
 
 from nexus_schedd.errors import InvalidSpec, JobExists, StoreError
 from nexus_schedd.model import (
+    BackfillOf,
     Job,
+    JobExtras,
+    JobSpec,
     JobStatus,
     LastResult,
     MisfirePolicy,
@@ -214,6 +217,18 @@ async def test_every_field_survives_a_round_trip(store: Store) -> None:
             duration_ms=59999.995,
         ),
         static=True,
+        extras=JobExtras(
+            on_success=JobSpec(job_type="log", payload={"message": "done ✓"}),
+            on_failure=JobSpec(
+                job_type="http",
+                payload={"url": "http://127.0.0.1:9/alert"},
+                max_retries=1,
+                recurrence=Recurrence(kind=RecurrenceKind.ONCE, timezone="Europe/Berlin"),
+            ),
+            trace_context={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+            backfill_of=BackfillOf("J0000", 41),
+            notification=True,
+        ),
     )
     sparse = Job(
         id="J0002",

@@ -120,6 +120,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE jobs ADD COLUMN paused_until int8",
         ),
     ),
+    Migration(
+        version=5,
+        description="follow-ups, trace context, backfill and notification marks",
+        statements=(
+            # JSON of the job's JobExtras (SPEC 15); null for most jobs.
+            "ALTER TABLE jobs ADD COLUMN extras text",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

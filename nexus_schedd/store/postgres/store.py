@@ -92,7 +92,8 @@ _JOB_COLUMNS = _typed_columns(
     " scheduled_for int8, anchor_at int8, created_at int8, updated_at int8, payload text,"
     " recurrence text, priority int4, max_retries int4, retry_count int4,"
     " occurrence_count int8, timeout_s float8, misfire text, misfire_grace_s float8,"
-    " overlap text, jitter_s float8, last_result text, static int2, paused_until int8",
+    " overlap text, jitter_s float8, last_result text, static int2, paused_until int8,"
+    " extras text",
 )
 _RUN_COLUMNS = _typed_columns(
     RUN_COLUMNS,

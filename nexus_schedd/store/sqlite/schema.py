@@ -94,6 +94,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE jobs ADD COLUMN paused_until INTEGER",
         ),
     ),
+    Migration(
+        version=4,
+        description="follow-ups, trace context, backfill and notification marks",
+        statements=(
+            # JSON of the job's JobExtras (SPEC 15); null for most jobs.
+            "ALTER TABLE jobs ADD COLUMN extras TEXT",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
