@@ -183,6 +183,12 @@ def _register_add(subparsers: Any) -> None:
     add.add_argument("--misfire", choices=[p.value for p in MisfirePolicy], metavar="P")
     add.add_argument("--overlap", choices=[p.value for p in OverlapPolicy], metavar="P")
     add.add_argument("--jitter", metavar="S", help="random delay 0..S seconds per occurrence")
+    for outcome, when in (("success", "succeeds"), ("failure", "ends failed")):
+        add.add_argument(
+            f"--on-{outcome}",
+            metavar="JSON|@FILE",
+            help=f"a job spec added when an occurrence {when} (its payload gets 'trigger')",
+        )
     add.set_defaults(func=connected(_add))
 
 
@@ -243,6 +249,15 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         spec["overlap"] = args.overlap
     if args.jitter is not None:
         spec["jitter_s"] = parse_duration(args.jitter, "--jitter")
+    for key in ("on_success", "on_failure"):
+        text = getattr(args, key)
+        if text is not None:
+            follow_up = parse_json_argument(text, f"--{key.replace('_', '-')}")
+            if not isinstance(follow_up, dict):
+                raise InvalidSpec(
+                    f"--{key.replace('_', '-')}", "must be a JSON object (a job spec)"
+                )
+            spec[key] = follow_up
     return spec
 
 
@@ -327,6 +342,16 @@ async def _show(client: Client, args: argparse.Namespace) -> int:
         ("overlap", job["overlap"]),
         ("jitter", f"{job['jitter_s']} s"),
         ("payload", _compact(job.get("payload"))),
+        *[
+            (f"on {outcome}", _compact(job[f"on_{outcome}"]))
+            for outcome in ("success", "failure")
+            if job.get(f"on_{outcome}")
+        ],
+        *(
+            [("notification", "yes (added by a [[notify]] rule)")]
+            if job.get("notification")
+            else []
+        ),
         ("last result", _last_result(last)),
         ("created", local_time(job["created_at"])),
         ("updated", local_time(job["updated_at"])),

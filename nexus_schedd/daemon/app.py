@@ -23,7 +23,12 @@ import structlog
 from nexus_schedd import __version__
 from nexus_schedd.clock import SystemClock, watch_clock_steps
 from nexus_schedd.control.server import ControlServer, bind_control_socket
-from nexus_schedd.daemon.config import Config, check_schedule_types, load_config
+from nexus_schedd.daemon.config import (
+    Config,
+    check_notify_types,
+    check_schedule_types,
+    load_config,
+)
 from nexus_schedd.daemon.systemd import Notifier, listen_fds, watchdog_interval
 from nexus_schedd.engine import Engine, engine_for
 from nexus_schedd.errors import ConfigError, SchedulerError, StoreError, StoreOpenFailed
@@ -107,6 +112,7 @@ class Daemon:
         check_schedule_types(
             config.schedules, registry.supports, self._config_name, registry.check_job
         )
+        check_notify_types(config.notify, registry.supports, self._config_name, registry.check_job)
         # A shared (PostgreSQL) store gets the multi-node engine.
         engine = engine_for(store, registry, SystemClock(), settings, log=log)
         self._engine = engine
@@ -215,6 +221,9 @@ class Daemon:
                     check_schedule_types(
                         new.schedules, registry.supports, self._config_name, registry.check_job
                     )
+                    check_notify_types(
+                        new.notify, registry.supports, self._config_name, registry.check_job
+                    )
                 except SchedulerError as exc:
                     log.error("reload_refused", error=exc.message)
                     if registry is not None:
@@ -226,6 +235,7 @@ class Daemon:
                 assert self._tg is not None
                 self._tg.start_soon(self._retire, engine, replaced)
                 engine.set_type_limits(new.limits, new.rates)
+                engine.set_notify_rules(new.notify)
                 try:
                     report = await engine.reconcile_static(new.schedules)
                 except SchedulerError as exc:

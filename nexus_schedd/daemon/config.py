@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar, cast
 from nexus_schedd.control.paths import SOCKET_ENV, default_socket_path
 from nexus_schedd.control.settings import ControlSettings
 from nexus_schedd.engine.rates import Rate
+from nexus_schedd.engine.reactions import NOTIFY_EVENTS, NotifyRule
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.errors import ConfigError, InvalidSpec, StoreError
 from nexus_schedd.model import JobDefaults, JobSpec, MisfirePolicy, OverlapPolicy, Recurrence
@@ -101,6 +102,12 @@ _SPEC_FIELD_TO_KEY = {
     "recurrence.kind": "every",
 }
 
+_NOTIFY_KEYS = frozenset(
+    {"on", "job_types", "job_type", "payload", "target_id", "priority", "max_retries", "timeout_s"}
+)
+# [[notify]] keys that are JobSpec fields of the notification job under the same name.
+_NOTIFY_JOB_FIELDS = ("job_type", "target_id", "priority", "max_retries", "timeout_s")
+
 _T = TypeVar("_T")
 _E = TypeVar("_E", MisfirePolicy, OverlapPolicy)
 
@@ -168,6 +175,9 @@ class Config:
     """The raw ``[handlers.NAME]`` tables, passed to the handler factories."""
     schedules: list[JobSpec] = field(default_factory=list)
     """The static ``[[schedules]]``, reconciled by name on start and reload."""
+    notify: list[NotifyRule] = field(default_factory=list)
+    """The ``[[notify]]`` rules: jobs to add when jobs fail, retry, crash, are
+    overdue or skip occurrences (SPEC 15)."""
     warnings: list[str] = field(default_factory=list)
     """Problems that do not stop the daemon (e.g. a control group that does not exist)."""
 
@@ -187,6 +197,7 @@ class Config:
             type_limits=dict(self.limits),
             type_rates=dict(self.rates),
             defaults=self.defaults,
+            notify=tuple(self.notify),
             commit_interval_ms=float(self.store.commit_interval_ms),
             start_ahead_ms=float(self.store.start_ahead_ms),
             shutdown_grace_s=self.daemon.shutdown_grace_s,
@@ -237,6 +248,28 @@ def check_schedule_types(
                     f"schedules[{index}].{exc.field}",
                     f"{exc.reason} (schedule {spec.name!r})",
                 ) from None
+
+
+def check_notify_types(
+    rules: Sequence[NotifyRule],
+    supports: Callable[[str], bool],
+    file: str,
+    check_payload: Callable[[str, Mapping[str, Any]], None],
+) -> None:
+    """Refuse a ``[[notify]]`` rule whose job type no loaded handler runs, or whose
+    payload its handler refuses; checked with :func:`check_schedule_types`."""
+    for index, rule in enumerate(rules):
+        spec = rule.spec
+        if not supports(spec.job_type):
+            raise ConfigError(
+                file,
+                f"notify[{index}].job_type",
+                f"no loaded handler supports job type {spec.job_type!r}",
+            )
+        try:
+            check_payload(spec.job_type, spec.payload)
+        except InvalidSpec as exc:
+            raise ConfigError(file, f"notify[{index}].{exc.field}", exc.reason) from None
 
 
 def load_config(
@@ -297,7 +330,7 @@ class _Parser:
                 "<command line>", "", f"unknown override(s): {', '.join(sorted(unknown_overrides))}"
             )
         known = {"daemon", "store", "defaults", "control", "history", "limits", "handlers"}
-        known.add("schedules")
+        known.update(("schedules", "notify"))
         self.refuse_unknown(data, known, "")
         daemon = self.parse_daemon(self.table(data, "daemon"), overrides)
         defaults = self.parse_defaults(self.table(data, "defaults"), daemon.timezone)
@@ -313,6 +346,7 @@ class _Parser:
             rates=rates,
             handlers=self.parse_handlers(self.table(data, "handlers")),
             schedules=self.parse_schedules(data.get("schedules", []), daemon.timezone),
+            notify=self.parse_notify(data.get("notify", []), daemon.timezone),
             warnings=list(self.warnings),
         )
 
@@ -529,6 +563,57 @@ class _Parser:
                 raise self.error(f"{key}.enabled", "must be true or false")
             handlers[name] = dict(value)
         return handlers
+
+    def parse_notify(self, value: Any, timezone: str) -> list[NotifyRule]:
+        """``[[notify]]``: on which events, for which job types, which job to add."""
+        if not isinstance(value, list):
+            raise self.error("notify", "must be an array of tables ([[notify]])")
+        rules: list[NotifyRule] = []
+        for index, entry in enumerate(value):
+            prefix = f"notify[{index}]"
+            if not isinstance(entry, dict):
+                raise self.error(prefix, "must be a table")
+            unknown = sorted(set(entry) - _NOTIFY_KEYS)
+            if unknown:
+                raise self.error(
+                    f"{prefix}.{unknown[0]}",
+                    f"unknown key (notify keys: {', '.join(sorted(_NOTIFY_KEYS))})",
+                )
+            on = entry.get("on")
+            if not isinstance(on, list) or not on or not all(isinstance(e, str) for e in on):
+                raise self.error(
+                    f"{prefix}.on",
+                    f"must be a non-empty list of events ({', '.join(NOTIFY_EVENTS)})",
+                )
+            for event in on:
+                if event not in NOTIFY_EVENTS:
+                    raise self.error(
+                        f"{prefix}.on",
+                        f"unknown event {event!r} (use {', '.join(NOTIFY_EVENTS)})",
+                    )
+            globs = entry.get("job_types", ["*"])
+            if (
+                not isinstance(globs, list)
+                or not globs
+                or not all(isinstance(g, str) and g for g in globs)
+            ):
+                raise self.error(
+                    f"{prefix}.job_types", "must be a non-empty list of job type globs"
+                )
+            payload = entry.get("payload", {})
+            if not isinstance(payload, dict):
+                raise self.error(f"{prefix}.payload", "must be a table")
+            if "event" in payload:
+                raise self.error(
+                    f"{prefix}.payload.event", "is set by the daemon (the event's JSON)"
+                )
+            fields = {key: entry[key] for key in _NOTIFY_JOB_FIELDS if key in entry}
+            try:
+                spec = JobSpec.from_json({**fields, "payload": payload}, timezone)
+            except InvalidSpec as exc:
+                raise self.error(f"{prefix}.{exc.field}", exc.reason) from None
+            rules.append(NotifyRule(frozenset(on), tuple(globs), spec))
+        return rules
 
     def parse_schedules(self, value: Any, timezone: str) -> list[JobSpec]:
         if not isinstance(value, list):

@@ -17,7 +17,12 @@ import structlog
 from nexus_schedd import __version__
 from nexus_schedd.clock import SystemClock
 from nexus_schedd.daemon.app import Daemon, event_loop_options
-from nexus_schedd.daemon.config import Config, check_schedule_types, load_config
+from nexus_schedd.daemon.config import (
+    Config,
+    check_notify_types,
+    check_schedule_types,
+    load_config,
+)
 from nexus_schedd.daemon.logging import configure_logging
 from nexus_schedd.errors import (
     EXIT_USAGE,
@@ -137,6 +142,7 @@ async def check_with_handlers(config: Config, file: str) -> list[str]:
     registry = load_handlers(config.handlers, log=_Quiet(), config_file=file)
     try:
         check_schedule_types(config.schedules, registry.supports, file, registry.check_job)
+        check_notify_types(config.notify, registry.supports, file, registry.check_job)
     finally:
         await registry.aclose()
     notes = [f"handler {name!r} failed to load: {error}" for name, error in registry.broken.items()]

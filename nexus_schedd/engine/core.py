@@ -23,7 +23,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +36,7 @@ from nexus_schedd.engine.attempts import CANCELED, Attempt, RunningJob
 from nexus_schedd.engine.checkpoint import Checkpointer
 from nexus_schedd.engine.events import EventHub
 from nexus_schedd.engine.ids import RunIds
+from nexus_schedd.engine.overdue import OverdueTimers
 from nexus_schedd.engine.policies import (
     Occurrence,
     after_attempt,
@@ -43,6 +44,7 @@ from nexus_schedd.engine.policies import (
     walk_missed,
 )
 from nexus_schedd.engine.rates import RateLimits
+from nexus_schedd.engine.reactions import Reactions
 from nexus_schedd.engine.recovery import HistoryPruner
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.engine.source import DueWorkSource
@@ -124,6 +126,12 @@ class EngineCore:
 
         self._timers: list[tuple[datetime, int, str]] = []
         self._blocked: dict[str, list[ReadyEntry]] = {}
+        self.reactions = Reactions(settings.notify, settings.defaults, self.run_ids.next)
+        """Builds follow-up and notification jobs (SPEC 15)."""
+        self.overdue = OverdueTimers(
+            clock, timedelta(seconds=settings.defaults.overdue_after_s), self._check_overdue
+        )
+        """Watches due jobs that wait to start, when a ``[[notify]]`` rule wants ``overdue``."""
         self.rates = RateLimits(settings.type_rates)
         """Token buckets of the job types with a rate, and the jobs waiting for one."""
         self._active_by_type: dict[str, int] = {}
@@ -363,6 +371,7 @@ class EngineCore:
         they fire on time)."""
         now = horizon - self.start_ahead
         timers = self._timers
+        overdue = self.overdue if self.reactions.watches_overdue else None
         while timers and timers[0][0] <= horizon:
             at, seq, job_id = heapq.heappop(timers)
             if self.token.get(job_id) != seq:
@@ -370,6 +379,8 @@ class EngineCore:
             job = self.jobs[job_id]
             if job.status is JobStatus.PENDING:
                 heapq.heappush(self.ready, (-job.priority, at, seq, job_id))
+                if overdue is not None:
+                    overdue.watch(job_id, at)
             elif job.status is JobStatus.RUNNING:
                 self._overlap(job, now)
 
@@ -428,6 +439,8 @@ class EngineCore:
 
     def _begin(self, job: Job, now: datetime, *, triggered: bool) -> Attempt | None:
         """Turn a due pending job into an attempt (in memory; staged by the caller)."""
+        if self.reactions.watches_overdue:
+            self.overdue.started(job.id)
         misfire_applies = job.recurring or job.misfire is MisfirePolicy.SKIP
         if not triggered and misfire_applies and job.retry_count == 0:
             misfired = self._apply_misfire(job, now)
@@ -515,8 +528,10 @@ class EngineCore:
             for instant in skipped
         ]
         self.log.info("misfire_skip", job_id=job.id, missed=missed)
+        added = self.reactions.skipped(job, runs, missed, now)
         if runs_latest:
-            self.checkpoints.stage(runs=runs)
+            self.checkpoints.stage(added, runs)
+            self.added(added)
             return replace(
                 job,
                 scheduled_for=latest.scheduled_for,
@@ -537,7 +552,8 @@ class EngineCore:
             )
         self.count(job.status, done.status)
         self.place(done)
-        self.checkpoints.stage([done], runs)
+        self.checkpoints.stage([done, *added], runs)
+        self.added(added)
         self.publish(EventKind.JOB_UPDATED, done)
         return None
 
@@ -699,8 +715,41 @@ class EngineCore:
         )
         self.count(job.status, new.status)
         self.place(new)
-        self.checkpoints.stage([new], [run])
+        added = self.reactions.attempt_ended(job, new, run, now)
+        if added:
+            # One write: the outcome and the jobs it adds land together or not at all.
+            self.checkpoints.stage([new, *added], [run])
+            self.added(added)
+        else:
+            self.checkpoints.stage([new], [run])
         self.publish(EventKind.RUN_FINISHED, new, run)
+
+    def _check_overdue(self, job_id: str, run_at: datetime) -> None:
+        """The overdue timer's deadline for a job that came due at ``run_at``: if it
+        still waits to start, notify (the ``[[notify]]`` rules on ``overdue``)."""
+        job = self.jobs.get(job_id)
+        if job is None or job.status is not JobStatus.PENDING or job.run_at != run_at:
+            return
+        now = self.clock.now()
+        added = self.reactions.overdue(job, now)
+        self.log.warning(
+            "job_overdue",
+            job_id=job_id,
+            job_type=job.job_type,
+            late_s=round((now - run_at).total_seconds(), 3),
+            notifications=len(added),
+        )
+        if added:
+            self.checkpoints.stage(added)
+            self.added(added)
+
+    def added(self, jobs: Sequence[Job]) -> None:
+        """Take in pending jobs the engine itself added (follow-ups, notifications),
+        staged by the caller together with what caused them."""
+        for job in jobs:
+            self.status_counts[JobStatus.PENDING] += 1
+            self.place(job)
+            self.publish(EventKind.JOB_ADDED, job)
 
     def attempts_in_flight(self) -> list[Attempt]:
         """Every attempt placed and not yet ended (started, queued or starting)."""

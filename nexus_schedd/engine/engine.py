@@ -33,6 +33,7 @@ from nexus_schedd.engine.local import LocalWindow
 from nexus_schedd.engine.pauses import PauseTimers
 from nexus_schedd.engine.policies import jittered, requeued
 from nexus_schedd.engine.rates import Rate, RateLimits
+from nexus_schedd.engine.reactions import NotifyRule
 from nexus_schedd.engine.reconcile import reconcile_static
 from nexus_schedd.engine.service import UNSET
 from nexus_schedd.engine.settings import EngineSettings
@@ -148,6 +149,7 @@ class Engine:
                 core.workers.start(tg, core.settings.max_concurrency)
                 tg.start_soon(core.schedule, name=f"engine {node} scheduler")
                 await tg.start(self._pauses.run, name=f"engine {node} pause timers")
+                await tg.start(core.overdue.run, name=f"engine {node} overdue timer")
                 self.state = RunState.STARTED
                 self._log.info(
                     "engine_started",
@@ -214,6 +216,7 @@ class Engine:
         self._log.info("wall_clock_stepped", now=self._clock.now().isoformat())
         self._core.wake_scheduler()
         self._pauses.rearm()
+        self._core.overdue.rearm()
 
     def set_registry(self, registry: HandlerRegistry) -> None:
         """Use ``registry`` for attempts started from now on (reload)."""
@@ -239,6 +242,12 @@ class Engine:
             core.settings = replace(core.settings, type_rates=dict(rates))
             core.rates = RateLimits(rates)
 
+    def set_notify_rules(self, rules: Sequence[NotifyRule]) -> None:
+        """Replace the ``[[notify]]`` rules (reload); jobs they added are kept."""
+        core = self._core
+        core.settings = replace(core.settings, notify=tuple(rules))
+        core.reactions.set_rules(rules)
+
     # -- SchedulerService: adding ---------------------------------------------------
 
     async def add_job(self, spec: JobSpec) -> Job:
@@ -262,6 +271,8 @@ class Engine:
         for spec in specs:
             # UnknownJobType, or InvalidSpec from the handler's add-time check.
             core.registry.check_job(spec.job_type, spec.payload)
+            for key, follow_up in spec.follow_ups():
+                check_follow_up(core.registry, key, follow_up)
             # Ids from the engine's ULID-format generator: the ulid package costs
             # ~15 us an id, a quarter of a batched add.
             job = Job.create(spec, now, core.settings.defaults, core.run_ids.next(now))
@@ -603,6 +614,19 @@ class Engine:
         core.publish(EventKind.JOB_REMOVED if new.status.is_final else EventKind.JOB_UPDATED, new)
         await self._checkpoints.commit([new])
         return new
+
+
+def check_follow_up(registry: HandlerRegistry, key: str, spec: JobSpec) -> None:
+    """Refuse a follow-up (``on_success`` / ``on_failure``) no loaded handler would
+    run, naming the field: it must not fail later, when its trigger has ended."""
+    if not registry.supports(spec.job_type):
+        raise InvalidSpec(
+            f"{key}.job_type", f"no loaded handler supports job type {spec.job_type!r}"
+        )
+    try:
+        registry.check_job(spec.job_type, spec.payload)
+    except InvalidSpec as exc:
+        raise InvalidSpec(f"{key}.{exc.field}", exc.reason) from None
 
 
 def engine_for(

@@ -52,8 +52,12 @@ class LocalWindow:
             return
         closed = [crashed(run, now, CRASHED_HERE) for run in open_runs]
         recovered = recover_jobs(running, open_runs, now, core.settings.defaults, core.rng)
-        core.log.warning("recovered_after_crash", crashed_runs=len(closed), jobs=len(recovered))
-        await core.checkpoints.commit(recovered, closed)
+        # Follow-ups and notifications of the crashed runs, in the same commit.
+        added = core.reactions.crashes_closed(running, recovered, closed, now)
+        core.log.warning(
+            "recovered_after_crash", crashed_runs=len(closed), jobs=len(recovered), added=len(added)
+        )
+        await core.checkpoints.commit([*recovered, *added], closed)
 
     async def fetch(self, now: datetime, free: int) -> bool:
         """Load the next window once the timers ran dry and the store holds more

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from nexus_schedd.engine.rates import Rate
+from nexus_schedd.engine.reactions import NotifyRule
 from nexus_schedd.model import JobDefaults
 
 
@@ -33,6 +34,8 @@ class EngineSettings:
     type_rates: Mapping[str, Rate] = field(default_factory=dict)
     """Starts per job type and period (``[limits.rates]``), see :mod:`.rates`."""
     defaults: JobDefaults = field(default_factory=JobDefaults)
+    notify: tuple[NotifyRule, ...] = ()
+    """The ``[[notify]]`` rules (see :mod:`.reactions`)."""
     commit_interval_ms: float = 0.0
     shutdown_grace_s: float = 30.0
     window_size: int = 100_000

@@ -333,9 +333,11 @@ class ClaimedWork:
             taken = await self._claiming.take_over_expired(node, now, TAKE_OVER_BATCH, lease_s)
             if not taken:
                 return
+            before: list[Job] = []
             jobs: list[Job] = []
             runs: list[Run] = []
             for job, run in taken:
+                before.append(job)
                 if run is not None:
                     runs.append(
                         crashed(
@@ -349,10 +351,16 @@ class ClaimedWork:
                 jobs.append(
                     after_crash(job, now, core.settings.defaults, core.rng, regular=regular)
                 )
+            # Follow-ups and notifications of the crashed runs, in the same write.
+            added = core.reactions.crashes_closed(before, jobs, runs, now)
             # Our lease on them expires too if this fails; another node (or we) retry.
-            refused = await self._claiming.write_leased(node, jobs, runs)
+            refused = await self._claiming.write_leased(node, [*jobs, *added], runs)
             core.log.warning(
-                "leases_taken_over", jobs=len(jobs), crashed_runs=len(runs), refused=len(refused)
+                "leases_taken_over",
+                jobs=len(jobs),
+                crashed_runs=len(runs),
+                refused=len(refused),
+                added=len(added),
             )
             if len(taken) < TAKE_OVER_BATCH:
                 return

@@ -39,6 +39,12 @@ class HandlerContext:
     """The id of this attempt's run (unique per attempt; the run in ``ListRuns``)."""
 
 
+ENGINE_KEYS = frozenset({"trigger", "event"})
+"""Payload keys the engine adds (SPEC 15): ``trigger`` to a follow-up job (what
+ended the occurrence that added it), ``event`` to a notification job. Every
+handler accepts them beside its own keys."""
+
+
 @runtime_checkable
 class Handler(Protocol):
     """Runs jobs of the types it supports.

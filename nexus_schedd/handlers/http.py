@@ -25,7 +25,7 @@ import httpx
 
 from nexus_schedd.clock import Clock, SystemClock
 from nexus_schedd.errors import ConfigError, InvalidSpec
-from nexus_schedd.handlers.base import HandlerContext, payload_error
+from nexus_schedd.handlers.base import ENGINE_KEYS, HandlerContext, payload_error
 from nexus_schedd.model import Job, JobResult
 
 EXCERPT_CHARS = 1024
@@ -49,10 +49,14 @@ class HttpPayload:
     @classmethod
     def parse(cls, payload: Mapping[str, Any]) -> HttpPayload:
         """Check the payload; raises ValueError with a message for the job's error."""
-        unknown = set(payload) - _PAYLOAD_KEYS
+        unknown = set(payload) - _PAYLOAD_KEYS - ENGINE_KEYS
         if unknown:
             raise ValueError(f"unknown payload key(s): {', '.join(sorted(unknown))}")
-        method = payload.get("method", "GET")
+        # A notification (or follow-up) without a body of its own posts its event
+        # (or trigger) as JSON (SPEC 15).
+        added = next((key for key in ("event", "trigger") if key in payload), None)
+        posts_added = added is not None and "json" not in payload and "body" not in payload
+        method = payload.get("method", "POST" if posts_added else "GET")
         if not isinstance(method, str) or method.upper() not in _METHODS:
             raise ValueError(f"payload.method must be one of {', '.join(sorted(_METHODS))}")
         raw_url = payload.get("url")
@@ -74,6 +78,9 @@ class HttpPayload:
         body = payload.get("body")
         if body is not None and not isinstance(body, str):
             raise ValueError("payload.body must be a string")
+        if posts_added and method.upper() in ("POST", "PUT", "PATCH"):
+            assert added is not None
+            return cls(method.upper(), url, dict(headers), payload[added], None, True)
         return cls(method.upper(), url, dict(headers), payload.get("json"), body, "json" in payload)
 
 

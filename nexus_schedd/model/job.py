@@ -260,6 +260,10 @@ class JobSpec:
                 raise InvalidSpec(key, "must be a job spec")
             if follow_up.on_success is not None or follow_up.on_failure is not None:
                 raise InvalidSpec(key, "a follow-up job cannot have follow-ups")
+            if follow_up.name is not None:
+                # Names are unique among live jobs: a follow-up added when its
+                # trigger ends could not be refused then.
+                raise InvalidSpec(f"{key}.name", "a follow-up job cannot have a name")
         if self.trace_context is not None and (
             not isinstance(self.trace_context, dict)
             or not all(

@@ -11,6 +11,7 @@ import pytest
 
 from nexus_schedd.control.paths import default_socket_path
 from nexus_schedd.daemon.config import (
+    check_notify_types,
     default_state_dir,
     load_config,
 )
@@ -274,6 +275,26 @@ greeting = "hi"
         ('[limits.rates]\nmail = "10/day"\n', "limits.rates.mail", "second|minute|hour"),
         ("[limits.rates]\nmail = 100\n", "limits.rates.mail", "like '100/minute'"),
         ("[limits]\nrates = 5\n", "limits.rates", "must be a table"),
+        ('[[notify]]\non = ["exploded"]\njob_type = "log"\n', "notify[0].on", "unknown event"),
+        ('[[notify]]\non = []\njob_type = "log"\n', "notify[0].on", "non-empty list"),
+        ('[[notify]]\non = "retry"\njob_type = "log"\n', "notify[0].on", "non-empty list"),
+        ('[[notify]]\non = ["retry"]\n', "notify[0].job_type", "non-empty string"),
+        (
+            '[[notify]]\non = ["retry"]\njob_type = "log"\njob_types = "x"\n',
+            "notify[0].job_types",
+            "list of job type globs",
+        ),
+        (
+            '[[notify]]\non = ["retry"]\njob_type = "log"\ncolour = 1\n',
+            "notify[0].colour",
+            "unknown key",
+        ),
+        (
+            '[[notify]]\non = ["retry"]\njob_type = "log"\npayload = { event = 1 }\n',
+            "notify[0].payload.event",
+            "set by the daemon",
+        ),
+        ("notify = 5\n", "notify", "array of tables"),
         ('[handlers]\nexec = "yes"\n', "handlers.exec", "must be a table"),
         ('[handlers.x]\nfactory = "nocolon"\n', "handlers.x.factory", "module:attr"),
         ('[handlers.x]\nenabled = "no"\n', "handlers.x.enabled", "true or false"),
@@ -485,3 +506,41 @@ def test_a_static_schedule_at_with_an_offset_anchors_on_itself(tmp_path: Path) -
     )
     (spec,) = load_config(write(tmp_path, text), env=USER_ENV).schedules
     assert spec.anchor_at is None
+
+
+def test_notify_rules_are_read_and_reach_the_engine(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[[notify]]
+on = ["failed_permanent", "crashed"]
+job_types = ["export_*", "backup"]
+job_type = "http"
+max_retries = 5
+payload = { url = "https://hooks.example.com/ops", method = "POST" }
+
+[[notify]]
+on = ["overdue"]
+job_type = "log"
+""",
+    )
+    config = load_config(path)
+    first, second = config.notify
+    assert first.on == frozenset({"failed_permanent", "crashed"})
+    assert first.job_types == ("export_*", "backup")
+    assert first.spec.job_type == "http" and first.spec.max_retries == 5
+    assert first.spec.payload == {"url": "https://hooks.example.com/ops", "method": "POST"}
+    assert first.matches("crashed", "export_daily") and not first.matches("retry", "backup")
+    assert second.job_types == ("*",) and second.matches("overdue", "anything")
+    assert config.engine_settings().notify == (first, second)
+
+
+def test_a_notify_rule_whose_type_no_handler_runs_is_refused_once_handlers_load(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, '[[notify]]\non = ["retry"]\njob_type = "pager"\n')
+    config = load_config(path)
+    with pytest.raises(ConfigError) as caught:
+        check_notify_types(config.notify, lambda t: t == "log", str(path), lambda t, p: None)
+    assert caught.value.key == "notify[0].job_type"
+    assert "'pager'" in caught.value.reason

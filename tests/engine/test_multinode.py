@@ -14,6 +14,7 @@ import pytest
 
 from nexus_schedd.clock import SystemClock
 from nexus_schedd.engine import Engine, EngineSettings, engine_for
+from nexus_schedd.engine.reactions import NotifyRule
 from nexus_schedd.errors import InvalidJobState
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.registry import HandlerRegistry
@@ -72,7 +73,7 @@ class _NodeHandler:
     node: str
 
     def supports(self, job_type: str) -> bool:
-        return job_type in ("work", "block")
+        return job_type in ("work", "block", "fail", "after")
 
     async def handle(self, job: Job, ctx: HandlerContext) -> JobResult:
         self.recorder.calls.append((self.node, job.id, ctx.scheduled_for, ctx.attempt))
@@ -80,6 +81,8 @@ class _NodeHandler:
         if job.job_type == "block":
             await anyio.sleep_forever()
         await anyio.sleep(0.002)
+        if job.job_type == "fail":
+            return JobResult.failure("refused", should_retry=False)
         return JobResult.success()
 
 
@@ -100,7 +103,12 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    size: int, *, lease_s: float = 30.0, recheck_s: float = 60.0, concurrency: int = 8
+    size: int,
+    *,
+    lease_s: float = 30.0,
+    recheck_s: float = 60.0,
+    concurrency: int = 8,
+    notify: tuple[NotifyRule, ...] = (),
 ) -> AsyncIterator[Cluster]:
     await check_postgres_reachable()
     schema = fresh_schema_name()
@@ -121,6 +129,7 @@ async def cluster(
                     defaults=FAST_RETRY,
                     lease_s=lease_s,
                     safety_recheck_s=recheck_s,
+                    notify=notify,
                 )
                 engine = engine_for(
                     store,
@@ -366,3 +375,75 @@ async def test_a_job_paused_through_a_node_that_died_is_resumed_by_another() -> 
         await wait_for(completed)
         [(node, _job_id, _at, _attempt)] = [c for c in nodes.recorder.calls if c[1] == job.id]
     assert node == "n1"
+
+
+async def test_follow_ups_and_notifications_are_written_with_the_outcome_on_postgresql() -> None:
+    """SPEC 15 on PostgreSQL: each failed occurrence's on_failure job and its
+    notification land in the transaction that records the failure (one fenced
+    write), and any node runs them."""
+    rule = NotifyRule(
+        frozenset({"failed_permanent"}), ("fail",), JobSpec(job_type="work", payload={"n": 1})
+    )
+    async with cluster(2, notify=(rule,)) as nodes:
+        a = nodes.engines[0]
+        jobs = [
+            await a.add_job(
+                JobSpec(job_type="fail", on_failure=JobSpec(job_type="after", payload={"i": i}))
+            )
+            for i in range(6)
+        ]
+        await wait_for(lambda: all_final(nodes.stores[0]))
+        store = nodes.stores[1]
+        after = (await store.list_jobs(JobFilter(job_type="after"), 100)).items
+        alerts = (await store.list_jobs(JobFilter(job_type="work"), 100)).items
+        runs = {job.id: (await store.list_runs(RunFilter(job_id=job.id), 10)).items for job in jobs}
+    by_trigger = {job.payload["trigger"]["job_id"]: job for job in after}
+    assert set(by_trigger) == {job.id for job in jobs}
+    for job in jobs:
+        [run] = runs[job.id]
+        follow_up = by_trigger[job.id]
+        assert follow_up.payload["trigger"]["run_id"] == run.id
+        assert follow_up.created_at == run.finished_at  # staged by the same finish
+        assert follow_up.status is JobStatus.COMPLETED
+    assert sorted(alert.payload["event"]["job"]["id"] for alert in alerts) == sorted(
+        job.id for job in jobs
+    )
+    assert all(alert.extras is not None and alert.extras.notification for alert in alerts)
+
+
+async def test_a_take_over_adds_the_crashed_notification_with_the_crash_record() -> None:
+    """A node dies during an attempt; the node that takes the job over records
+    the run crashed and adds the crashed / failed_permanent notifications and
+    the on_failure job in the same write."""
+    rule = NotifyRule(
+        frozenset({"crashed", "failed_permanent"}), ("block",), JobSpec(job_type="work")
+    )
+    async with cluster(2, lease_s=1.0, recheck_s=1.0, notify=(rule,)) as nodes:
+        a = nodes.engines[0]
+        job = await a.add_job(
+            JobSpec(job_type="block", max_retries=0, on_failure=JobSpec(job_type="after"))
+        )
+        await nodes.recorder.started_event(job.id).wait()
+        [(node, *_)] = [c for c in nodes.recorder.calls if c[1] == job.id]
+        nodes.crash(0 if node == "n0" else 1)
+        survivor = nodes.stores[1 if node == "n0" else 0]
+
+        async def settled() -> bool:
+            stored = await survivor.get_job(job.id)
+            if stored is None or stored.status is not JobStatus.FAILED_PERMANENT:
+                return False
+            return await all_final(survivor)
+
+        await wait_for(settled)
+        [run] = (await survivor.list_runs(RunFilter(job_id=job.id), 10)).items
+        alerts = (await survivor.list_jobs(JobFilter(job_type="work"), 10)).items
+        [after] = (await survivor.list_jobs(JobFilter(job_type="after"), 10)).items
+    assert run.outcome is RunOutcome.CRASHED
+    assert sorted(a.payload["event"]["event"] for a in alerts) == ["crashed", "failed_permanent"]
+    assert after.payload["trigger"] == {
+        "job_id": job.id,
+        "run_id": run.id,
+        "outcome": "crashed",
+        "error": run.error,
+        "output": None,
+    }

@@ -136,6 +136,39 @@ async def test_raw_body_is_sent_as_is(
     assert result.ok and result.output == {"status": 200, "body": "raw"}
 
 
+async def test_a_notification_without_a_body_posts_its_event_as_json(
+    server: Server, handler: HttpHandler, make_job: MakeJob
+) -> None:
+    """SPEC 15: an http notification whose payload has neither json nor body
+    posts the event (a follow-up: its trigger) as its JSON body."""
+    event = {"event": "failed_permanent", "job": {"id": "J1"}, "run": None}
+    job, ctx = make_job("http", {"url": url(server, "/echo"), "event": event})
+    assert (await handler.handle(job, ctx)).ok
+    method, _, headers, body = server.requests[-1]
+    assert (method, json.loads(body)) == ("POST", event)
+    assert headers["content-type"] == "application/json"
+    trigger = {"job_id": "J1", "run_id": "R1", "outcome": "success", "error": None, "output": 1}
+    job, ctx = make_job("http", {"url": url(server, "/echo"), "trigger": trigger})
+    assert (await handler.handle(job, ctx)).ok
+    assert json.loads(server.requests[-1][3]) == trigger
+
+
+async def test_a_notification_with_its_own_body_or_method_keeps_them(
+    server: Server, handler: HttpHandler, make_job: MakeJob
+) -> None:
+    event = {"event": "retry"}
+    job, ctx = make_job(
+        "http",
+        {"method": "PUT", "url": url(server, "/echo"), "json": {"text": "hi"}, "event": event},
+    )
+    assert (await handler.handle(job, ctx)).ok
+    method, _, _, body = server.requests[-1]
+    assert (method, json.loads(body)) == ("PUT", {"text": "hi"})
+    job, ctx = make_job("http", {"method": "GET", "url": url(server, "/ok"), "event": event})
+    assert (await handler.handle(job, ctx)).ok
+    assert server.requests[-1][0] == "GET" and server.requests[-1][3] == b""
+
+
 async def test_404_is_a_permanent_failure(
     server: Server, handler: HttpHandler, make_job: MakeJob
 ) -> None:

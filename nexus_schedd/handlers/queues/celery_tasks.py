@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from nexus_schedd.errors import ConfigError, InvalidSpec
-from nexus_schedd.handlers.base import HandlerContext
+from nexus_schedd.handlers.base import ENGINE_KEYS, HandlerContext
 from nexus_schedd.handlers.queues.envelope import (
     UnconfiguredHandler,
     build_envelope,
@@ -79,7 +79,7 @@ class CeleryPayload:
     @classmethod
     def parse(cls, payload: Mapping[str, Any]) -> CeleryPayload:
         """Check the payload; raises InvalidSpec naming the field."""
-        unknown = set(payload) - _PAYLOAD_KEYS
+        unknown = set(payload) - _PAYLOAD_KEYS - ENGINE_KEYS
         if unknown:
             raise InvalidSpec(
                 f"payload.{sorted(unknown)[0]}",
@@ -101,7 +101,10 @@ class CeleryPayload:
         wait_result = payload.get("wait_result", False)
         if not isinstance(wait_result, bool):
             raise InvalidSpec("payload.wait_result", "must be true or false")
-        return cls(task, list(args), dict(kwargs), queue, wait_result)
+        # A follow-up's trigger / a notification's event is a keyword argument
+        # of the task (SPEC 15), unless kwargs names it already.
+        added = {key: payload[key] for key in sorted(ENGINE_KEYS) if key in payload}
+        return cls(task, list(args), {**added, **kwargs}, queue, wait_result)
 
 
 def task_message(

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nexus_schedd.errors import ConfigError, InvalidSpec
-from nexus_schedd.handlers.base import HandlerContext
+from nexus_schedd.handlers.base import ENGINE_KEYS, HandlerContext
 from nexus_schedd.model import Job, JobResult
 from nexus_schedd.model.times import format_instant
 
 Mode = Literal["publish", "request"]
 MODES: tuple[Mode, ...] = ("publish", "request")
-COMMON_KEYS = frozenset({"mode", "envelope", "body"})
+COMMON_KEYS = frozenset({"mode", "envelope", "body"}) | ENGINE_KEYS
+"""Keys every queue handler reads (the engine's ``trigger`` / ``event`` travel in
+the envelope's payload)."""
 EXTRA = "queues"
 """The optional extra that brings the broker clients."""
 

@@ -69,6 +69,20 @@ SCHEMAS: dict[str, JSON] = {
             "misfire_grace_s": _nullable({"type": "number"}),
             "overlap": _nullable({"type": "string", "enum": _OVERLAP}),
             "jitter_s": _nullable({"type": "number"}),
+            "on_success": _nullable(
+                {
+                    "$ref": "#/components/schemas/JobSpec",
+                    "description": "A job added when an occurrence succeeds (no follow-ups"
+                    " of its own); its payload gains `trigger`.",
+                }
+            ),
+            "on_failure": _nullable(
+                {
+                    "$ref": "#/components/schemas/JobSpec",
+                    "description": "A job added when an occurrence ends failed (no"
+                    " follow-ups of its own); its payload gains `trigger`.",
+                }
+            ),
         },
     },
     "LastResult": {
@@ -127,6 +141,15 @@ SCHEMAS: dict[str, JSON] = {
             "anchor_at": _TIME,
             "static": {"type": "boolean"},
             "paused_until": _nullable(_TIME),
+            "on_success": {"$ref": "#/components/schemas/JobSpec"},
+            "on_failure": {"$ref": "#/components/schemas/JobSpec"},
+            "trace_context": {"type": "object", "additionalProperties": {"type": "string"}},
+            "backfill_of": {
+                "type": "object",
+                "required": ["job_id", "occurrence"],
+                "properties": {"job_id": {"type": "string"}, "occurrence": {"type": "integer"}},
+            },
+            "notification": {"type": "boolean"},
         },
     },
     "Run": {
