@@ -77,10 +77,14 @@ _SCHEDULE_KEYS = frozenset(
         "jitter_s",
         "ends_at",
         "max_occurrences",
+        "on_success",
+        "on_failure",
     }
 )
 # [[schedules]] keys that are JobSpec fields under the same name.
 _JOB_FIELDS = (
+    "on_success",
+    "on_failure",
     "job_type",
     "target_id",
     "priority",
@@ -248,6 +252,22 @@ def check_schedule_types(
                     f"schedules[{index}].{exc.field}",
                     f"{exc.reason} (schedule {spec.name!r})",
                 ) from None
+        for key, follow_up in spec.follow_ups():
+            prefix = f"schedules[{index}].{key}"
+            if not supports(follow_up.job_type):
+                raise ConfigError(
+                    file,
+                    f"{prefix}.job_type",
+                    f"no loaded handler supports job type {follow_up.job_type!r}"
+                    f" (schedule {spec.name!r})",
+                )
+            if check_payload is not None:
+                try:
+                    check_payload(follow_up.job_type, follow_up.payload)
+                except InvalidSpec as exc:
+                    raise ConfigError(
+                        file, f"{prefix}.{exc.field}", f"{exc.reason} (schedule {spec.name!r})"
+                    ) from None
 
 
 def check_notify_types(

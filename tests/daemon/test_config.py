@@ -12,6 +12,7 @@ import pytest
 from nexus_schedd.control.paths import default_socket_path
 from nexus_schedd.daemon.config import (
     check_notify_types,
+    check_schedule_types,
     default_state_dir,
     load_config,
 )
@@ -544,3 +545,25 @@ def test_a_notify_rule_whose_type_no_handler_runs_is_refused_once_handlers_load(
         check_notify_types(config.notify, lambda t: t == "log", str(path), lambda t, p: None)
     assert caught.value.key == "notify[0].job_type"
     assert "'pager'" in caught.value.reason
+
+
+def test_a_schedule_may_carry_follow_ups_checked_once_handlers_load(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[[schedules]]
+name = "nightly-export"
+job_type = "log"
+cron = "0 2 * * *"
+on_success = { job_type = "log", payload = { message = "export done" } }
+on_failure = { job_type = "pager", payload = { team = "data" } }
+""",
+    )
+    config = load_config(path)
+    [spec] = config.schedules
+    assert spec.on_success is not None and spec.on_success.payload == {"message": "export done"}
+    assert spec.on_failure is not None and spec.on_failure.job_type == "pager"
+    with pytest.raises(ConfigError) as caught:
+        check_schedule_types(config.schedules, lambda t: t == "log", str(path))
+    assert caught.value.key == "schedules[0].on_failure.job_type"
+    assert "'pager'" in caught.value.reason and "nightly-export" in caught.value.reason
