@@ -97,6 +97,7 @@ async def _populate(socket: str, fail_script: str) -> tuple[Job, ...]:
                 "target_id": "acme",
                 "recurrence": {"kind": "cron", "cron": "30 2 * * *", "timezone": "Europe/Berlin"},
                 "payload": {"report": "sales", "format": "pdf"},
+                "on_failure": {"job_type": "log", "payload": {"message": "report failed"}},
             }
         )
         every_two_hours = await client.add_job(

@@ -75,6 +75,7 @@ async def test_job_page_shows_definition_next_occurrences_and_runs(
     assert scheduler.report.id in report.text
     assert "cron 30 2 * * * (Europe/Berlin)" in report.text
     assert "acme" in report.text and "&#34;sales&#34;" in report.text
+    assert "on failure</dt><dd>adds a <code>log</code> job" in report.text
     occurrences = re.findall(r'<time datetime="([^"]+)"', report.text)
     assert len(occurrences) == 10
     berlin = ZoneInfo("Europe/Berlin")
