@@ -371,7 +371,8 @@ class EngineCore:
         they fire on time)."""
         now = horizon - self.start_ahead
         timers = self._timers
-        overdue = self.overdue if self.reactions.watches_overdue else None
+        reactions = self.reactions
+        overdue = self.overdue if reactions.watches_overdue else None
         while timers and timers[0][0] <= horizon:
             at, seq, job_id = heapq.heappop(timers)
             if self.token.get(job_id) != seq:
@@ -379,7 +380,7 @@ class EngineCore:
             job = self.jobs[job_id]
             if job.status is JobStatus.PENDING:
                 heapq.heappush(self.ready, (-job.priority, at, seq, job_id))
-                if overdue is not None:
+                if overdue is not None and reactions.overdue_watched(job.job_type):
                     overdue.watch(job_id, at)
             elif job.status is JobStatus.RUNNING:
                 self._overlap(job, now)

@@ -63,16 +63,26 @@ class Reactions:
         defaults: JobDefaults,
         new_id: Callable[[datetime], str],
     ) -> None:
-        self.rules = tuple(rules)
         self._defaults = defaults
         self._new_id = new_id
-        self.watches_overdue = any("overdue" in rule.on for rule in self.rules)
-        """Some rule wants ``overdue``: the engine arms overdue timers only then."""
+        self.set_rules(rules)
 
     def set_rules(self, rules: Sequence[NotifyRule]) -> None:
         """Take a reloaded config's rules (jobs already added are kept)."""
         self.rules = tuple(rules)
         self.watches_overdue = any("overdue" in rule.on for rule in self.rules)
+        """Some rule wants ``overdue``: the engine watches due jobs only then."""
+        self._overdue_types: dict[str, bool] = {}
+
+    def overdue_watched(self, job_type: str) -> bool:
+        """True if a rule wants ``overdue`` for ``job_type`` (cached per type: the
+        globs are matched once, not per due job)."""
+        watched = self._overdue_types.get(job_type)
+        if watched is None:
+            watched = self._overdue_types[job_type] = any(
+                rule.matches("overdue", job_type) for rule in self.rules
+            )
+        return watched
 
     # -- events -------------------------------------------------------------------
 

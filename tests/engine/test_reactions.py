@@ -312,7 +312,7 @@ async def test_a_job_waiting_past_overdue_after_s_notifies_once_by_timer(
     run_at (the default overdue_after_s), reported then and only once."""
     clock = VirtualClock(T0)
     handler = ScriptedHandler(clock, types=TYPES, behaviour=sleeper(clock, 3600))
-    rules = (notify("overdue", job_types=("work",)),)
+    rules = (notify("overdue", job_types=("work",)), notify("overdue", job_types=("other",)))
     async with engine_running(
         store, clock, handler, settings=settings(*rules, max_concurrency=1)
     ) as engine:
@@ -327,11 +327,16 @@ async def test_a_job_waiting_past_overdue_after_s_notifies_once_by_timer(
     assert handler.calls_of(second.id)[0].at == at(3600)  # it did run, late
 
 
-async def test_no_overdue_rule_watches_nothing(store: TrackedStore) -> None:
+@pytest.mark.parametrize(
+    "rule", [notify("retry"), notify("overdue", job_types=("other*",))], ids=["retry", "other"]
+)
+async def test_no_overdue_rule_for_the_type_watches_nothing(
+    store: TrackedStore, rule: NotifyRule
+) -> None:
     clock = VirtualClock(T0)
     handler = ScriptedHandler(clock, types=TYPES, behaviour=sleeper(clock, 3600))
     async with engine_running(
-        store, clock, handler, settings=settings(notify("retry"), max_concurrency=1)
+        store, clock, handler, settings=settings(rule, max_concurrency=1)
     ) as engine:
         await engine.add_job(JobSpec(job_type="work", run_at=at(0), timeout_s=7200))
         second = await engine.add_job(JobSpec(job_type="work", run_at=at(10), timeout_s=7200))
