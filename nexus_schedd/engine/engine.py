@@ -271,8 +271,9 @@ class Engine:
         for spec in specs:
             # UnknownJobType, or InvalidSpec from the handler's add-time check.
             core.registry.check_job(spec.job_type, spec.payload)
-            for key, follow_up in spec.follow_ups():
-                check_follow_up(core.registry, key, follow_up)
+            if spec.on_success is not None or spec.on_failure is not None:
+                for key, follow_up in spec.follow_ups():
+                    check_follow_up(core.registry, key, follow_up)
             # Ids from the engine's ULID-format generator: the ulid package costs
             # ~15 us an id, a quarter of a batched add.
             job = Job.create(spec, now, core.settings.defaults, core.run_ids.next(now))

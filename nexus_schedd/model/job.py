@@ -252,10 +252,18 @@ class JobSpec:
         _check_seconds("timeout_s", self.timeout_s, allow_zero=False)
         _check_seconds("misfire_grace_s", self.misfire_grace_s, allow_zero=True)
         _check_seconds("jitter_s", self.jitter_s, allow_zero=True)
-        for key in FOLLOW_UPS:
-            follow_up = getattr(self, key)
-            if follow_up is None:
-                continue
+        if self.on_success is not None or self.on_failure is not None:
+            self._check_follow_ups()
+        if self.trace_context is not None and (
+            not isinstance(self.trace_context, dict)
+            or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.trace_context.items()
+            )
+        ):
+            raise InvalidSpec("trace_context", "must be an object of strings")
+
+    def _check_follow_ups(self) -> None:
+        for key, follow_up in self.follow_ups():
             if not isinstance(follow_up, JobSpec):
                 raise InvalidSpec(key, "must be a job spec")
             if follow_up.on_success is not None or follow_up.on_failure is not None:
@@ -264,13 +272,6 @@ class JobSpec:
                 # Names are unique among live jobs: a follow-up added when its
                 # trigger ends could not be refused then.
                 raise InvalidSpec(f"{key}.name", "a follow-up job cannot have a name")
-        if self.trace_context is not None and (
-            not isinstance(self.trace_context, dict)
-            or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in self.trace_context.items()
-            )
-        ):
-            raise InvalidSpec("trace_context", "must be an object of strings")
 
     @property
     def recurring(self) -> bool:
