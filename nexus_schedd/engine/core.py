@@ -716,7 +716,14 @@ class EngineCore:
         )
         self.count(job.status, new.status)
         self.place(new)
-        added = self.reactions.attempt_ended(job, new, run, now)
+        reactions = self.reactions
+        # Most jobs have no follow-ups and most daemons no [[notify]] rules: two
+        # attribute tests, not a call, on the path every run takes.
+        added = (
+            reactions.attempt_ended(job, new, run, now)
+            if job.extras is not None or reactions.rules
+            else None
+        )
         if added:
             # One write: the outcome and the jobs it adds land together or not at all.
             self.checkpoints.stage([new, *added], [run])

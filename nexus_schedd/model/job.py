@@ -476,7 +476,13 @@ class Job:
             ),
             overlap=spec.overlap or defaults.overlap,
             jitter_s=spec.jitter_s,
-            extras=JobExtras.of(
+            extras=None
+            if spec.on_success is None
+            and spec.on_failure is None
+            and spec.trace_context is None
+            and backfill_of is None
+            and not notification
+            else JobExtras.of(
                 spec.on_success, spec.on_failure, spec.trace_context, backfill_of, notification
             ),
         )
