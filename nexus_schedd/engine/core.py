@@ -373,6 +373,7 @@ class EngineCore:
         timers = self._timers
         reactions = self.reactions
         overdue = self.overdue if reactions.watches_overdue else None
+        watched = reactions.overdue_types
         while timers and timers[0][0] <= horizon:
             at, seq, job_id = heapq.heappop(timers)
             if self.token.get(job_id) != seq:
@@ -380,8 +381,12 @@ class EngineCore:
             job = self.jobs[job_id]
             if job.status is JobStatus.PENDING:
                 heapq.heappush(self.ready, (-job.priority, at, seq, job_id))
-                if overdue is not None and reactions.overdue_watched(job.job_type):
-                    overdue.watch(job_id, at)
+                if overdue is not None:
+                    wanted = watched.get(job.job_type)
+                    if wanted is None:
+                        wanted = reactions.overdue_watched(job.job_type)
+                    if wanted:
+                        overdue.watch(job_id, at)
             elif job.status is JobStatus.RUNNING:
                 self._overlap(job, now)
 
@@ -717,11 +722,11 @@ class EngineCore:
         self.count(job.status, new.status)
         self.place(new)
         reactions = self.reactions
-        # Most jobs have no follow-ups and most daemons no [[notify]] rules: two
-        # attribute tests, not a call, on the path every run takes.
+        # Most jobs have no follow-ups, and no event notifies about a success: a
+        # few tests, not a call, on the path every run takes.
         added = (
             reactions.attempt_ended(job, new, run, now)
-            if job.extras is not None or reactions.rules
+            if job.extras is not None or (reactions.rules and outcome is not RunOutcome.SUCCESS)
             else None
         )
         if added:

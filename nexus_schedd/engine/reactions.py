@@ -72,14 +72,15 @@ class Reactions:
         self.rules = tuple(rules)
         self.watches_overdue = any("overdue" in rule.on for rule in self.rules)
         """Some rule wants ``overdue``: the engine watches due jobs only then."""
-        self._overdue_types: dict[str, bool] = {}
+        self.overdue_types: dict[str, bool] = {}
+        """Job type -> whether an ``overdue`` rule names it (filled as types come due)."""
 
     def overdue_watched(self, job_type: str) -> bool:
         """True if a rule wants ``overdue`` for ``job_type`` (cached per type: the
         globs are matched once, not per due job)."""
-        watched = self._overdue_types.get(job_type)
+        watched = self.overdue_types.get(job_type)
         if watched is None:
-            watched = self._overdue_types[job_type] = any(
+            watched = self.overdue_types[job_type] = any(
                 rule.matches("overdue", job_type) for rule in self.rules
             )
         return watched
