@@ -3,7 +3,8 @@
 A call that changes state (add, cancel, pause, resume, trigger, reschedule,
 reload) and gets no reply after it was sent raises :class:`OutcomeUnknown`: the
 change may or may not have been made. Retry an add safely by giving the job a
-``name`` (the same definition returns the existing job).
+``name`` (the same definition returns the existing job). A retried backfill adds
+no occurrence whose backfill job is still queued or running.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import anyio
@@ -273,6 +273,24 @@ class SchedulerMethods:
             "more": report.more,
         }
 
+    async def BackfillJob(self, params: Params) -> Params:
+        parent = await self._service.get_job(params["id"])
+        # Without an offset, read in the job's recurrence zone (as _job_time does).
+        zone = resolve_zone(
+            parent.recurrence.timezone if parent.recurrence else self._context.default_timezone
+        )
+        start = parse_instant(params["from"], zone, "from")
+        end = parse_instant(params["to"], zone, "to")
+        report = await self._service.backfill_job(parent.id, start, end)
+        jobs = report.jobs
+        return {
+            "count": len(jobs),
+            "ids": [job.id for job in jobs],
+            "first": _occurrence(jobs[0], zone) if jobs else None,
+            "last": _occurrence(jobs[-1], zone) if jobs else None,
+            "already_queued": report.already_queued,
+        }
+
     async def RescheduleJob(self, params: Params) -> Params:
         ref = params["id"]
         recurrence: Recurrence | None = UNSET
@@ -318,6 +336,11 @@ class SchedulerMethods:
         if not self._service.supported(spec.job_type):
             raise UnknownJobType(spec.job_type)
         return spec
+
+
+def _occurrence(job: Job, zone: tzinfo) -> str | None:
+    """The occurrence a backfill job stands for, in its recurring job's zone."""
+    return None if job.scheduled_for is None else format_instant(job.scheduled_for, zone)
 
 
 def _matches(event: Event, job_type: str | None, job_id: str | None) -> bool:

@@ -28,6 +28,12 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from nexus_schedd.clock import Clock
 from nexus_schedd.engine.attempts import CANCELED, SHUTDOWN
+from nexus_schedd.engine.backfill import (
+    BackfillReport,
+    backfill_occurrences,
+    backfill_spec,
+    job_for_occurrence,
+)
 from nexus_schedd.engine.core import TRIGGER_PRIORITY, EngineCore, TriggerWaiter
 from nexus_schedd.engine.local import LocalWindow
 from nexus_schedd.engine.pauses import PauseTimers
@@ -116,6 +122,7 @@ class Engine:
         self.state = RunState.STOPPED
         self._tg: TaskGroup | None = None
         self._done = anyio.Event()
+        self._backfill_lock = anyio.Lock()
         self.started_at = clock.now()
 
     @property
@@ -302,12 +309,17 @@ class Engine:
             fresh.append(job)
             result.append(job)
         if fresh:
-            await self._store.insert_jobs(fresh)
-            for job in fresh:
-                core.status_counts[JobStatus.PENDING] += 1
-                core.place(job)
-                core.publish(EventKind.JOB_ADDED, job)
+            await self._insert(fresh)
         return result
+
+    async def _insert(self, fresh: list[Job]) -> None:
+        """Insert new pending jobs in one write (all or none), then schedule them."""
+        core = self._core
+        await self._store.insert_jobs(fresh)
+        for job in fresh:
+            core.status_counts[JobStatus.PENDING] += 1
+            core.place(job)
+            core.publish(EventKind.JOB_ADDED, job)
 
     # -- SchedulerService: reading --------------------------------------------------
 
@@ -516,6 +528,64 @@ class Engine:
         if changes:
             await self._checkpoints.commit([new for _old, new in changes])
         return report
+
+    async def backfill_job(self, ref: str, start: datetime, end: datetime) -> BackfillReport:
+        """Run every occurrence of a recurring job in [start, end) that has come once
+        more (SPEC 15): one one-shot job each, due now, with the occurrence's
+        scheduled_for and idempotency key, all added in one insert (all or none).
+        The job itself does not change. Occurrences that still have a live
+        backfill job of this job are left out (a retried call adds nothing twice);
+        see :func:`~nexus_schedd.engine.backfill.backfill_occurrences` for which
+        occurrences count and the errors."""
+        parent = await self.get_job(ref)
+        core = self._core
+        now = self._clock.now()
+        planned = backfill_occurrences(parent, start, end, now)
+        core.registry.check_job(parent.job_type, parent.payload)
+        # One backfill at a time here, so two calls cannot both find nothing queued.
+        async with self._backfill_lock:
+            queued = await self._live_backfills(parent)
+            spec = backfill_spec(parent)
+            fresh = [
+                job_for_occurrence(
+                    parent, spec, occurrence, now, core.settings.defaults, core.run_ids.next(now)
+                )
+                for occurrence in planned
+                if occurrence.number not in queued
+            ]
+            if fresh:
+                await self._insert(fresh)
+        if fresh:
+            self._log.info(
+                "backfill_queued",
+                job_id=parent.id,
+                job_type=parent.job_type,
+                count=len(fresh),
+                first=format_instant(planned[0].scheduled_for),
+                last=format_instant(planned[-1].scheduled_for),
+            )
+        return BackfillReport(fresh, already_queued=len(planned) - len(fresh))
+
+    async def _live_backfills(self, parent: Job) -> set[int]:
+        """The occurrence numbers of ``parent`` that have a pending, running or
+        paused backfill job."""
+        numbers: set[int] = set()
+        where = JobFilter(
+            statuses=frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.PAUSED}),
+            job_type=parent.job_type,
+            target_id=parent.target_id,
+            backfill_of=parent.id,
+        )
+        cursor: str | None = None
+        while True:
+            page = await self.list_jobs(where, 1000, cursor)
+            for job in page.items:
+                of = None if job.extras is None else job.extras.backfill_of
+                if of is not None and of.job_id == parent.id and not job.status.is_final:
+                    numbers.add(of.occurrence)
+            cursor = page.next_cursor
+            if cursor is None:
+                return numbers
 
     async def _ensure_name_free(self, job: Job) -> None:
         """Raise JobExists when a live job other than ``job`` holds its name (a

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from nexus_schedd.engine.backfill import BackfillReport
 from nexus_schedd.model import Job, JobSpec, Recurrence, Run
 from nexus_schedd.model.events import EngineStatus, Event
 from nexus_schedd.model.queries import JobFilter, Page, RequeueFilter, RequeueReport, RunFilter
@@ -74,6 +75,11 @@ class SchedulerService(Protocol):
 
     async def requeue_jobs(self, where: RequeueFilter) -> RequeueReport:
         """Requeue every job ``where`` matches, up to its limit, in one commit."""
+        ...
+
+    async def backfill_job(self, ref: str, start: datetime, end: datetime) -> BackfillReport:
+        """Run each occurrence of a recurring job in [start, end) once more, as
+        extra one-shot jobs added in one insert (SPEC 15)."""
         ...
 
     async def list_runs(self, where: RunFilter, limit: int, cursor: str | None = None) -> Page[Run]:

@@ -28,6 +28,9 @@ class JobFilter:
     """Only jobs declared in the config's ``[[schedules]]`` (True) or not (False).
     Added for reconcile at start-up; a store may ignore it and return more, so
     callers re-check ``Job.static``."""
+    backfill_of: str | None = None
+    """Only backfill jobs (SPEC 15) of the recurring job with this id. A store
+    may ignore it and return more, so callers re-check ``Job.extras``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -438,3 +438,47 @@ async def test_pause_until_a_time_or_for_a_duration(daemon: Daemon) -> None:
     assert both.returncode == 2 and "not allowed with" in both.stderr
     plain = await schedctl(daemon, "pause", job["id"])
     assert plain.returncode == 0 and "paused until resumed" in plain.stdout
+
+
+@pytest.mark.anyio
+async def test_backfill_queues_past_occurrences_and_its_refusals(daemon: Daemon) -> None:
+    added = await json_of(
+        daemon, "add", "log", "--at", "2025-01-01T00:00:00+01:00", "--every", "1", "day"
+    )
+    job_id = added["job"]["id"]
+    done = await schedctl(
+        daemon, "backfill", job_id, "--from", "2025-01-02T00:00", "--to", "2025-01-05T00:00"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [  # TZ Berlin: the job's midnight
+        f"queued 3 run(s) of {job_id} for its occurrences from 2025-01-02 00:00:00 CET to "
+        "2025-01-04 00:00:00 CET (range [2025-01-02 00:00:00 CET, 2025-01-05 00:00:00 CET))"
+    ]
+    before_first = await json_of(
+        daemon, "backfill", job_id, "--from", "2024-01-01T00:00", "--to", "2024-12-31T00:00"
+    )
+    assert before_first == {
+        "count": 0,
+        "ids": [],
+        "first": None,
+        "last": None,
+        "already_queued": 0,
+    }
+    nothing = await schedctl(
+        daemon, "backfill", job_id, "--from", "2024-01-01T00:00", "--to", "2024-12-31T00:00"
+    )
+    assert nothing.returncode == 0 and "queued no run" in nothing.stdout
+
+    backwards = await schedctl(
+        daemon, "backfill", job_id, "--from", "2025-01-05T00:00", "--to", "2025-01-02T00:00"
+    )
+    assert backwards.returncode == 1 and "to:" in backwards.stderr
+    one_shot = (await json_of(daemon, "add", "log", "--at", "2040-01-01T00:00:00+00:00"))["job"]
+    refused = await schedctl(
+        daemon, "backfill", one_shot["id"], "--from", "2025-01-01", "--to", "2025-01-02"
+    )
+    assert refused.returncode == 1 and "id:" in refused.stderr and "one-shot" in refused.stderr
+    usage = await schedctl(daemon, "backfill", job_id, "--from", "2025-01-01")
+    assert usage.returncode == 2 and "--to" in usage.stderr
+    helped = await schedctl(daemon, "backfill", "--help")
+    assert "backfill nightly-export --from" in helped.stdout

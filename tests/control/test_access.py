@@ -144,6 +144,7 @@ def test_read_access_covers_exactly_the_read_methods() -> None:
         "RescheduleJob",
         "RequeueJob",
         "RequeueJobs",
+        "BackfillJob",
         "Reload",
     ):
         assert not allowed(Access.READ, "io.nexus.Scheduler", method)

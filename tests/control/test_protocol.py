@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import anyio
 import icalendar
@@ -634,3 +636,62 @@ async def test_pause_until_over_varlink(tmp_path: Path) -> None:
         assert again["parameters"]["job"]["paused_until"] is None
         resumed = await call(daemon, "ResumeJob", {"id": job_id})
         assert resumed["parameters"]["job"]["status"] == "pending"
+
+
+@pytest.mark.anyio
+async def test_backfill_over_varlink_reads_times_in_the_jobs_zone_and_names_bad_input(
+    tmp_path: Path,
+) -> None:
+    """SPEC 15: BackfillJob queues one job per occurrence of [from, to) with its own
+    scheduled_for; each refusal names its field and changes nothing."""
+    tokyo = ZoneInfo("Asia/Tokyo")  # no DST: a local time names one instant
+    anchor = (datetime.now(UTC) - timedelta(hours=6)).replace(minute=0, second=0, microsecond=0)
+
+    def local(instant: datetime) -> str:
+        return instant.astimezone(tokyo).replace(tzinfo=None).isoformat()
+
+    async with running_daemon(tmp_path / "schedd.db") as daemon:
+        hourly = {"kind": "hourly", "timezone": "Asia/Tokyo"}
+        added = await call(
+            daemon,
+            "AddJob",
+            {"job": {"job_type": "log", "run_at": anchor.isoformat(), "recurrence": hourly}},
+        )
+        parent = added["parameters"]["job"]
+        hour = timedelta(hours=1)
+        range_ = {"id": parent["id"], "from": local(anchor + hour), "to": local(anchor + 3 * hour)}
+        reply = (await call(daemon, "BackfillJob", range_))["parameters"]
+        assert (reply["count"], reply["already_queued"]) == (2, 0)
+        assert reply["first"] == (anchor + hour).astimezone(tokyo).isoformat()
+        assert reply["last"] == (anchor + 2 * hour).astimezone(tokyo).isoformat()
+        first = Job.from_json(
+            (await call(daemon, "GetJob", {"id": reply["ids"][0]}))["parameters"]["job"]
+        )
+        assert first.scheduled_for == anchor + hour and first.recurrence is None
+        assert first.idempotency_key == f"{parent['id']}:1"
+
+        minutely = {
+            "job_type": "log",
+            "run_at": (anchor - timedelta(days=8)).isoformat(),
+            "recurrence": {"kind": "minutely"},
+        }
+        frequent = (await call(daemon, "AddJob", {"job": minutely}))["parameters"]["job"]
+        one_shot = await call(daemon, "AddJob", {"job": {"job_type": "log", "run_at": LATER}})
+        before = await job_count(daemon)
+        refusals = [
+            ({**range_, "to": range_["from"]}, "to"),
+            ({**range_, "from": "yesterday"}, "from"),
+            ({**range_, "id": one_shot["parameters"]["job"]["id"]}, "id"),
+            (
+                {"id": frequent["id"], "from": minutely["run_at"], "to": anchor.isoformat()},
+                "to",
+            ),
+        ]
+        for parameters, field_name in refusals:
+            refused = await call(daemon, "BackfillJob", parameters)
+            assert refused["error"] == S + "InvalidSpec", refused
+            assert refused["parameters"]["field"] == field_name, refused
+        assert "10,000" in refused["parameters"]["reason"]
+        unknown = await call(daemon, "BackfillJob", {**range_, "id": "no-such-job"})
+        assert unknown["error"] == S + "JobNotFound"
+        assert await job_count(daemon) == before

@@ -41,6 +41,7 @@ SPEC_METHODS = {
     "RescheduleJob",
     "RequeueJob",
     "RequeueJobs",
+    "BackfillJob",
     "ListRuns",
     "Preview",
     "Watch",

@@ -87,6 +87,11 @@ async def test_every_method_is_callable_with_the_third_party_client(daemon: Daem
     await call("CancelJob", {"id": jobs[0]["id"]})
     bulk = await call("RequeueJobs", {"status": ["canceled"]})
     assert (bulk["count"], bulk["ids"]) == (1, [jobs[0]["id"]])
+    daily = {"job_type": "log", "run_at": "2031-01-01T00:00:00Z", "recurrence": {"kind": "daily"}}
+    recurring = (await call("AddJob", {"job": daily}))["job"]
+    before_first = {"id": recurring["id"], "from": "2030-01-01T00:00", "to": "2030-02-01T00:00"}
+    backfilled = await call("BackfillJob", before_first)
+    assert (backfilled["count"], backfilled["first"]) == (0, None)
 
     # Reload has no callback in this daemon: the client still calls it and gets the error.
     called.add("Reload")

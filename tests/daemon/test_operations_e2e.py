@@ -88,3 +88,55 @@ def test_a_rate_limit_spreads_the_starts_of_its_type_only(
     assert (starts[2] - starts[0]).total_seconds() >= 0.45
     status = schedctl_json(daemon, "status")["status"]
     assert status["counts"].get("failed_permanent", 0) == 0
+
+
+def test_backfill_runs_past_days_once_more_with_their_keys_and_the_schedule_stays(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    keys = tmp_path / "keys"
+    script = tmp_path / "export.sh"
+    script.write_text(f'#!/bin/sh\necho "$NEXUS_SCHEDD_IDEMPOTENCY_KEY" >> "{keys}"\n')
+    script.chmod(0o755)
+    daemon = daemon_factory(base_config(tmp_path))
+    daemon.start()
+    first = (datetime.now(UTC) - timedelta(days=3)).replace(microsecond=0)
+    payload = json.dumps({"argv": [str(script)]})
+    added = schedctl_json(
+        daemon,
+        "add",
+        "exec",
+        "--payload",
+        payload,
+        "--at",
+        first.isoformat(),
+        "--every",
+        "1",
+        "day",
+    )
+    job_id = added["job"]["id"]
+    # Three days missed: run_once runs the latest (occurrence 3) now.
+    seen: list[dict[str, Any]] = []
+
+    def moved_on() -> bool:
+        seen.append(schedctl_json(daemon, "show", job_id)["job"])
+        return bool(seen[-1]["status"] == "pending" and seen[-1]["occurrence_count"] == 4)
+
+    daemon.wait_until(moved_on, timeout=30, what="the job's own run of occurrence 3")
+    assert keys.read_text().split() == [f"{job_id}:3"]
+    before = seen[-1]
+
+    end = (first + timedelta(days=3)).isoformat()
+    reply = schedctl_json(daemon, "backfill", job_id, "--from", first.isoformat(), "--to", end)
+    assert reply["count"] == 3 and reply["already_queued"] == 0
+    for backfill_id in reply["ids"]:
+        wait_status(daemon, backfill_id, "completed")
+    assert sorted(keys.read_text().split()) == [f"{job_id}:{n}" for n in range(4)]
+    scheduled = [
+        schedctl_json(daemon, "runs", backfill_id)["runs"][0]["scheduled_for"]
+        for backfill_id in reply["ids"]
+    ]
+    expected = [first + timedelta(days=n) for n in range(3)]
+    assert [datetime.fromisoformat(text) for text in scheduled] == expected
+    after = schedctl_json(daemon, "show", job_id)["job"]
+    for field in ("status", "run_at", "scheduled_for", "occurrence_count", "anchor_at"):
+        assert after[field] == before[field], field

@@ -113,6 +113,10 @@ def test_every_method_is_callable_on_the_real_daemon(daemon: DaemonProcess) -> N
     call("CancelJob", {"id": other["id"]})
     bulk = call("RequeueJobs", {"status": ["canceled"]})
     assert (bulk["count"], bulk["ids"]) == (1, [other["id"]])
+    daily = {"job_type": "log", "run_at": "2031-01-01T00:00:00Z", "recurrence": {"kind": "daily"}}
+    recurring = call("AddJob", {"job": daily})["job"]
+    before_first = {"id": recurring["id"], "from": "2030-01-01T00:00", "to": "2030-02-01T00:00"}
+    assert call("BackfillJob", before_first)["count"] == 0
     assert "result" in call("Reload", {})
 
     called.add("Watch")

@@ -447,3 +447,34 @@ async def test_a_take_over_adds_the_crashed_notification_with_the_crash_record()
         "error": run.error,
         "output": None,
     }
+
+
+async def test_backfill_through_a_node_runs_each_occurrence_once_and_a_retry_adds_nothing() -> None:
+    """SPEC 15 on PostgreSQL: the jobs a backfill adds are claimed across the
+    cluster, each run once with its occurrence; a retried call through another
+    node, while they still run, adds only what is missing (the store's query)."""
+    async with cluster(2) as nodes:
+        a, b = nodes.engines
+        start = SystemClock().now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+        minutely = Recurrence(RecurrenceKind.MINUTELY, timezone="UTC")
+        parent = await a.add_job(JobSpec(job_type="block", run_at=start, recurrence=minutely))
+        minute = timedelta(minutes=1)
+        report = await b.backfill_job(parent.id, start, start + 5 * minute)
+        jobs = report.jobs
+        assert [job.scheduled_for for job in jobs] == [start + i * minute for i in range(5)]
+        assert [job.idempotency_key for job in jobs] == [f"{parent.id}:{i}" for i in range(5)]
+        with anyio.fail_after(LIMIT_S):
+            for job in jobs:
+                await nodes.recorder.started_event(job.id).wait()  # running: still live
+        again = await a.backfill_job(parent.id, start, start + 6 * minute)
+        assert (len(again.jobs), again.already_queued) == (1, 5)
+        assert again.jobs[0].scheduled_for == start + 5 * minute
+        with anyio.fail_after(LIMIT_S):
+            await nodes.recorder.started_event(again.jobs[0].id).wait()
+        stored = await nodes.stores[1].get_job(parent.id)
+        assert stored is not None and stored.extras is None
+        ran = Counter(job_id for _, job_id, _, _ in nodes.recorder.calls)
+        scheduled = {job_id: at for _, job_id, at, _ in nodes.recorder.calls}
+    for job in [*jobs, *again.jobs]:
+        assert ran[job.id] == 1
+        assert scheduled[job.id] == job.scheduled_for

@@ -44,6 +44,7 @@ MUTATING = {
     "RescheduleJob",
     "RequeueJob",
     "RequeueJobs",
+    "BackfillJob",
     "Reload",
 }
 METHODS = sorted(
@@ -77,6 +78,8 @@ parameter_names = st.sampled_from(
         "until",
         "all",
         "since",
+        "from",
+        "to",
     ]
 )
 job_fields = st.fixed_dictionaries(

@@ -118,13 +118,31 @@ async def test_actions_change_state_and_reschedule_takes_varlink_parameters(
     assert canceled.json()["status"] == "canceled"
 
 
-async def test_backfill_says_501_until_it_is_built(
+async def test_backfill_queues_one_run_per_occurrence_and_names_bad_input(
     api: httpx.AsyncClient, scheduler: SchedulerData
 ) -> None:
-    await add_log_job(scheduler.socket, "api-backfill")
-    response = await api.post("/api/v1/jobs/api-backfill/backfill")
-    body = assert_problem(response, 501, "NotImplemented")
-    assert "section 15" in body["detail"]
+    job = await add_log_job(scheduler.socket, "api-backfill", run_at="2025-01-01T00:00:00Z")
+    url = f"/api/v1/jobs/{job.id}/backfill"
+    done = await api.post(url, json={"from": "2025-01-01T00:00:00Z", "to": "2025-01-01T03:00"})
+    assert done.status_code == 200, done.text
+    reply = done.json()
+    assert (reply["count"], reply["already_queued"]) == (3, 0)
+    assert (reply["first"], reply["last"]) == (
+        "2025-01-01T00:00:00+00:00",
+        "2025-01-01T02:00:00+00:00",
+    )
+    added = (await api.get(f"/api/v1/jobs/{reply['ids'][-1]}")).json()
+    assert added["backfill_of"] == {"job_id": job.id, "occurrence": 2}
+    assert added["scheduled_for"] == "2025-01-01T02:00:00+00:00"
+    backwards = await api.post(url, json={"from": "2025-01-02T00:00Z", "to": "2025-01-01T00:00Z"})
+    assert_problem(backwards, 400, "InvalidSpec")
+    assert backwards.json()["field"] == "to"
+    missing = await api.post(url, json={"from": "2025-01-01T00:00Z"})
+    assert missing.status_code == 400
+    day = {"from": "2025-01-01T00:00Z", "to": "2025-01-02T00:00Z"}
+    one_shot = await api.post(f"/api/v1/jobs/{reply['ids'][0]}/backfill", json=day)
+    assert_problem(one_shot, 400, "InvalidSpec")
+    assert one_shot.json()["field"] == "id"
 
 
 async def test_requeue_one_and_in_bulk(api: httpx.AsyncClient, scheduler: SchedulerData) -> None:

@@ -89,7 +89,7 @@ async def test_a_read_token_on_a_write_is_403_and_changes_nothing(
     before = await job_state(scheduler.socket, job.id)
     headers = bearer(READ_TOKEN)
     assert (await anonymous.get(f"/api/v1/jobs/{job.id}", headers=headers)).status_code == 200
-    for action in ("cancel", "pause", "trigger", "reschedule", "requeue"):
+    for action in ("cancel", "pause", "trigger", "reschedule", "requeue", "backfill"):
         response = await anonymous.post(f"/api/v1/jobs/{job.id}/{action}", headers=headers, json={})
         assert_problem(response, 403, "PermissionDenied")
     bulk = await anonymous.post("/api/v1/jobs/requeue", headers=headers, json={"all": True})

@@ -939,6 +939,10 @@ class PostgresStore(Store):
             clauses.append(
                 f"status = 'pending' AND run_at <= {parameter(to_micros(where.due_before))}"
             )
+        if where.backfill_of is not None:
+            clauses.append(
+                f"(extras::jsonb -> 'backfill_of' ->> 'job_id') = {parameter(where.backfill_of)}"
+            )
         if cursor is not None:
             clauses.append(f"id > {parameter(decode_job_cursor(cursor))}")
         sql = _JOB_SELECT

@@ -615,6 +615,9 @@ class SQLiteStore(Store):
         if where.static is not None:
             clauses.append("static = ?")
             parameters.append(1 if where.static else 0)
+        if where.backfill_of is not None:
+            clauses.append("json_extract(extras, '$.backfill_of.job_id') = ?")
+            parameters.append(where.backfill_of)
         if cursor is not None:
             clauses.append("id > ?")
             parameters.append(decode_job_cursor(cursor))

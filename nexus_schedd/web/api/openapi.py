@@ -283,6 +283,30 @@ SCHEMAS: dict[str, JSON] = {
             "more": {"type": "boolean"},
         },
     },
+    "Backfill": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["from", "to"],
+        "properties": {
+            "from": {"type": "string", "description": "first instant, included"},
+            "to": {"type": "string", "description": "end, excluded"},
+        },
+        "description": (
+            "The range [from, to): RFC 3339 / ISO 8601 times; one without an offset is "
+            "read in the job's recurrence zone."
+        ),
+    },
+    "BackfillReport": {
+        "type": "object",
+        "required": ["count", "ids", "first", "last", "already_queued"],
+        "properties": {
+            "count": {"type": "integer"},
+            "ids": {"type": "array", "items": {"type": "string"}},
+            "first": _nullable(_TIME),
+            "last": _nullable(_TIME),
+            "already_queued": {"type": "integer"},
+        },
+    },
     "Problem": {
         "type": "object",
         "description": "RFC 9457 problem details; `type` ends with the Varlink error name.",
@@ -308,7 +332,6 @@ ERROR_TEXT = {
     413: "Body larger than [api] max_body_bytes",
     415: "Body is not application/json",
     422: "Idempotency-Key reused with another request",
-    501: "Not built yet (SPEC section 15)",
     502: "The daemon answered something unexpected",
     503: "The daemon is unreachable (Retry-After given)",
 }

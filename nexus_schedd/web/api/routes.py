@@ -471,15 +471,10 @@ class Api:
             _check_type(token, body, "job_type")
         return Reply(200, await self.daemon("RequeueJobs", _without_none(**body)))
 
-    async def not_built(self, call: Call) -> Reply:
-        """POST /jobs/{ref}/backfill: 501 until it is built (SPEC section 15)."""
-        await self._visible_job(call)
-        action = call.request.url.path.rsplit("/", 1)[-1]
-        raise ApiProblem(
-            501,
-            api_error("NotImplemented"),
-            f"{action} is part of SPEC section 15, which this daemon does not implement yet",
-        )
+    async def backfill(self, call: Call) -> Reply:
+        """POST /jobs/{ref}/backfill."""
+        job = await self._visible_job(call)
+        return Reply(200, await self.daemon("BackfillJob", {**call.body, "id": job["id"]}))
 
     async def list_runs(self, call: Call) -> Reply:
         """GET /runs."""

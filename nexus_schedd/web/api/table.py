@@ -255,12 +255,20 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST",
         "/jobs/{ref}/backfill",
         "backfillJob",
-        "not_built",
+        "backfill",
         "admin",
-        "Run past occurrences once more (SPEC section 15; not built yet: 501)",
-        {},
-        (*WRITE_ERRORS, 501),
-        body="Empty",
+        "Run a recurring job's past occurrences in [from, to) once more",
+        {200: ("The runs queued, one job per occurrence", JSON_MEDIA, "BackfillReport")},
+        WRITE_ERRORS,
+        body="Backfill",
+        body_required=True,
+        description=(
+            "One extra one-shot job per occurrence that has come, due now under the usual "
+            "limits, with the occurrence's scheduled_for and idempotency key; the job "
+            "itself does not change. At most 10000 occurrences per call. Occurrences whose "
+            "backfill job is still queued or running are left out (`already_queued`)."
+        ),
+        varlink="BackfillJob",
     ),
     Operation(
         "GET",
