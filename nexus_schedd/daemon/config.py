@@ -30,6 +30,7 @@ from nexus_schedd.engine.rates import Rate
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.errors import ConfigError, InvalidSpec, StoreError
 from nexus_schedd.model import JobDefaults, JobSpec, MisfirePolicy, OverlapPolicy, Recurrence
+from nexus_schedd.model.calendars import ExclusionCalendar, PublicHolidays, check_exclude
 from nexus_schedd.model.recurrence import UNIT_KINDS, RecurrenceKind
 from nexus_schedd.model.schedule import parse_cron, schedule_anchor, validate_schedule
 from nexus_schedd.model.times import (
@@ -76,8 +77,10 @@ _SCHEDULE_KEYS = frozenset(
         "jitter_s",
         "ends_at",
         "max_occurrences",
+        "exclude",
     }
 )
+_CALENDAR_KEYS = frozenset({"dates", "ranges", "holidays", "subdivision"})
 # [[schedules]] keys that are JobSpec fields under the same name.
 _JOB_FIELDS = (
     "job_type",
@@ -99,6 +102,7 @@ _SPEC_FIELD_TO_KEY = {
     "recurrence.interval": "every",
     "recurrence.cron": "cron",
     "recurrence.kind": "every",
+    "recurrence.exclude": "exclude",
 }
 
 _T = TypeVar("_T")
@@ -168,6 +172,9 @@ class Config:
     """The raw ``[handlers.NAME]`` tables, passed to the handler factories."""
     schedules: list[JobSpec] = field(default_factory=list)
     """The static ``[[schedules]]``, reconciled by name on start and reload."""
+    calendars: dict[str, ExclusionCalendar] = field(default_factory=dict)
+    """The exclusion calendars (``[calendars.NAME]``, SPEC 15), installed into
+    :data:`~nexus_schedd.model.calendars.CALENDARS` on start and reload."""
     warnings: list[str] = field(default_factory=list)
     """Problems that do not stop the daemon (e.g. a control group that does not exist)."""
 
@@ -297,9 +304,10 @@ class _Parser:
                 "<command line>", "", f"unknown override(s): {', '.join(sorted(unknown_overrides))}"
             )
         known = {"daemon", "store", "defaults", "control", "history", "limits", "handlers"}
-        known.add("schedules")
+        known.update({"schedules", "calendars"})
         self.refuse_unknown(data, known, "")
         daemon = self.parse_daemon(self.table(data, "daemon"), overrides)
+        calendars = self.parse_calendars(self.table(data, "calendars"))
         defaults = self.parse_defaults(self.table(data, "defaults"), daemon.timezone)
         limits, rates = self.parse_limits(self.table(data, "limits"))
         return Config(
@@ -312,7 +320,8 @@ class _Parser:
             limits=limits,
             rates=rates,
             handlers=self.parse_handlers(self.table(data, "handlers")),
-            schedules=self.parse_schedules(data.get("schedules", []), daemon.timezone),
+            schedules=self.parse_schedules(data.get("schedules", []), daemon.timezone, calendars),
+            calendars=calendars,
             warnings=list(self.warnings),
         )
 
@@ -530,7 +539,79 @@ class _Parser:
             handlers[name] = dict(value)
         return handlers
 
-    def parse_schedules(self, value: Any, timezone: str) -> list[JobSpec]:
+    def parse_calendars(self, table: dict[str, Any]) -> dict[str, ExclusionCalendar]:
+        """``[calendars.NAME]``: ``dates``, ``ranges`` and/or ``holidays`` (+ ``subdivision``)."""
+        calendars: dict[str, ExclusionCalendar] = {}
+        for name, value in table.items():
+            key = f"calendars.{name}"
+            if not isinstance(value, dict):
+                raise self.error(key, "must be a table ([calendars.NAME])")
+            try:
+                check_exclude([name])
+            except InvalidSpec as exc:
+                raise self.error(key, exc.reason) from None
+            self.refuse_unknown(value, set(_CALENDAR_KEYS), key)
+            dates = [
+                self.date_value(day, f"{key}.dates[{index}]")
+                for index, day in enumerate(self.array(value, "dates", key))
+            ]
+            ranges: list[tuple[date, date]] = []
+            for index, pair in enumerate(self.array(value, "ranges", key)):
+                where = f"{key}.ranges[{index}]"
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise self.error(
+                        where, f"must be a pair [first, last] of ISO dates, got {_describe(pair)}"
+                    )
+                first = self.date_value(pair[0], f"{where}[0]")
+                last = self.date_value(pair[1], f"{where}[1]")
+                if last < first:
+                    raise self.error(where, f"ends ({last}) before it starts ({first})")
+                ranges.append((first, last))
+            holidays = self.parse_holidays(value, key)
+            calendars[name] = ExclusionCalendar.build(name, dates, ranges, holidays)
+        return calendars
+
+    def parse_holidays(self, table: dict[str, Any], key: str) -> PublicHolidays | None:
+        country = table.get("holidays")
+        subdivision = table.get("subdivision")
+        if country is None:
+            if subdivision is not None:
+                raise self.error(f"{key}.subdivision", "only applies with 'holidays'")
+            return None
+        if not isinstance(country, str) or not country:
+            raise self.error(
+                f"{key}.holidays", f"must be a country code like 'DE', got {_describe(country)}"
+            )
+        if subdivision is not None and (not isinstance(subdivision, str) or not subdivision):
+            raise self.error(
+                f"{key}.subdivision",
+                f"must be a subdivision code like 'BY', got {_describe(subdivision)}",
+            )
+        try:
+            return PublicHolidays(country, subdivision)
+        except InvalidSpec as exc:
+            raise self.error(f"{key}.{exc.field}", exc.reason) from None
+
+    def array(self, table: Mapping[str, Any], key: str, section: str) -> list[Any]:
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            raise self.error(f"{section}.{key}", f"must be an array, got {_describe(value)}")
+        return value
+
+    def date_value(self, value: Any, key: str) -> date:
+        """A TOML local date (``2026-12-24``) or an ISO date string."""
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise self.error(key, f"must be an ISO date (YYYY-MM-DD), got {_describe(value)}")
+
+    def parse_schedules(
+        self, value: Any, timezone: str, calendars: Mapping[str, ExclusionCalendar]
+    ) -> list[JobSpec]:
         if not isinstance(value, list):
             raise self.error("schedules", "must be an array of tables ([[schedules]])")
         specs: list[JobSpec] = []
@@ -548,13 +629,19 @@ class _Parser:
                 )
             seen[name] = index
             try:
-                specs.append(self.parse_schedule(entry, prefix, timezone))
+                specs.append(self.parse_schedule(entry, prefix, timezone, calendars))
             except InvalidSpec as exc:
                 key = _SPEC_FIELD_TO_KEY.get(exc.field, exc.field)
                 raise self.error(f"{prefix}.{key}", f"{exc.reason} (schedule {name!r})") from None
         return specs
 
-    def parse_schedule(self, entry: dict[str, Any], prefix: str, timezone: str) -> JobSpec:
+    def parse_schedule(
+        self,
+        entry: dict[str, Any],
+        prefix: str,
+        timezone: str,
+        calendars: Mapping[str, ExclusionCalendar],
+    ) -> JobSpec:
         unknown = set(entry) - _SCHEDULE_KEYS
         if unknown:
             first = sorted(unknown)[0]
@@ -570,6 +657,13 @@ class _Parser:
             raise InvalidSpec("every", "give either 'cron' or 'every', not both")
         at = _instant(entry.get("at"), zone, "at")
         ends_at = _instant(entry.get("ends_at"), zone, "ends_at")
+        exclude = check_exclude(entry.get("exclude"))
+        for calendar in exclude:
+            if calendar not in calendars:
+                defined = ", ".join(sorted(calendars)) or "none are defined"
+                raise InvalidSpec(
+                    "exclude", f"unknown calendar {calendar!r} ([calendars]: {defined})"
+                )
         max_occurrences = entry.get("max_occurrences")
         recurrence: Recurrence | None
         if cron is not None:
@@ -582,10 +676,15 @@ class _Parser:
                 timezone=zone_name,
                 ends_at=ends_at,
                 max_occurrences=max_occurrences,
+                exclude=exclude,
             )
             # Refuse an expression that can never fire ("0 0 30 2 *") now rather
             # than at add time. ends_at is left to the engine: it depends on "now".
-            validate_schedule(replace(recurrence, ends_at=None), at or _CRON_PROBE_START)
+            # Exclusions too are left to the engine (checked against the calendars
+            # installed with this config; a schedule they never let fire is skipped).
+            validate_schedule(
+                replace(recurrence, ends_at=None, exclude=()), at or _CRON_PROBE_START
+            )
         elif every is not None:
             if not isinstance(every, str):
                 raise InvalidSpec("every", "must be a string like '5 minute'")
@@ -596,11 +695,12 @@ class _Parser:
                 timezone=zone_name,
                 ends_at=ends_at,
                 max_occurrences=max_occurrences,
+                exclude=exclude,
             )
         else:
             if at is None:
                 raise InvalidSpec("at", "a schedule needs 'cron', 'every', or 'at' for a one-shot")
-            for key in ("ends_at", "max_occurrences"):
+            for key in ("ends_at", "max_occurrences", "exclude"):
                 if entry.get(key) is not None:
                     raise InvalidSpec(key, "only applies to a recurring schedule (cron or every)")
             recurrence = None
