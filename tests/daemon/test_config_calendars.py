@@ -3,6 +3,7 @@ parsing, and every bad value refused naming file, key and reason."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -150,3 +151,12 @@ exclude = ["closed"]
 """,
     )
     assert error.key == "schedules[0].exclude"
+
+
+def test_the_example_configs_commented_calendars_are_valid(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "nexus-schedd.toml"
+    assert load_config(example, env=USER_ENV).calendars == {}
+    enabled = re.sub(r"(?m)^#(?=[^ #\n])", "", example.read_text())
+    config = load_config(write(tmp_path, enabled), env=USER_ENV)
+    assert sorted(config.calendars) == ["holidays-de", "shutdown"]
+    assert date(2026, 12, 31) in config.calendars["shutdown"]
