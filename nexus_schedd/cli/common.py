@@ -105,12 +105,13 @@ def parse_json_argument(text: str, field: str) -> Any:
 
 
 def describe_recurrence(recurrence: dict[str, Any] | None) -> str:
-    """``every 2 day (Europe/Berlin)``, ``cron 30 2 * * * (UTC)``, or ``once``."""
+    """``every 2 day (Europe/Berlin)``, ``cron 30 2 * * * (UTC) except holidays-de``,
+    or ``once``."""
     if not recurrence:
         return "once"
     zone = recurrence.get("timezone") or "UTC"
     if recurrence.get("kind") == "cron":
-        return f"cron {recurrence.get('cron')} ({zone})"
+        return f"cron {recurrence.get('cron')} ({zone})" + _excluding(recurrence)
     if recurrence.get("kind") == "once":
         return "once"
     unit = {
@@ -121,7 +122,37 @@ def describe_recurrence(recurrence: dict[str, Any] | None) -> str:
         "monthly": "month",
         "yearly": "year",
     }.get(str(recurrence.get("kind")), str(recurrence.get("kind")))
-    return f"every {recurrence.get('interval', 1)} {unit} ({zone})"
+    text = f"every {recurrence.get('interval', 1)} {unit} ({zone})"
+    return text + _excluding(recurrence)
+
+
+def _excluding(recurrence: dict[str, Any]) -> str:
+    exclude = recurrence.get("exclude")
+    return f" except {', '.join(exclude)}" if exclude else ""
+
+
+def exclude_names(values: Sequence[str] | None) -> list[str]:
+    """``--exclude`` values (repeatable, each possibly comma-separated) as calendar
+    names, in order, each once."""
+    names: list[str] = []
+    for value in values or ():
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                raise InvalidSpec("--exclude", f"empty calendar name in {value!r}")
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def add_exclude_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--exclude NAME`` option of ``add`` and ``preview``."""
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        metavar="NAME",
+        help="skip dates of the daemon config's [calendars.NAME] (repeatable or comma-separated)",
+    )
 
 
 def positive_int(text: str) -> int:

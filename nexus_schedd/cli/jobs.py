@@ -9,10 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 from nexus_schedd.cli.common import (
+    add_exclude_option,
     connected,
     describe_recurrence,
     emit,
     emit_json,
+    exclude_names,
     fetch_pages,
     local_time,
     now,
@@ -208,6 +210,7 @@ def _register_add(subparsers: Any) -> None:
     add.add_argument("--tz", metavar="ZONE", help="zone of the recurrence and of TIME")
     add.add_argument("--until", metavar="TIME", help="no occurrence after this time")
     add.add_argument("--count", type=positive_int, metavar="N", help="exactly N occurrences")
+    add_exclude_option(add)
     add.add_argument("--priority", type=int, metavar="N", help="higher runs first (default 0)")
     add.add_argument("--max-retries", type=int, metavar="N", help="retries per occurrence")
     add.add_argument(
@@ -260,6 +263,9 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         recurrence = {"kind": "cron", "cron": args.cron}
     if recurrence is None and (args.until is not None or args.count is not None):
         raise InvalidSpec("--until/--count", "only apply with --every or --cron")
+    exclude = exclude_names(args.exclude)
+    if recurrence is None and exclude:
+        raise InvalidSpec("--exclude", "only applies with --every or --cron")
     if recurrence is not None:
         if args.tz is not None:
             # Without --tz the recurrence takes the daemon's [daemon] timezone
@@ -269,6 +275,8 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
             recurrence["ends_at"] = format_instant(parse_instant(args.until, zone, "--until"))
         if args.count is not None:
             recurrence["max_occurrences"] = args.count
+        if exclude:
+            recurrence["exclude"] = exclude
         spec["recurrence"] = recurrence
     if args.priority is not None:
         spec["priority"] = args.priority

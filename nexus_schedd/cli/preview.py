@@ -2,6 +2,8 @@
 
 The times come from the same recurrence engine the daemon uses
 (:mod:`nexus_schedd.model.schedule`), so what preview shows is what will run.
+With ``--exclude`` the exclusion calendars are the daemon's (its config's
+``[calendars.NAME]``), so the list comes from the daemon's Preview method.
 """
 
 from __future__ import annotations
@@ -10,12 +12,17 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
+
+from nexus_schedd.cli.common import add_exclude_option, exclude_names
 from nexus_schedd.clock import SystemClock
+from nexus_schedd.control.client import Client
 from nexus_schedd.errors import InvalidSpec
 from nexus_schedd.model.recurrence import UNIT_KINDS, Recurrence, RecurrenceKind
 from nexus_schedd.model.schedule import preview, validate_schedule
@@ -36,11 +43,14 @@ def register(subparsers: Any) -> None:
     """Add the ``preview`` command to ``nexus-schedctl``'s subparsers."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "preview",
-        help="show the next occurrences of a cron expression or interval (no daemon needed)",
+        help="show the next occurrences of a cron expression or interval "
+        "(no daemon needed, except for --exclude)",
         description=(
             "Show when a recurrence fires, with the daemon's DST rules. For --every the "
             "first time listed is --from itself; for --cron, the first match after --from. "
-            "--until and --max-occurrences end the list as they would end the job."
+            "--until and --max-occurrences end the list as they would end the job. "
+            "--exclude leaves out the dates of the daemon's exclusion calendars (it asks "
+            "the running daemon, which holds them)."
         ),
     )
     which = parser.add_mutually_exclusive_group(required=True)
@@ -73,6 +83,7 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="the job's occurrences in total, as 'add --count' (the first listed is the first)",
     )
+    add_exclude_option(parser)
     # Also accepted after the command; SUPPRESS keeps the global flag's value otherwise.
     parser.add_argument(
         "--json",
@@ -110,8 +121,12 @@ def run(args: argparse.Namespace) -> int:
         if exc.field == "recurrence.ends_at":
             raise InvalidSpec("--until", exc.reason) from None
         raise
-    wall = None if args.start is None else local_wall_time(args.start)
-    times = preview(recurrence, start, count, wall)
+    exclude = exclude_names(getattr(args, "exclude", None))
+    if exclude:
+        times = anyio.run(_daemon_preview, args, recurrence, count, exclude)
+    else:
+        wall = None if args.start is None else local_wall_time(args.start)
+        times = preview(recurrence, start, count, wall)
     if getattr(args, "json", False):
         # The protocol's Preview reply, as --json promises (SPEC 7).
         occurrences = [t.isoformat() for t in times]
@@ -120,6 +135,20 @@ def run(args: argparse.Namespace) -> int:
         zone = resolve_zone(zone_name)
         sys.stdout.write("".join(_human_line(t.astimezone(zone)) + "\n" for t in times))
     return 0
+
+
+async def _daemon_preview(
+    args: argparse.Namespace, recurrence: Recurrence, count: int, exclude: Sequence[str]
+) -> list[datetime]:
+    """The daemon's Preview, which knows the exclusion calendars. ``--from`` goes
+    as written: the daemon reads a time without an offset in the recurrence's
+    zone, as the local preview does."""
+    try:
+        async with Client(args.socket, timeout=args.timeout) as client:
+            return await client.preview(recurrence, start=args.start, count=count, exclude=exclude)
+    except InvalidSpec as exc:
+        option = {"exclude": "--exclude", "recurrence.ends_at": "--until", "start": "--from"}
+        raise InvalidSpec(option.get(exc.field, exc.field), exc.reason) from None
 
 
 def local_zone_name() -> str:

@@ -15,6 +15,15 @@ scheduler runs it at the first instant after the gap. So a calendar kind whose
 wall-clock time some gap of its zone covers (a daily 02:30 in Europe/Berlin)
 gets no RRULE, which would lose those runs, but listed occurrences. Repeated
 times agree (both take the first instant), and fixed offsets have no gaps.
+
+Exclusion calendars (SPEC section 15): a job whose recurrence excludes
+calendars keeps its RRULE, cut with UNTIL at the end of the export window, and
+gets one EXDATE per occurrence the calendars remove within it, so what a
+calendar app expands is exactly what will run. Its RRULE could not be right
+past the window (EXDATEs are listed, not rules), and a COUNT would count the
+excluded occurrences that the scheduler does not: with ``max_occurrences`` such
+a job is listed occurrence by occurrence instead. A Google Calendar link for it
+carries the next occurrence only.
 """
 
 from __future__ import annotations
@@ -30,12 +39,14 @@ import icalendar
 
 from nexus_schedd import __version__
 from nexus_schedd.model import Job, RecurrenceKind
-from nexus_schedd.model.schedule import occurrences
+from nexus_schedd.model.schedule import excluded_occurrences, occurrences
 from nexus_schedd.model.times import resolve_zone
 
 PRODID = f"-//nexus-schedd//nexus-schedd {__version__}//EN"
 MAX_EVENTS_PER_JOB = 500
 """Bound on the VEVENTs one job without an RRULE contributes to an export."""
+MAX_EXDATES_PER_JOB = 2000
+"""Bound on the EXDATEs of one job's RRULE; past it the RRULE ends earlier."""
 
 _FREQUENCIES = {
     RecurrenceKind.MINUTELY: "MINUTELY",
@@ -67,6 +78,8 @@ def rrule_for(job: Job) -> dict[str, Any] | None:
     start = current_occurrence(job)
     if recurrence is None or start is None or recurrence.kind not in _FREQUENCIES:
         return None
+    if recurrence.exclude and recurrence.max_occurrences is not None:
+        return None  # COUNT would count excluded occurrences (see the module doc)
     if recurrence.kind not in _ELAPSED_KINDS and _gap_can_move_an_occurrence(job, start):
         return None
     rule: dict[str, Any] = {"freq": _FREQUENCIES[recurrence.kind], "interval": recurrence.interval}
@@ -188,6 +201,10 @@ def build_calendar(jobs: Iterable[Job], now: datetime, days: int) -> bytes:
         start = current_occurrence(job)
         if rule is not None and start is not None:
             event = _event(job, start, now, uid=f"{job.id}@nexus-schedd")
+            if job.recurrence is not None and job.recurrence.exclude:
+                exdates = _exclude_within(job, rule, start, until)
+                if exdates:
+                    event.add("exdate", [_event_start(job, instant) for instant in exdates])
             event.add("rrule", rule)
             calendar.add_component(event)
             continue
@@ -197,6 +214,23 @@ def build_calendar(jobs: Iterable[Job], now: datetime, days: int) -> bytes:
     calendar.add_missing_timezones()
     result: bytes = calendar.to_ical()
     return result
+
+
+def _exclude_within(
+    job: Job, rule: dict[str, Any], start: datetime, until: datetime
+) -> list[datetime]:
+    """Cut ``rule`` at the end of the window (or earlier, where the EXDATEs would
+    pass :data:`MAX_EXDATES_PER_JOB`) and return the occurrences its exclusion
+    calendars remove up to there."""
+    recurrence = job.recurrence
+    assert recurrence is not None
+    end = min(until, rule["until"]) if "until" in rule else until
+    removed = excluded_occurrences(recurrence, job.anchor_at, start, end, MAX_EXDATES_PER_JOB + 1)
+    if len(removed) > MAX_EXDATES_PER_JOB:
+        end = removed[MAX_EXDATES_PER_JOB] - timedelta(seconds=1)
+        removed = removed[:MAX_EXDATES_PER_JOB]
+    rule["until"] = end.astimezone(UTC)
+    return removed
 
 
 def gcal_url(job: Job) -> str | None:
@@ -211,7 +245,8 @@ def gcal_url(job: Job) -> str | None:
         "dates": f"{_gcal_time(start)}/{_gcal_time(start + timedelta(minutes=30))}",
         "details": description(job),
     }
-    rule = rrule_for(job)
+    # A recurrence with exclusions has no rule a link can carry (no EXDATEs).
+    rule = None if job.recurrence is not None and job.recurrence.exclude else rrule_for(job)
     if rule is not None:
         params["recur"] = "RRULE:" + icalendar.vRecur(rule).to_ical().decode()  # type: ignore[no-untyped-call]
         if job.recurrence is not None and job.recurrence.kind not in _ELAPSED_KINDS:
@@ -239,6 +274,8 @@ def description(job: Job) -> str:
             else f"every {recurrence.interval} {recurrence.kind.value}"
         )
         lines.append(f"recurrence: {what} ({recurrence.timezone})")
+        if recurrence.exclude:
+            lines.append(f"except on: {', '.join(recurrence.exclude)}")
     return "\n".join(lines)
 
 

@@ -306,17 +306,20 @@ class Client:
         count: int | None = None,
         until: datetime | str | None = None,
         max_occurrences: int | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> list[datetime]:
         """Preview: the next occurrences of a recurrence, ended by ``until`` and
         ``max_occurrences`` as they would end the job. A ``str`` time without an
         offset is read in the recurrence's zone (a local time inside a DST gap
-        keeps its wall-clock time for the later occurrences)."""
+        keeps its wall-clock time for the later occurrences). ``exclude`` names
+        exclusion calendars of the daemon's config (overriding the recurrence's)."""
         parameters = _without_none(
             recurrence=recurrence.to_json() if isinstance(recurrence, Recurrence) else recurrence,
             start=format_instant(start) if isinstance(start, datetime) else start,
             count=count,
             until=format_instant(until) if isinstance(until, datetime) else until,
             max_occurrences=max_occurrences,
+            exclude=None if exclude is None else list(exclude),
         )
         reply = await self.call("Preview", parameters)
         return [parse_instant(text) for text in reply["occurrences"]]

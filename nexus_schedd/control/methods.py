@@ -145,12 +145,17 @@ class SchedulerMethods:
             if limit < 1:
                 raise ParameterError("max_occurrences", "must be at least 1")
             recurrence = replace(recurrence, max_occurrences=limit)
+        exclude_raw = params.get("exclude")
         try:
+            if exclude_raw is not None:
+                recurrence = replace(recurrence, exclude=tuple(exclude_raw))
             validate_schedule(recurrence, start)
         except InvalidSpec as exc:
             # As AddJob would refuse it, naming the parameter this call was given.
             if exc.field == "recurrence.ends_at" and until_raw is not None:
                 raise InvalidSpec("until", exc.reason) from None
+            if exc.field == "recurrence.exclude" and exclude_raw is not None:
+                raise InvalidSpec("exclude", exc.reason) from None
             raise
         wall = None if start_raw is None else local_wall_time(start_raw)
         found = preview(recurrence, start, count, wall)

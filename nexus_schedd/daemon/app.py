@@ -35,6 +35,7 @@ from nexus_schedd.errors import ConfigError, SchedulerError, StoreError, StoreOp
 from nexus_schedd.handlers.exec import kill_running_commands
 from nexus_schedd.handlers.loading import load_handlers
 from nexus_schedd.handlers.registry import HandlerRegistry
+from nexus_schedd.model.calendars import CALENDARS
 from nexus_schedd.store import Store, open_store
 
 EXIT_FORCED = 1
@@ -113,6 +114,9 @@ class Daemon:
             config.schedules, registry.supports, self._config_name, registry.check_job
         )
         check_notify_types(config.notify, registry.supports, self._config_name, registry.check_job)
+        # Before the engine computes any occurrence (the jobs it loads, the
+        # static schedules): the recurrences may exclude these calendars.
+        CALENDARS.install(config.calendars)
         # A shared (PostgreSQL) store gets the multi-node engine.
         engine = engine_for(store, registry, SystemClock(), settings, log=log)
         self._engine = engine
@@ -236,6 +240,7 @@ class Daemon:
                 self._tg.start_soon(self._retire, engine, replaced)
                 engine.set_type_limits(new.limits, new.rates)
                 engine.set_notify_rules(new.notify)
+                self._install_calendars(new)
                 try:
                     report = await engine.reconcile_static(new.schedules)
                 except SchedulerError as exc:
@@ -248,6 +253,20 @@ class Daemon:
                 return {key: list(value) for key, value in report.items()}
             finally:
                 self.notifier.ready(self._status_line())
+
+    def _install_calendars(self, new: Config) -> None:
+        """Put a reloaded config's exclusion calendars in force (before its static
+        schedules are reconciled). A job that excludes a calendar the reload
+        removed keeps running without that exclusion: there is no scan of the
+        jobs for its name, so this says so once, for the operator."""
+        removed = sorted(set(self.config.calendars) - set(new.calendars))
+        if removed:
+            log.warning(
+                "calendars_removed",
+                calendars=removed,
+                effect="jobs that exclude them run as if they did not",
+            )
+        CALENDARS.install(new.calendars)
 
     @property
     def _config_name(self) -> str:

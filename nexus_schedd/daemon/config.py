@@ -31,6 +31,7 @@ from nexus_schedd.engine.reactions import NOTIFY_EVENTS, NotifyRule
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.errors import ConfigError, InvalidSpec, StoreError
 from nexus_schedd.model import JobDefaults, JobSpec, MisfirePolicy, OverlapPolicy, Recurrence
+from nexus_schedd.model.calendars import ExclusionCalendar, PublicHolidays, check_exclude
 from nexus_schedd.model.recurrence import UNIT_KINDS, RecurrenceKind
 from nexus_schedd.model.schedule import parse_cron, schedule_anchor, validate_schedule
 from nexus_schedd.model.times import (
@@ -79,8 +80,10 @@ _SCHEDULE_KEYS = frozenset(
         "max_occurrences",
         "on_success",
         "on_failure",
+        "exclude",
     }
 )
+_CALENDAR_KEYS = frozenset({"dates", "ranges", "holidays", "subdivision"})
 # [[schedules]] keys that are JobSpec fields under the same name.
 _JOB_FIELDS = (
     "on_success",
@@ -104,6 +107,7 @@ _SPEC_FIELD_TO_KEY = {
     "recurrence.interval": "every",
     "recurrence.cron": "cron",
     "recurrence.kind": "every",
+    "recurrence.exclude": "exclude",
 }
 
 _NOTIFY_KEYS = frozenset(
@@ -182,6 +186,9 @@ class Config:
     notify: list[NotifyRule] = field(default_factory=list)
     """The ``[[notify]]`` rules: jobs to add when jobs fail, retry, crash, are
     overdue or skip occurrences (SPEC 15)."""
+    calendars: dict[str, ExclusionCalendar] = field(default_factory=dict)
+    """The exclusion calendars (``[calendars.NAME]``, SPEC 15), installed into
+    :data:`~nexus_schedd.model.calendars.CALENDARS` on start and reload."""
     warnings: list[str] = field(default_factory=list)
     """Problems that do not stop the daemon (e.g. a control group that does not exist)."""
 
@@ -350,9 +357,10 @@ class _Parser:
                 "<command line>", "", f"unknown override(s): {', '.join(sorted(unknown_overrides))}"
             )
         known = {"daemon", "store", "defaults", "control", "history", "limits", "handlers"}
-        known.update(("schedules", "notify"))
+        known.update(("schedules", "notify", "calendars"))
         self.refuse_unknown(data, known, "")
         daemon = self.parse_daemon(self.table(data, "daemon"), overrides)
+        calendars = self.parse_calendars(self.table(data, "calendars"))
         defaults = self.parse_defaults(self.table(data, "defaults"), daemon.timezone)
         limits, rates = self.parse_limits(self.table(data, "limits"))
         return Config(
@@ -365,8 +373,9 @@ class _Parser:
             limits=limits,
             rates=rates,
             handlers=self.parse_handlers(self.table(data, "handlers")),
-            schedules=self.parse_schedules(data.get("schedules", []), daemon.timezone),
+            schedules=self.parse_schedules(data.get("schedules", []), daemon.timezone, calendars),
             notify=self.parse_notify(data.get("notify", []), daemon.timezone),
+            calendars=calendars,
             warnings=list(self.warnings),
         )
 
@@ -635,7 +644,79 @@ class _Parser:
             rules.append(NotifyRule(frozenset(on), tuple(globs), spec))
         return rules
 
-    def parse_schedules(self, value: Any, timezone: str) -> list[JobSpec]:
+    def parse_calendars(self, table: dict[str, Any]) -> dict[str, ExclusionCalendar]:
+        """``[calendars.NAME]``: ``dates``, ``ranges`` and/or ``holidays`` (+ ``subdivision``)."""
+        calendars: dict[str, ExclusionCalendar] = {}
+        for name, value in table.items():
+            key = f"calendars.{name}"
+            if not isinstance(value, dict):
+                raise self.error(key, "must be a table ([calendars.NAME])")
+            try:
+                check_exclude([name])
+            except InvalidSpec as exc:
+                raise self.error(key, exc.reason) from None
+            self.refuse_unknown(value, set(_CALENDAR_KEYS), key)
+            dates = [
+                self.date_value(day, f"{key}.dates[{index}]")
+                for index, day in enumerate(self.array(value, "dates", key))
+            ]
+            ranges: list[tuple[date, date]] = []
+            for index, pair in enumerate(self.array(value, "ranges", key)):
+                where = f"{key}.ranges[{index}]"
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise self.error(
+                        where, f"must be a pair [first, last] of ISO dates, got {_describe(pair)}"
+                    )
+                first = self.date_value(pair[0], f"{where}[0]")
+                last = self.date_value(pair[1], f"{where}[1]")
+                if last < first:
+                    raise self.error(where, f"ends ({last}) before it starts ({first})")
+                ranges.append((first, last))
+            holidays = self.parse_holidays(value, key)
+            calendars[name] = ExclusionCalendar.build(name, dates, ranges, holidays)
+        return calendars
+
+    def parse_holidays(self, table: dict[str, Any], key: str) -> PublicHolidays | None:
+        country = table.get("holidays")
+        subdivision = table.get("subdivision")
+        if country is None:
+            if subdivision is not None:
+                raise self.error(f"{key}.subdivision", "only applies with 'holidays'")
+            return None
+        if not isinstance(country, str) or not country:
+            raise self.error(
+                f"{key}.holidays", f"must be a country code like 'DE', got {_describe(country)}"
+            )
+        if subdivision is not None and (not isinstance(subdivision, str) or not subdivision):
+            raise self.error(
+                f"{key}.subdivision",
+                f"must be a subdivision code like 'BY', got {_describe(subdivision)}",
+            )
+        try:
+            return PublicHolidays(country, subdivision)
+        except InvalidSpec as exc:
+            raise self.error(f"{key}.{exc.field}", exc.reason) from None
+
+    def array(self, table: Mapping[str, Any], key: str, section: str) -> list[Any]:
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            raise self.error(f"{section}.{key}", f"must be an array, got {_describe(value)}")
+        return value
+
+    def date_value(self, value: Any, key: str) -> date:
+        """A TOML local date (``2026-12-24``) or an ISO date string."""
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise self.error(key, f"must be an ISO date (YYYY-MM-DD), got {_describe(value)}")
+
+    def parse_schedules(
+        self, value: Any, timezone: str, calendars: Mapping[str, ExclusionCalendar]
+    ) -> list[JobSpec]:
         if not isinstance(value, list):
             raise self.error("schedules", "must be an array of tables ([[schedules]])")
         specs: list[JobSpec] = []
@@ -653,13 +734,19 @@ class _Parser:
                 )
             seen[name] = index
             try:
-                specs.append(self.parse_schedule(entry, prefix, timezone))
+                specs.append(self.parse_schedule(entry, prefix, timezone, calendars))
             except InvalidSpec as exc:
                 key = _SPEC_FIELD_TO_KEY.get(exc.field, exc.field)
                 raise self.error(f"{prefix}.{key}", f"{exc.reason} (schedule {name!r})") from None
         return specs
 
-    def parse_schedule(self, entry: dict[str, Any], prefix: str, timezone: str) -> JobSpec:
+    def parse_schedule(
+        self,
+        entry: dict[str, Any],
+        prefix: str,
+        timezone: str,
+        calendars: Mapping[str, ExclusionCalendar],
+    ) -> JobSpec:
         unknown = set(entry) - _SCHEDULE_KEYS
         if unknown:
             first = sorted(unknown)[0]
@@ -675,6 +762,13 @@ class _Parser:
             raise InvalidSpec("every", "give either 'cron' or 'every', not both")
         at = _instant(entry.get("at"), zone, "at")
         ends_at = _instant(entry.get("ends_at"), zone, "ends_at")
+        exclude = check_exclude(entry.get("exclude"))
+        for calendar in exclude:
+            if calendar not in calendars:
+                defined = ", ".join(sorted(calendars)) or "none are defined"
+                raise InvalidSpec(
+                    "exclude", f"unknown calendar {calendar!r} ([calendars]: {defined})"
+                )
         max_occurrences = entry.get("max_occurrences")
         recurrence: Recurrence | None
         if cron is not None:
@@ -687,10 +781,15 @@ class _Parser:
                 timezone=zone_name,
                 ends_at=ends_at,
                 max_occurrences=max_occurrences,
+                exclude=exclude,
             )
             # Refuse an expression that can never fire ("0 0 30 2 *") now rather
             # than at add time. ends_at is left to the engine: it depends on "now".
-            validate_schedule(replace(recurrence, ends_at=None), at or _CRON_PROBE_START)
+            # Exclusions too are left to the engine (checked against the calendars
+            # installed with this config; a schedule they never let fire is skipped).
+            validate_schedule(
+                replace(recurrence, ends_at=None, exclude=()), at or _CRON_PROBE_START
+            )
         elif every is not None:
             if not isinstance(every, str):
                 raise InvalidSpec("every", "must be a string like '5 minute'")
@@ -701,11 +800,12 @@ class _Parser:
                 timezone=zone_name,
                 ends_at=ends_at,
                 max_occurrences=max_occurrences,
+                exclude=exclude,
             )
         else:
             if at is None:
                 raise InvalidSpec("at", "a schedule needs 'cron', 'every', or 'at' for a one-shot")
-            for key in ("ends_at", "max_occurrences"):
+            for key in ("ends_at", "max_occurrences", "exclude"):
                 if entry.get(key) is not None:
                     raise InvalidSpec(key, "only applies to a recurring schedule (cron or every)")
             recurrence = None

@@ -158,8 +158,7 @@ def _elapsed_grid(recurrence: Recurrence, anchor: datetime, reference: datetime)
     if step is None:
         return False
     # Exclusion calendars (SPEC 15) remove occurrences: then the count is walked.
-    excluded: object = getattr(recurrence, "exclude", None)
-    if excluded:
+    if recurrence.exclude:
         return False
     return (reference - anchor) % (step * recurrence.interval) == timedelta(0)
 

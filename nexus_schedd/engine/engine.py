@@ -50,7 +50,12 @@ from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, Run
 from nexus_schedd.model.events import EngineStatus, Event, EventKind
 from nexus_schedd.model.queries import JobFilter, Page, RequeueFilter, RequeueReport, RunFilter
-from nexus_schedd.model.schedule import first_occurrence, schedule_anchor, validate_schedule
+from nexus_schedd.model.schedule import (
+    first_occurrence,
+    schedule_anchor,
+    validate_schedule,
+    without_exclusions,
+)
 from nexus_schedd.model.times import format_instant
 from nexus_schedd.store.base import ClaimingStore, Store
 
@@ -624,7 +629,9 @@ class Engine:
             start = anchor = first
             if new_recurrence is not None:
                 start = first_occurrence(new_recurrence, first) or first
-                anchor = schedule_anchor(new_recurrence, start, requested_wall)
+                # With exclusions the schedule counts from its unexcluded first occurrence.
+                base = first_occurrence(without_exclusions(new_recurrence), first) or start
+                anchor = schedule_anchor(new_recurrence, base, requested_wall)
             changes.update(scheduled_for=start, run_at=start, anchor_at=anchor, retry_count=0)
         # Same status: a field update, not a transition.
         updated = replace(job, **changes)

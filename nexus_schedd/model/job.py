@@ -25,6 +25,7 @@ from nexus_schedd.model.schedule import (
     next_occurrence,
     schedule_anchor,
     validate_schedule,
+    without_exclusions,
 )
 from nexus_schedd.model.status import JobStatus, MisfirePolicy, OverlapPolicy, RunOutcome
 from nexus_schedd.model.times import format_instant, local_wall_time, parse_instant, resolve_zone
@@ -441,7 +442,8 @@ class Job:
         runs at the next match). Raises InvalidSpec when the recurrence can never
         fire or ends before its first occurrence. The recurrence counts from
         ``spec.anchor_at`` when the spec has one (a first run_at asked for inside
-        a DST gap), else from the first occurrence.
+        a DST gap), else from the first occurrence it would have without the
+        recurrence's exclusion calendars.
         """
         first = spec.run_at or now
         anchor = None
@@ -451,8 +453,12 @@ class Job:
             # validate_schedule has proved there is one; this keeps the type exact.
             if occurrence is None:
                 raise InvalidSpec("recurrence.ends_at", "no occurrence at or before ends_at")
-            if spec.anchor_at is not None and occurrence == first:
-                anchor = spec.anchor_at
+            base = occurrence
+            if spec.recurrence.exclude:
+                # The schedule counts from its first occurrence without exclusions
+                # (a monthly day-31 job whose Jan 31 is excluded still runs Mar 31).
+                base = first_occurrence(without_exclusions(spec.recurrence), first) or occurrence
+            anchor = spec.anchor_at if spec.anchor_at is not None and base == first else base
             first = occurrence
         return cls(
             id=job_id or new_id(),

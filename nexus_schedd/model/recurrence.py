@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from nexus_schedd.errors import InvalidSpec
+from nexus_schedd.model.calendars import check_exclude
 from nexus_schedd.model.times import format_instant, parse_instant, resolve_zone
 
 
@@ -37,12 +38,18 @@ UNIT_KINDS: dict[str, RecurrenceKind] = {
     "year": RecurrenceKind.YEARLY,
 }
 
-_FIELDS = ("kind", "interval", "cron", "timezone", "ends_at", "max_occurrences")
+_FIELDS = ("kind", "interval", "cron", "timezone", "ends_at", "max_occurrences", "exclude")
 
 
 @dataclass(frozen=True, slots=True)
 class Recurrence:
-    """One recurrence rule. ``cron`` is set exactly when ``kind`` is ``cron``."""
+    """One recurrence rule. ``cron`` is set exactly when ``kind`` is ``cron``.
+
+    ``exclude`` names exclusion calendars (SPEC section 15, see
+    :mod:`nexus_schedd.model.calendars`): occurrences on their dates do not happen.
+    Its default, the empty tuple, is one shared value for every recurrence
+    without exclusions.
+    """
 
     kind: RecurrenceKind
     interval: int = 1
@@ -50,6 +57,7 @@ class Recurrence:
     timezone: str = "UTC"
     ends_at: datetime | None = None
     max_occurrences: int | None = None
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, RecurrenceKind):
@@ -74,6 +82,9 @@ class Recurrence:
             or self.max_occurrences < 1
         ):
             raise InvalidSpec("recurrence.max_occurrences", "must be a whole number >= 1")
+        if self.exclude != ():
+            # Checked names, as a tuple (hashable, shared empty value).
+            object.__setattr__(self, "exclude", check_exclude(self.exclude))
 
     @property
     def repeats(self) -> bool:
@@ -81,8 +92,9 @@ class Recurrence:
         return self.kind is not RecurrenceKind.ONCE
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form of SPEC section 2."""
-        return {
+        """The JSON form of SPEC section 2; ``exclude`` only when it names calendars
+        (so a recurrence without exclusions reads and is stored as before)."""
+        data: dict[str, Any] = {
             "kind": self.kind.value,
             "interval": self.interval,
             "cron": self.cron,
@@ -90,6 +102,9 @@ class Recurrence:
             "ends_at": None if self.ends_at is None else format_instant(self.ends_at),
             "max_occurrences": self.max_occurrences,
         }
+        if self.exclude:
+            data["exclude"] = list(self.exclude)
+        return data
 
     @classmethod
     def from_json(cls, data: Any, default_timezone: str = "UTC") -> Recurrence:
@@ -131,4 +146,5 @@ class Recurrence:
             if ends_at_raw is None
             else parse_instant(ends_at_raw, zone, "recurrence.ends_at"),
             max_occurrences=data.get("max_occurrences"),
+            exclude=check_exclude(data.get("exclude")),
         )

@@ -18,6 +18,15 @@ recurrence's zone has at that instant (so it prints as local time). A fixed
 offset rather than the ``ZoneInfo`` itself is deliberate: two datetimes sharing
 one ``ZoneInfo`` compare by wall-clock time and ignore ``fold``, which orders the
 two passes of a repeated hour wrongly; fixed-offset values compare as instants.
+
+Exclusion calendars (SPEC section 15): a recurrence whose ``exclude`` names
+calendars loses every occurrence whose local date one of them holds; the
+calendars come from the process's registry
+(:data:`~nexus_schedd.model.calendars.CALENDARS`, whose docstring says why).
+Excluded occurrences do not happen at all: they are not counted by
+``max_occurrences``, and the schedule arithmetic (anchor, clamping, DST) is that
+of the recurrence without exclusions. A recurrence without ``exclude`` takes
+exactly the code path it took before exclusions existed.
 """
 
 from __future__ import annotations
@@ -27,13 +36,14 @@ import copy
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from functools import lru_cache
 from itertools import islice
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from nexus_schedd.errors import InvalidSpec
+from nexus_schedd.model.calendars import CALENDARS, EXCLUDE_FIELD
 from nexus_schedd.model.recurrence import Recurrence, RecurrenceKind
 from nexus_schedd.model.times import format_instant, localize, resolve_zone
 
@@ -79,6 +89,13 @@ _CALENDAR_KINDS = frozenset(
 _CLAMPED_KINDS = frozenset({RecurrenceKind.MONTHLY, RecurrenceKind.YEARLY})
 
 _SINGLE_VALUE_RANGE = re.compile(r"(\w+)-\1(?:/\d+)?", re.IGNORECASE)
+
+# Bounds on the search past excluded dates (SPEC 15): more excluded runs of
+# dates in a row than this, or no allowed occurrence within this many years,
+# and the schedule counts as never firing again. A calendar of every Monday for
+# fifty years is 2,600 runs for a weekly job; a whole range is one.
+MAX_EXCLUDED_RUNS = 5000
+MAX_EXCLUDED_YEARS = 100
 
 _ELAPSED_STEP = {
     RecurrenceKind.MINUTELY: timedelta(minutes=1),
@@ -291,6 +308,8 @@ def first_occurrence(recurrence: Recurrence, start: datetime) -> datetime | None
     None when that lies after ``ends_at``.
     """
     _require_aware(start, "start")
+    if recurrence.exclude:
+        return next(_iterate_excluding(recurrence, start, start, inclusive=True), None)
     if recurrence.kind is RecurrenceKind.CRON:
         return next(_iterate(recurrence, start, start, inclusive=True), None)
     first = _fixed_offset(start.astimezone(_zone(recurrence)))
@@ -303,6 +322,8 @@ def next_occurrence(recurrence: Recurrence, anchor: datetime, after: datetime) -
     ``anchor`` is the job's first occurrence (ignored by cron). For ``once`` the
     only occurrence is the anchor, so once that has passed there is none.
     """
+    if recurrence.exclude:
+        return next(_iterate_excluding(recurrence, anchor, after, inclusive=False), None)
     return next(_iterate(recurrence, anchor, after, inclusive=False), None)
 
 
@@ -317,7 +338,8 @@ def occurrences(
     """Up to ``count`` occurrences after ``after`` (or at it, with ``inclusive``)."""
     if count <= 0:
         return []
-    return list(islice(_iterate(recurrence, anchor, after, inclusive=inclusive), count))
+    iterate = _iterate_excluding if recurrence.exclude else _iterate
+    return list(islice(iterate(recurrence, anchor, after, inclusive=inclusive), count))
 
 
 def preview(
@@ -380,24 +402,79 @@ def validate_schedule(recurrence: Recurrence, first: datetime) -> None:
 
     ``recurrence.cron`` for an expression that is malformed or never matches
     (``0 0 30 2 *``); ``recurrence.ends_at`` when no occurrence falls at or
-    before ``ends_at``. Bounded: answers in milliseconds whatever the input.
+    before ``ends_at``; ``recurrence.exclude`` for a calendar name this process
+    does not know, or when the exclusions leave no occurrence (up to ``ends_at``,
+    else within :data:`MAX_EXCLUDED_YEARS` years and :data:`MAX_EXCLUDED_RUNS`
+    excluded runs of dates). Bounded: answers in milliseconds whatever the input.
     """
     _require_aware(first, "start")
-    if recurrence.kind is RecurrenceKind.CRON:
-        earliest = first_occurrence(replace(recurrence, ends_at=None), first)
+    base = without_exclusions(recurrence)
+    if base.kind is RecurrenceKind.CRON:
+        earliest = first_occurrence(replace(base, ends_at=None), first)
         if earliest is None:
             # Only when the search runs off the calendar (year 9999); a
             # never-matching expression raised in the search already.
             raise InvalidSpec(CRON_FIELD, f"no occurrence at or after {first.isoformat()}")
     else:
-        earliest = first.astimezone(_zone(recurrence))
-    if _past_end(recurrence, earliest):
-        assert recurrence.ends_at is not None
+        earliest = first.astimezone(_zone(base))
+    if _past_end(base, earliest):
+        assert base.ends_at is not None
         raise InvalidSpec(
             ENDS_AT_FIELD,
-            f"no occurrence at or before {format_instant(recurrence.ends_at)} "
+            f"no occurrence at or before {format_instant(base.ends_at)} "
             f"(the first would be {earliest.isoformat()})",
         )
+    if recurrence.exclude:
+        CALENDARS.check(recurrence.exclude)
+        if first_occurrence(recurrence, first) is None:
+            names = ", ".join(recurrence.exclude)
+            span = (
+                f"up to ends_at {format_instant(recurrence.ends_at)}"
+                if recurrence.ends_at is not None
+                else f"within {MAX_EXCLUDED_YEARS} years"
+            )
+            raise InvalidSpec(
+                EXCLUDE_FIELD,
+                f"the recurrence never fires: every occurrence from {earliest.isoformat()} "
+                f"{span} falls on a date excluded by {names}",
+            )
+
+
+def without_exclusions(recurrence: Recurrence) -> Recurrence:
+    """``recurrence`` with an empty ``exclude`` (itself when it has none)."""
+    return replace(recurrence, exclude=()) if recurrence.exclude else recurrence
+
+
+def excluded_occurrences(
+    recurrence: Recurrence, anchor: datetime, start: datetime, end: datetime, limit: int
+) -> list[datetime]:
+    """The occurrences in [``start``, ``end``] that ``recurrence``'s exclusions
+    remove (they would happen without them), in order, at most ``limit``.
+
+    For the iCal export's EXDATEs. Walks the local dates of the span (so its
+    cost follows the span's length in days, and the occurrences found).
+    """
+    _require_aware(start, "start")
+    excluded = CALENDARS.excluded_dates(recurrence.exclude) if recurrence.exclude else None
+    if excluded is None or limit <= 0 or end < start:
+        return []
+    base = without_exclusions(recurrence)
+    zone = _zone(recurrence)
+    found: list[datetime] = []
+    day = start.astimezone(zone).date()
+    last_day = end.astimezone(zone).date()
+    while day <= last_day and len(found) < limit:
+        if day in excluded:
+            after = max(start, _start_of_day(day, zone) or start)
+            for instant in _iterate(base, anchor, after, inclusive=True):
+                if instant > end or instant.date() > day or len(found) >= limit:
+                    break
+                if instant.date() == day:
+                    found.append(instant)
+        if day == date.max:
+            break
+        day += timedelta(days=1)
+    return found
 
 
 def is_fixed_hour(recurrence: Recurrence) -> bool:
@@ -436,6 +513,68 @@ def _iterate(
         if ends_at is not None and instant > ends_at:
             return
         yield _fixed_offset(instant.astimezone(zone))
+
+
+def _iterate_excluding(
+    recurrence: Recurrence, anchor: datetime, after: datetime, *, inclusive: bool
+) -> Iterator[datetime]:
+    """:func:`_iterate` without the occurrences whose local date ``exclude`` names.
+
+    On an excluded date the search restarts at the first instant of the next
+    date that is not excluded, so a long range costs one step, not one per
+    occurrence in it. It ends (as a schedule past its end) after
+    :data:`MAX_EXCLUDED_RUNS` excluded runs of dates in a row, or when the next
+    allowed occurrence would be more than :data:`MAX_EXCLUDED_YEARS` years
+    after the previous one (or ``after``): a search that cannot hang. Nor does
+    it go past the last date the calendars know (``known_until``: the `holidays`
+    package covers years up to 2100).
+    """
+    excluded = CALENDARS.excluded_dates(recurrence.exclude)
+    if excluded is None:
+        # No calendar of the names is installed (each was warned about).
+        yield from _iterate(recurrence, anchor, after, inclusive=inclusive)
+        return
+    zone = _zone(recurrence)
+    source = _iterate(recurrence, anchor, after, inclusive=inclusive)
+    horizon = _years_later(after)
+    runs = 0
+    while True:
+        instant = next(source, None)
+        if instant is None:
+            return
+        # The instant carries the zone's offset then: its date is the local date.
+        day = instant.date()
+        if excluded.known_until is not None and day > excluded.known_until:
+            return  # past the years the holiday data covers (2100): not searched
+        if day not in excluded:
+            runs = 0
+            horizon = _years_later(instant)
+            yield instant
+            continue
+        runs += 1
+        resume = excluded.next_allowed(day)
+        if resume is None or runs > MAX_EXCLUDED_RUNS:
+            return
+        restart = _start_of_day(resume, zone)
+        if restart is None or (horizon is not None and restart > horizon):
+            return
+        if restart > instant:
+            source = _iterate(recurrence, anchor, restart, inclusive=True)
+
+
+def _start_of_day(day: date, zone: tzinfo) -> datetime | None:
+    """The first instant of the local date ``day`` (after a gap at midnight)."""
+    try:
+        return localize(datetime.combine(day, time()), zone)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _years_later(instant: datetime) -> datetime | None:
+    try:
+        return instant + timedelta(days=365.25 * MAX_EXCLUDED_YEARS)
+    except OverflowError:
+        return None
 
 
 def _elapsed_instants(anchor: datetime, step: timedelta, after: datetime) -> Iterator[datetime]:
@@ -650,8 +789,11 @@ def _reason(exc: BaseException) -> str:
 
 __all__ = [
     "CRON_ALIASES",
+    "MAX_EXCLUDED_RUNS",
+    "MAX_EXCLUDED_YEARS",
     "CronExpression",
     "WallSearch",
+    "excluded_occurrences",
     "first_occurrence",
     "is_fixed_hour",
     "next_occurrence",
@@ -660,4 +802,5 @@ __all__ = [
     "preview",
     "schedule_anchor",
     "validate_schedule",
+    "without_exclusions",
 ]

@@ -106,6 +106,8 @@ def describe_recurrence(recurrence: Recurrence | None) -> str:
         text += f", {recurrence.max_occurrences} times"
     if recurrence.ends_at is not None:
         text += f", until {recurrence.ends_at.isoformat()}"
+    if recurrence.exclude:
+        text += f", except on {', '.join(recurrence.exclude)}"
     return text
 
 

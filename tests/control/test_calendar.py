@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import icalendar
@@ -11,6 +12,7 @@ import pytest
 from nexus_schedd.control.calendar import build_calendar, gcal_url, rrule_for, upcoming_occurrences
 from nexus_schedd.model import Job, JobDefaults, JobSpec, Recurrence, RecurrenceKind
 from nexus_schedd.model.times import resolve_zone
+from tests.calendars import dates, installed
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -165,3 +167,83 @@ def test_a_job_first_due_inside_the_gap_is_listed_with_its_shift_and_wall_time()
         "2025-03-31T02:30:00+02:00",
         "2025-04-01T02:30:00+02:00",
     ]
+
+
+# --- exclusion calendars (SPEC section 15) -----------------------------------------
+
+
+def _expanded(event: icalendar.Event) -> list[datetime]:
+    """What a calendar app shows for an event: its RRULE expanded, minus EXDATEs."""
+    from dateutil.rrule import rruleset, rrulestr
+
+    start = event.decoded("dtstart")
+    rules = rruleset()
+    rules.rrule(rrulestr(event["rrule"].to_ical().decode(), dtstart=start))  # type: ignore[arg-type]
+    exdates = event.get("exdate")
+    for group in exdates if isinstance(exdates, list) else [exdates] if exdates else []:
+        for value in group.dts:
+            rules.exdate(value.dt)
+    return [instant.astimezone(UTC) for instant in rules]
+
+
+def test_an_rrule_with_exclusions_gets_exdates_and_ends_with_the_window() -> None:
+    closed = {"closed": dates("closed", "2025-01-03", "2025-01-06")}
+    with installed(closed):
+        daily = Recurrence(kind=RecurrenceKind.DAILY, timezone="Europe/Berlin", exclude=("closed",))
+        daily_job = job(daily, datetime(2025, 1, 2, 8, tzinfo=UTC))
+        calendar = icalendar.Calendar.from_ical(build_calendar([daily_job], NOW, 7))
+        [event] = calendar.walk("VEVENT")
+        assert "rrule" in event and "exdate" in event
+        # Expanded, the feed is exactly what the scheduler runs in the window.
+        expected = [daily_job.run_at, *upcoming_occurrences(daily_job, NOW + timedelta(days=7))[1:]]
+        assert _expanded(event) == [t.astimezone(UTC) for t in expected if t is not None]
+        days = [t.day for t in _expanded(event)]
+        assert days == [2, 4, 5, 7]
+        assert "except on: closed" in str(event["description"])
+
+
+def test_hourly_exclusion_on_a_dst_day_lists_that_local_dates_hours_as_exdates() -> None:
+    with installed({"dst": dates("dst", "2025-10-26")}):
+        hourly = Recurrence(kind=RecurrenceKind.HOURLY, timezone="Europe/Berlin", exclude=("dst",))
+        hourly_job = job(hourly, datetime(2025, 10, 25, 12, tzinfo=UTC))
+        now = datetime(2025, 10, 25, 0, tzinfo=UTC)
+        calendar = icalendar.Calendar.from_ical(build_calendar([hourly_job], now, 3))
+        [event] = calendar.walk("VEVENT")
+        shown = _expanded(event)
+        berlin = resolve_zone("Europe/Berlin")
+        assert not [t for t in shown if t.astimezone(berlin).date().isoformat() == "2025-10-26"]
+        # The 25 hours of the day clocks go back are the EXDATEs.
+        assert sum(len(group.dts) for group in _exdate_groups(event)) == 25
+
+
+def _exdate_groups(event: icalendar.Event) -> list[Any]:
+    exdates = event.get("exdate")
+    return exdates if isinstance(exdates, list) else [exdates]
+
+
+def test_exclusions_with_max_occurrences_are_listed_not_an_rrule() -> None:
+    with installed({"closed": dates("closed", "2025-01-03")}):
+        daily = Recurrence(
+            kind=RecurrenceKind.DAILY,
+            timezone="UTC",
+            exclude=("closed",),
+            max_occurrences=3,
+        )
+        daily_job = job(daily, datetime(2025, 1, 2, 8, tzinfo=UTC))
+        assert rrule_for(daily_job) is None
+        calendar = icalendar.Calendar.from_ical(build_calendar([daily_job], NOW, 30))
+        starts = sorted(event.decoded("dtstart").day for event in calendar.walk("VEVENT"))
+        assert starts == [2, 4, 5]
+        assert "recur" not in parse_qs(urlparse(gcal_url(daily_job) or "").query)
+
+
+def test_cron_with_exclusions_lists_no_event_on_an_excluded_date() -> None:
+    with installed({"closed": dates("closed", "2025-01-03")}):
+        cron = Recurrence(
+            kind=RecurrenceKind.CRON, cron="0 9 * * *", timezone="UTC", exclude=("closed",)
+        )
+        calendar = icalendar.Calendar.from_ical(
+            build_calendar([job(cron, datetime(2025, 1, 1, 10, tzinfo=UTC))], NOW, 4)
+        )
+        starts = sorted(event.decoded("dtstart").day for event in calendar.walk("VEVENT"))
+        assert starts == [2, 4]

@@ -46,6 +46,9 @@ backoff_jitter = 0.0
 
 [handlers.exec]
 allow = ["{tmp}/*"]
+
+[calendars.closed]
+dates = [2031-01-03]
 """
 
 

@@ -193,6 +193,21 @@ async def test_runs_status_preview_and_calendar(
     assert "BEGIN:VCALENDAR" in calendar.text and "nightly-report" in calendar.text
 
 
+async def test_preview_leaves_out_the_dates_of_an_exclusion_calendar(
+    api: httpx.AsyncClient,
+) -> None:
+    query = {"every": "1 day", "tz": "UTC", "from": "2031-01-02T09:00:00Z", "count": 2}
+    preview = await api.get("/api/v1/preview", params={**query, "exclude": "closed"})
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["occurrences"] == [
+        "2031-01-02T09:00:00+00:00",
+        "2031-01-04T09:00:00+00:00",
+    ]
+    unknown = await api.get("/api/v1/preview", params={**query, "exclude": "nope"})
+    problem = assert_problem(unknown, 400, "InvalidSpec")
+    assert problem["field"] == "exclude" and "'nope'" in problem["reason"]
+
+
 async def test_calendar_accepts_the_read_token_in_the_url(
     scheduler: SchedulerData, tmp_path: Path
 ) -> None:

@@ -126,3 +126,5 @@ def test_formatting_of_durations_relative_times_and_recurrences() -> None:
     cron = Recurrence(RecurrenceKind.CRON, cron="0 9 * * 1-5", timezone="Europe/Berlin")
     assert describe_recurrence(cron) == "cron 0 9 * * 1-5 (Europe/Berlin)"
     assert describe_recurrence(None) == "once"
+    closed = Recurrence(RecurrenceKind.DAILY, exclude=("holidays-de", "outing"))
+    assert describe_recurrence(closed) == "every day (UTC), except on holidays-de, outing"

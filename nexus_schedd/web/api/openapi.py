@@ -47,6 +47,14 @@ SCHEMAS: dict[str, JSON] = {
             "timezone": _nullable({"type": "string"}),
             "ends_at": _nullable(_TIME),
             "max_occurrences": _nullable({"type": "integer"}),
+            "exclude": _nullable(
+                {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "exclusion calendars of the daemon's config"
+                    " ([calendars.NAME]); left out when empty",
+                }
+            ),
         },
     },
     "JobSpec": {

@@ -531,9 +531,6 @@ class Api:
     async def preview(self, call: Call) -> Reply:
         """GET /preview."""
         query = call.query
-        for name in query.get("exclude", []):
-            # Exclusion calendars (SPEC section 15) are not built: no name is known.
-            raise bad_request("exclude", f"unknown calendar {name!r} (none are defined)")
         cron, every = query.get("cron"), query.get("every")
         if (cron is None) == (every is None):
             raise bad_request("cron", "give exactly one of cron or every")
@@ -551,7 +548,11 @@ class Api:
         if query.get("tz") is not None:
             recurrence["timezone"] = query["tz"]
         parameters = _without_none(
-            recurrence=recurrence, start=query.get("from"), count=query.get("count")
+            recurrence=recurrence,
+            start=query.get("from"),
+            count=query.get("count"),
+            # Exclusion calendars live in the daemon's config: it checks the names.
+            exclude=list(query["exclude"]) if query.get("exclude") else None,
         )
         return Reply(
             200, {"occurrences": (await self.daemon("Preview", parameters))["occurrences"]}

@@ -309,8 +309,8 @@ OPERATIONS: tuple[Operation, ...] = (
             Query("count", "integer", "how many (default 10)", minimum=1, maximum=1000),
             Query(
                 "exclude",
-                description="exclusion calendar names (repeatable; SPEC section 15: none"
-                " exist yet, so any name is InvalidSpec)",
+                description="exclusion calendar names of the daemon's config (repeatable):"
+                " occurrences on their dates are left out; an unknown name is InvalidSpec",
                 repeated=True,
             ),
         ),
