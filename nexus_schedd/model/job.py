@@ -28,6 +28,7 @@ from nexus_schedd.model.schedule import (
 )
 from nexus_schedd.model.status import JobStatus, MisfirePolicy, OverlapPolicy, RunOutcome
 from nexus_schedd.model.times import format_instant, local_wall_time, parse_instant, resolve_zone
+from nexus_schedd.model.trace_context import check_trace_context
 
 if TYPE_CHECKING:
     from nexus_schedd.clock import Clock
@@ -260,13 +261,8 @@ class JobSpec:
                 raise InvalidSpec(key, "must be a job spec")
             if follow_up.on_success is not None or follow_up.on_failure is not None:
                 raise InvalidSpec(key, "a follow-up job cannot have follow-ups")
-        if self.trace_context is not None and (
-            not isinstance(self.trace_context, dict)
-            or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in self.trace_context.items()
-            )
-        ):
-            raise InvalidSpec("trace_context", "must be an object of strings")
+        if self.trace_context is not None:
+            check_trace_context(self.trace_context)
 
     @property
     def recurring(self) -> bool:
