@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,web,queues]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,web,queues,otel]'
 	touch $(STAMP)
 
 venv: $(STAMP)
