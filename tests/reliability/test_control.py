@@ -77,6 +77,7 @@ parameter_names = st.sampled_from(
         "until",
         "all",
         "since",
+        "trace_context",
     ]
 )
 job_fields = st.fixed_dictionaries(
