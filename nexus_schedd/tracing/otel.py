@@ -40,8 +40,9 @@ _MICROSECOND = timedelta(microseconds=1)
 @functools.lru_cache(maxsize=4096)
 def _parent(traceparent: str, tracestate: str) -> otel_context.Context:
     """The context a stored trace context stands for. Cached: a recurring job's
-    runs share their parent, and parsing it again cost 13 us of a run's ~80 us of
-    tracing (the round's machine; contexts are immutable, so one can be shared)."""
+    runs share their parent, and parsing it again cost 13 us of the ~80 us a traced
+    run spent in tracing (in a loop on the 2-vCPU machine of docs/performance.md);
+    contexts are immutable, so one can be shared."""
     carrier = {"traceparent": traceparent}
     if tracestate:
         carrier["tracestate"] = tracestate
@@ -71,8 +72,9 @@ class OtelRunSpan:
         if outcome is not None:
             span.set_attribute("nexus_schedd.run.outcome", outcome.value)
         if outcome is not RunOutcome.SUCCESS:
-            span.set_attribute("error.type", outcome.value if outcome is not None else "aborted")
-            span.set_status(Status(StatusCode.ERROR, error or (outcome and outcome.value)))
+            kind = "aborted" if outcome is None else outcome.value
+            span.set_attribute("error.type", kind)
+            span.set_status(Status(StatusCode.ERROR, error or kind))
         span.end(end_time=_nanos(at))
         otel_context.detach(self._token)
 
