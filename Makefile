@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,web,queues]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,web,queues,otel]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -41,14 +41,14 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
 
 ## Benchmarks (issue 6): their own venv with APScheduler 3.11 + SQLAlchemy (not
-## package dependencies) and the web extra (the HTTP API row); prints one table and JSON. BENCH_ARGS=--quick for a smoke run.
+## package dependencies), the web extra (the HTTP API row) and otel (tracing_overhead); prints one table and JSON. BENCH_ARGS=--quick for a smoke run.
 BENCH_VENV  := benchmarks/.venv
 BENCH_STAMP := $(BENCH_VENV)/.installed-bench
 
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[web,queues]' 'APScheduler>=3.11,<3.12' SQLAlchemy
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[web,queues,otel]' 'APScheduler>=3.11,<3.12' SQLAlchemy
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

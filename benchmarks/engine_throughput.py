@@ -2,12 +2,15 @@
 uvloop; jobs/s from the first start to the last checkpoint.
 
     python -m benchmarks.engine_throughput [--jobs 100000] [--concurrency 64]
-        [--threads] [--store sqlite|discard] [--profile]
+        [--threads] [--store sqlite|discard] [--tracing off|on] [--trace-context] [--profile]
 
 ``--threads`` adds the CPU each thread spent per job while the jobs ran (user and
 system time from /proc: the event loop, and the store's SQLite writer process). ``--store
 discard`` runs the same engine on a store that keeps jobs in memory and throws
-every checkpoint away: the engine's own ceiling, not a durable figure.
+every checkpoint away: the engine's own ceiling, not a durable figure. ``--tracing
+on`` makes each run a span (the OpenTelemetry SDK, a BatchSpanProcessor and an
+exporter that drops what it is given); ``--trace-context`` adds the jobs with a
+traceparent. ``benchmarks.tracing_overhead`` compares the modes.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus, Run
 from nexus_schedd.store import SQLiteStore, Store
 from nexus_schedd.store.memory import MemoryStore
 from nexus_schedd.store.sqlite import SWITCH_INTERVAL_S
+from nexus_schedd.tracing import RunTracer
 
 
 class NoOp:
@@ -67,6 +71,30 @@ class DiscardStore(MemoryStore):
 
     async def prune_runs(self, older_than: Any, keep_per_job: int) -> int:
         return 0
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def run_tracer(tracing: str) -> RunTracer | None:
+    """None (tracing off), or the daemon's run tracer on an SDK provider whose batch
+    processor hands spans to an exporter that drops them: everything the daemon
+    pays per run but the network."""
+    if tracing == "off":
+        return None
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from nexus_schedd.tracing.otel import OtelRunTracer
+
+    class Drop(SpanExporter):  # type: ignore[misc,unused-ignore]  # Any without the extra
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    # A queue that holds every span of a run, as a collector that keeps up would.
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=1_000_000))
+    return OtelRunTracer(provider)
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -123,6 +151,8 @@ async def measure(
     store_kind: str = "sqlite",
     threads: bool = False,
     rates_elsewhere: bool = False,
+    tracing: str = "off",
+    trace_context: bool = False,
 ) -> dict[str, Any]:
     """Add ``jobs`` jobs while the engine is stopped, then time their execution."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the daemon does
@@ -142,13 +172,17 @@ async def measure(
         )
         clock = SystemClock()
         loader = Engine(store, registry, clock, settings)
+        context = {"traceparent": TRACEPARENT} if trace_context else None
         add_started = time.perf_counter()
         for start in range(0, jobs, 1000):
             await loader.add_jobs(
-                [JobSpec(job_type="noop") for _ in range(min(1000, jobs - start))]
+                [
+                    JobSpec(job_type="noop", trace_context=context)
+                    for _ in range(min(1000, jobs - start))
+                ]
             )
         add_s = time.perf_counter() - add_started
-        engine = Engine(store, registry, clock, settings)
+        engine = Engine(store, registry, clock, settings, tracer=run_tracer(tracing))
         async with anyio.create_task_group() as tg:
             await tg.start(engine.run)  # recovery and the window load happen here
             cpu_before, writer_before = thread_cpu(), writer_cpu(store)
@@ -169,6 +203,7 @@ async def measure(
                 "add_jobs_per_s": round(jobs / add_s),
                 "commits": getattr(store, "commits", "-"),
                 "store": store_kind,
+                "tracing": tracing,
             }
             | (_per_job(cpu_before, cpu_after, jobs) if threads else {})
             | (
@@ -200,6 +235,15 @@ def main() -> None:
         help="configure a rate limit for another job type (configured, not hit)",
     )
     parser.add_argument(
+        "--tracing",
+        choices=("off", "on"),
+        default="off",
+        help="on: each run is an OpenTelemetry span (exported to nowhere)",
+    )
+    parser.add_argument(
+        "--trace-context", action="store_true", help="add the jobs with a traceparent"
+    )
+    parser.add_argument(
         "--store",
         choices=("sqlite", "discard"),
         default="sqlite",
@@ -217,6 +261,8 @@ def main() -> None:
                     store_kind=args.store,
                     threads=args.threads,
                     rates_elsewhere=args.rates_elsewhere,
+                    tracing=args.tracing,
+                    trace_context=args.trace_context,
                 ),
                 args.jobs,
                 args.concurrency,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -37,6 +38,11 @@ from nexus_schedd.model.times import (
     parse_interval,
     parse_unit,
     resolve_zone,
+)
+from nexus_schedd.model.trace_context import (
+    from_headers,
+    traceparent_problem,
+    tracestate_problem,
 )
 
 
@@ -225,6 +231,12 @@ def _register_add(subparsers: Any) -> None:
             metavar="JSON|@FILE",
             help=f"a job spec added when an occurrence {when} (its payload gets 'trigger')",
         )
+    add.add_argument(
+        "--traceparent",
+        metavar="TP",
+        help="W3C trace context the runs join as spans (default: $TRACEPARENT)",
+    )
+    add.add_argument("--tracestate", metavar="TS", help="W3C tracestate (default: $TRACESTATE)")
     add.set_defaults(func=connected(_add))
 
 
@@ -302,8 +314,34 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
+def trace_context(args: argparse.Namespace) -> dict[str, str] | None:
+    """``add``'s trace context: --traceparent / --tracestate, else the OpenTelemetry
+    environment carriers $TRACEPARENT / $TRACESTATE (ignored when malformed)."""
+    if args.traceparent is None:
+        state = args.tracestate if args.tracestate is not None else os.environ.get("TRACESTATE")
+        context = from_headers(os.environ.get("TRACEPARENT"), state)
+        if context is None and args.tracestate is not None:
+            raise InvalidSpec("--tracestate", "needs --traceparent (or $TRACEPARENT)")
+        return context
+    problem = traceparent_problem(args.traceparent)
+    if problem is not None:
+        raise InvalidSpec("--traceparent", problem)
+    context = {"traceparent": args.traceparent}
+    state = args.tracestate if args.tracestate is not None else os.environ.get("TRACESTATE")
+    if state:
+        problem = tracestate_problem(state)
+        if problem is not None:
+            raise InvalidSpec("--tracestate", problem)
+        context["tracestate"] = state
+    return context
+
+
 async def _add(client: Client, args: argparse.Namespace) -> int:
-    reply = await client.call("AddJob", {"job": build_spec(args)})
+    parameters: dict[str, Any] = {"job": build_spec(args)}
+    context = trace_context(args)
+    if context is not None:
+        parameters["trace_context"] = context
+    reply = await client.call("AddJob", parameters)
     if wants_json(args):
         emit_json(reply)
         return 0

@@ -39,6 +39,7 @@ from nexus_schedd.model import Job, JobSpec, Recurrence, Run
 from nexus_schedd.model.events import Event
 from nexus_schedd.model.queries import Page
 from nexus_schedd.model.times import format_instant, parse_instant
+from nexus_schedd.tracing import current_trace_context
 
 MAX_REPLY_BYTES = 256 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 60.0
@@ -166,14 +167,30 @@ class Client:
         result: dict[str, Any] = (await self.call("GetStatus"))["status"]
         return result
 
-    async def add_job(self, spec: JobSpec | Mapping[str, Any]) -> Job:
-        """AddJob: schedule a job (a spec or its JSON form)."""
-        reply = await self.call("AddJob", {"job": spec_to_json(spec)})
-        return Job.from_json(reply["job"])
+    async def add_job(
+        self, spec: JobSpec | Mapping[str, Any], *, trace_context: Mapping[str, str] | None = None
+    ) -> Job:
+        """AddJob: schedule a job (a spec or its JSON form).
 
-    async def add_jobs(self, specs: Sequence[JobSpec | Mapping[str, Any]]) -> list[Job]:
-        """AddJobs: schedule several jobs atomically."""
-        reply = await self.call("AddJobs", {"jobs": [spec_to_json(spec) for spec in specs]})
+        ``trace_context`` (W3C ``traceparent``, ``tracestate``) makes the job's runs
+        spans of that trace; by default a JobSpec's own, else, when the caller
+        traces with OpenTelemetry, the current span's (see docs/tracing.md).
+        """
+        if trace_context is None and isinstance(spec, JobSpec):
+            trace_context = spec.trace_context
+        parameters = _with_trace({"job": spec_to_json(spec)}, trace_context)
+        return Job.from_json((await self.call("AddJob", parameters))["job"])
+
+    async def add_jobs(
+        self,
+        specs: Sequence[JobSpec | Mapping[str, Any]],
+        *,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> list[Job]:
+        """AddJobs: schedule several jobs atomically; ``trace_context`` (default: the
+        current OpenTelemetry span's, if any) applies to all, as in :meth:`add_job`."""
+        parameters = _with_trace({"jobs": [spec_to_json(spec) for spec in specs]}, trace_context)
+        reply = await self.call("AddJobs", parameters)
         return [Job.from_json(job) for job in reply["jobs"]]
 
     async def get_job(self, ref: str) -> Job:
@@ -427,6 +444,16 @@ def _result(message: dict[str, Any]) -> dict[str, Any]:
     error = message.get("error")
     if error is not None:
         raise error_from_reply(str(error), parameters)
+    return parameters
+
+
+def _with_trace(
+    parameters: dict[str, Any], trace_context: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """``parameters`` with the ``trace_context`` given, else the caller's current one."""
+    context = dict(trace_context) if trace_context is not None else current_trace_context()
+    if context:
+        parameters["trace_context"] = context
     return parameters
 
 

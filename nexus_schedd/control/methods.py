@@ -202,11 +202,12 @@ class SchedulerMethods:
     # -- writes -------------------------------------------------------------------
 
     async def AddJob(self, params: Params) -> Params:
-        spec = self._spec(params["job"], "job")
+        spec = self._spec(params["job"], "job", params.get("trace_context"))
         return {"job": (await self._service.add_job(spec)).to_json()}
 
     async def AddJobs(self, params: Params) -> Params:
-        specs = [self._spec(raw, f"jobs[{i}]") for i, raw in enumerate(params["jobs"])]
+        trace = params.get("trace_context")
+        specs = [self._spec(raw, f"jobs[{i}]", trace) for i, raw in enumerate(params["jobs"])]
         if not specs:
             return {"jobs": []}
         return {"jobs": [job.to_json() for job in await self._service.add_jobs(specs)]}
@@ -331,13 +332,16 @@ class SchedulerMethods:
             raise NotImplementedByDaemon("Reload")
         return {"result": dict(await self._context.reload())}
 
-    def _spec(self, raw: Any, field: str) -> JobSpec:
+    def _spec(self, raw: Any, field: str, trace_context: Any = None) -> JobSpec:
         try:
             spec = JobSpec.from_json(raw, self._context.default_timezone)
         except InvalidSpec as exc:
             if exc.field == "job" and field != "job":
                 raise InvalidSpec(field, exc.reason) from None
             raise
+        if trace_context:
+            # The call's parameter (SPEC 15); the spec checks it (field trace_context.KEY).
+            spec = replace(spec, trace_context=trace_context)
         if not self._service.supported(spec.job_type):
             raise UnknownJobType(spec.job_type)
         return spec

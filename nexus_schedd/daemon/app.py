@@ -37,6 +37,7 @@ from nexus_schedd.handlers.loading import load_handlers
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model.calendars import CALENDARS
 from nexus_schedd.store import Store, open_store
+from nexus_schedd.tracing import Tracing, TracingSettings, start_tracing
 
 EXIT_FORCED = 1
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -61,6 +62,7 @@ class Daemon:
         replaced while attempts still use them (:meth:`_retire`). The rest are
         closed at shutdown."""
         self._tg: anyio.abc.TaskGroup | None = None
+        self._tracing: Tracing | None = None
         self._stopping = False
         self._socket_inherited = False
 
@@ -90,6 +92,7 @@ class Daemon:
         schedules, then serve the socket and report READY."""
         config = self.config
         self._tg = tg
+        tracing = TracingSettings.from_env(os.environ)  # a bad OTEL_* value stops us here
         # The socket first: a second daemon on a live socket is refused before it
         # touches the store.
         listener = self._control_socket()
@@ -117,8 +120,10 @@ class Daemon:
         # Before the engine computes any occurrence (the jobs it loads, the
         # static schedules): the recurrences may exclude these calendars.
         CALENDARS.install(config.calendars)
+        self._tracing = start_tracing(tracing, os.environ, log)
+        tracer = None if self._tracing is None else self._tracing.run_tracer
         # A shared (PostgreSQL) store gets the multi-node engine.
-        engine = engine_for(store, registry, SystemClock(), settings, log=log)
+        engine = engine_for(store, registry, SystemClock(), settings, log=log, tracer=tracer)
         self._engine = engine
         server = ControlServer(engine, config.control, reload=self.reload, log=log)
         await tg.start(engine.run)
@@ -167,11 +172,13 @@ class Daemon:
         await self._engine.stop(grace_s)
 
     async def _close(self) -> None:
-        """Close every handler registry loaded so far, then the store."""
+        """Close every handler registry loaded so far, then the store; flush the spans."""
         for loaded in self._registries:
             await loaded.aclose()
         if self._store is not None:
             await self._store.close()
+        if self._tracing is not None:
+            await self._tracing.aclose()  # the last runs' spans
 
     async def _retire(self, engine: Engine, old: HandlerRegistry) -> None:
         """Close the handlers a reload replaced (broker and HTTP connections) once

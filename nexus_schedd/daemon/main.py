@@ -35,6 +35,7 @@ from nexus_schedd.errors import (
 from nexus_schedd.handlers.loading import load_handlers
 from nexus_schedd.model import Job
 from nexus_schedd.store.sqlite import SWITCH_INTERVAL_S
+from nexus_schedd.tracing import TracingSettings
 
 EXIT_START_FAILED = 1
 
@@ -139,6 +140,7 @@ async def check_with_handlers(config: Config, file: str) -> list[str]:
     values each handler refuses and schedules whose job type no handler runs raise
     ConfigError; plugins that fail to load and schedules that can no longer fire
     (they would be skipped) come back as warnings."""
+    TracingSettings.from_env(os.environ)  # the OTEL_* variables, as start-up reads them
     registry = load_handlers(config.handlers, log=_Quiet(), config_file=file)
     try:
         check_schedule_types(config.schedules, registry.supports, file, registry.check_job)

@@ -64,6 +64,7 @@ from nexus_schedd.model import (
 )
 from nexus_schedd.model.events import Event, EventKind
 from nexus_schedd.store.base import Store
+from nexus_schedd.tracing import RunTracer
 
 LOOP_LAG_WARN_MS = 250.0
 """A timer wake-up this late is logged as ``event_loop_lag`` (something blocked the loop)."""
@@ -95,6 +96,7 @@ class EngineCore:
         log: Any,
         rng: random.Random,
         make_source: Callable[[EngineCore], DueWorkSource],
+        tracer: RunTracer | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -123,6 +125,8 @@ class EngineCore:
         self.loop_iterations = 0
         """Scheduler loop passes so far (grows only while there is work)."""
         self.stopping = False
+        self.tracer = tracer
+        """Set when tracing is on: the workers make each run a span (SPEC 15)."""
 
         self._timers: list[tuple[datetime, int, str]] = []
         self._blocked: dict[str, list[ReadyEntry]] = {}

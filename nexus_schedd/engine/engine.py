@@ -58,6 +58,7 @@ from nexus_schedd.model.schedule import (
 )
 from nexus_schedd.model.times import format_instant
 from nexus_schedd.store.base import ClaimingStore, Store
+from nexus_schedd.tracing import RunTracer
 
 SAME_START_TOLERANCE_S = 60.0
 """Two adds of one name whose first due times differ by at most this are the same
@@ -103,6 +104,7 @@ class Engine:
         *,
         log: Any | None = None,
         rng: random.Random | None = None,
+        tracer: RunTracer | None = None,
     ) -> None:
         # bind() turns structlog's lazy proxy into a real logger once, instead of
         # re-binding on every per-run event.
@@ -113,7 +115,7 @@ class Engine:
         self._clock = clock
         self._rng = rng or random.Random()
         self._core = EngineCore(
-            store, registry, clock, settings, self._log, self._rng, _source_for(store)
+            store, registry, clock, settings, self._log, self._rng, _source_for(store), tracer
         )
         self._source = self._core.source
         self._checkpoints = self._core.checkpoints
@@ -715,6 +717,8 @@ def engine_for(
     *,
     log: Any | None = None,
     rng: random.Random | None = None,
+    tracer: RunTracer | None = None,
 ) -> Engine:
-    """The engine for ``store`` (shared mode on a multi-node store)."""
-    return Engine(store, registry, clock, settings, log=log, rng=rng)
+    """The engine for ``store`` (shared mode on a multi-node store); ``tracer``
+    when tracing is on (SPEC 15)."""
+    return Engine(store, registry, clock, settings, log=log, rng=rng, tracer=tracer)

@@ -25,6 +25,7 @@ from nexus_schedd.model import JobResult, RunOutcome
 
 if TYPE_CHECKING:
     from nexus_schedd.engine.core import EngineCore
+    from nexus_schedd.tracing import RunSpan
 
 LATENCY_SAMPLES = 1000
 """Lateness samples kept for the status snapshot's percentiles."""
@@ -45,6 +46,8 @@ class Workers:
         self._log_runs = logs_info(core.log)
         """Per-run info events (run_started, run_finished) are written: their
         fields are only worked out when they are."""
+        self._tracer = core.tracer
+        """Set when tracing is on (SPEC 15): each run is a span."""
         self.work: deque[Attempt] = deque()
         """Attempts whose start is on disk, waiting for a worker."""
         self.lateness: deque[float] = deque(maxlen=LATENCY_SAMPLES)
@@ -158,6 +161,8 @@ class Workers:
         cancelled = False
         started = time.perf_counter() if log_runs else 0.0
         lateness_ms = 0.0  # stays 0 for an attempt cancelled before its handler was due
+        tracer = self._tracer
+        span: RunSpan | None = None
         attempt.scope = scope
         try:
             now = self._clock.now()
@@ -182,6 +187,11 @@ class Workers:
                 self._log.info(
                     "run_started", **log_keys(attempt), lateness_ms=round(lateness_ms, 3)
                 )
+            extras = job.extras
+            trace_context = None if extras is None else extras.trace_context
+            if tracer is not None:
+                span = tracer.start(job, run, lateness_ms)
+                trace_context = span.trace_context
             if attempt.cancel_reason is not None:
                 cancelled = True  # canceled before it started: the handler is not called
             elif attempt.handler is None:
@@ -198,6 +208,7 @@ class Workers:
                     scheduled_for=run.scheduled_for,
                     log=AttemptLog(self._log, attempt),
                     run_id=run.id,
+                    trace_context=trace_context,
                 )
                 try:
                     value = await attempt.handler.handle(job, ctx)
@@ -210,6 +221,8 @@ class Workers:
                         error = f"handler returned {type(value).__name__}, not a JobResult"
         except anyio.get_cancelled_exc_class():
             if not scope.cancel_called:
+                if span is not None:
+                    span.end(None, "the engine stopped during the run", self._clock.now())
                 raise  # not this attempt's: the engine is going down
             # This attempt's (canceled, or its deadline passed): recorded below; the
             # worker leaves the cancelled scope before its next attempt.
@@ -239,4 +252,6 @@ class Workers:
                 lateness_ms=round(lateness_ms, 3),
                 duration_ms=round((time.perf_counter() - started) * 1000.0, 3),
             )
+        if span is not None:
+            span.end(outcome, error, self._clock.now())
         self._core.finish(attempt, outcome, result, error)

@@ -37,6 +37,10 @@ class HandlerContext:
     """A structlog logger bound with job_id, job_type and attempt."""
     run_id: str = ""
     """The id of this attempt's run (unique per attempt; the run in ``ListRuns``)."""
+    trace_context: dict[str, str] | None = None
+    """The W3C trace context to pass downstream (keys ``traceparent``, ``tracestate``):
+    the run span's when tracing is on, else the one the job was added with; None
+    when there is neither (SPEC 15, docs/tracing.md)."""
 
 
 ENGINE_KEYS = frozenset({"trigger", "event"})
@@ -97,3 +101,15 @@ def payload_error(reason: str) -> InvalidSpec:
     head = reason.split(" ", 1)[0].rstrip(":,")
     field = head if head.startswith("payload.") else "payload"
     return InvalidSpec(field, reason)
+
+
+def with_trace_headers(headers: dict[str, Any], ctx: HandlerContext) -> dict[str, Any]:
+    """``headers`` (changed in place) with ``ctx.trace_context`` as the W3C headers
+    ``traceparent`` and ``tracestate`` (SPEC 15), how ``http`` and the queue
+    handlers pass the trace on; a header of the same name already there (any case,
+    e.g. from the payload) wins."""
+    context = ctx.trace_context
+    if context:
+        taken = {str(name).lower() for name in headers}
+        headers.update({name: value for name, value in context.items() if name not in taken})
+    return headers

@@ -146,6 +146,8 @@ class ExecHandler:
             "NEXUS_SCHEDD_JOB_ID": job.id,
             "NEXUS_SCHEDD_IDEMPOTENCY_KEY": ctx.idempotency_key,
             "NEXUS_SCHEDD_ATTEMPT": str(ctx.attempt),
+            # OpenTelemetry's environment carriers: TRACEPARENT, TRACESTATE.
+            **{key.upper(): value for key, value in (ctx.trace_context or {}).items()},
             **payload.env,
         }
         try:

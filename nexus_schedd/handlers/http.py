@@ -25,7 +25,12 @@ import httpx
 
 from nexus_schedd.clock import Clock, SystemClock
 from nexus_schedd.errors import ConfigError, InvalidSpec
-from nexus_schedd.handlers.base import ENGINE_KEYS, HandlerContext, payload_error
+from nexus_schedd.handlers.base import (
+    ENGINE_KEYS,
+    HandlerContext,
+    payload_error,
+    with_trace_headers,
+)
 from nexus_schedd.model import Job, JobResult
 
 EXCERPT_CHARS = 1024
@@ -151,6 +156,7 @@ class HttpHandler:
         headers = dict(request.headers)
         if not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = ctx.idempotency_key
+        with_trace_headers(headers, ctx)
         try:
             response = await self._http().request(
                 request.method,

@@ -29,6 +29,7 @@ from nexus_schedd.model.schedule import (
 )
 from nexus_schedd.model.status import JobStatus, MisfirePolicy, OverlapPolicy, RunOutcome
 from nexus_schedd.model.times import format_instant, local_wall_time, parse_instant, resolve_zone
+from nexus_schedd.model.trace_context import check_trace_context
 
 if TYPE_CHECKING:
     from nexus_schedd.clock import Clock
@@ -255,13 +256,8 @@ class JobSpec:
         _check_seconds("jitter_s", self.jitter_s, allow_zero=True)
         if self.on_success is not None or self.on_failure is not None:
             self._check_follow_ups()
-        if self.trace_context is not None and (
-            not isinstance(self.trace_context, dict)
-            or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in self.trace_context.items()
-            )
-        ):
-            raise InvalidSpec("trace_context", "must be an object of strings")
+        if self.trace_context is not None:
+            check_trace_context(self.trace_context)
 
     def _check_follow_ups(self) -> None:
         for key, follow_up in self.follow_ups():

@@ -42,6 +42,7 @@ parameter_names = st.sampled_from(
         "job_type",
         "start",
         "interface",
+        "trace_context",
         "x",
     ]
 )

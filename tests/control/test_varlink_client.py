@@ -45,7 +45,7 @@ async def test_varlink_help_prints_the_interface_description(daemon: Daemon) -> 
     out = done.stdout.decode()
     assert done.returncode == 0, done.stderr
     assert "interface io.nexus.Scheduler" in out
-    assert "method AddJob(job: JobSpec) -> (job: Job)" in out
+    assert "method AddJob(job: JobSpec, trace_context: ?object) -> (job: Job)" in out
 
 
 @pytest.mark.anyio

@@ -55,7 +55,7 @@ def test_introspection_with_the_third_party_client(daemon: DaemonProcess) -> Non
     assert "io.nexus.Scheduler" in info.stdout and "org.varlink.service" in info.stdout
     described = varlink("help", f"unix:{daemon.socket_path}/io.nexus.Scheduler")
     assert described.returncode == 0, described.stderr
-    assert "method AddJob(job: JobSpec) -> (job: Job)" in described.stdout
+    assert "method AddJob(job: JobSpec, trace_context: ?object) -> (job: Job)" in described.stdout
 
 
 def test_every_method_is_callable_on_the_real_daemon(daemon: DaemonProcess) -> None:

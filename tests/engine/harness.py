@@ -23,6 +23,7 @@ from nexus_schedd.model.queries import JobFilter, Page, RunFilter
 from nexus_schedd.store.base import StagedWrites, Store
 from nexus_schedd.store.rows import job_from_row, run_from_row
 from nexus_schedd.store.sqlite import SQLiteStore
+from nexus_schedd.tracing import RunTracer
 
 T = TypeVar("T")
 T0 = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
@@ -248,6 +249,7 @@ async def engine_running(
     *,
     settings: EngineSettings | None = None,
     jump: bool = True,
+    tracer: RunTracer | None = None,
 ) -> AsyncIterator[Engine]:
     """An engine serving ``store``; stopped (gracefully) on exit."""
     engine = Engine(
@@ -256,6 +258,7 @@ async def engine_running(
         clock,
         settings or EngineSettings(defaults=EXACT),
         rng=random.Random(7),
+        tracer=tracer,
     )
     async with anyio.create_task_group() as tg:
         if jump:

@@ -4,6 +4,7 @@ cancelled attempt takes its whole process group with it."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -117,6 +118,21 @@ async def test_env_and_cwd_are_applied_over_a_minimal_environment(
     result = await handler.handle(job, ctx)
     assert result.ok
     assert result.output["stdout"] == f"hi|{tmp_path}|{job.id}:0|unset\n"
+
+
+@pytest.mark.anyio
+async def test_the_trace_context_is_in_the_opentelemetry_environment_carriers(
+    handler: ExecHandler, make_job: MakeJob
+) -> None:
+    context = {
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "tracestate": "vendor=opaque",
+    }
+    job, ctx = make_job("exec", shell('echo "$TRACEPARENT|$TRACESTATE"'))
+    result = await handler.handle(job, replace(ctx, trace_context=context))
+    assert result.output["stdout"] == f"{context['traceparent']}|vendor=opaque\n"
+    job, ctx = make_job("exec", shell('echo "${TRACEPARENT:-none}"'))
+    assert (await handler.handle(job, ctx)).output["stdout"] == "none\n"
 
 
 @pytest.mark.anyio

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import anyio
@@ -126,6 +126,28 @@ async def test_a_payload_idempotency_key_wins(
     job, ctx = make_job("http", payload)
     await handler.handle(job, ctx)
     assert server.requests[-1][2]["idempotency-key"] == "mine"
+
+
+async def test_the_trace_context_is_sent_as_w3c_headers(
+    server: Server, handler: HttpHandler, make_job: MakeJob
+) -> None:
+    context = {
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "tracestate": "vendor=opaque",
+    }
+    job, ctx = make_job("http", {"url": url(server, "/ok")})
+    await handler.handle(job, replace(ctx, trace_context=context))
+    headers = server.requests[-1][2]
+    assert {key: headers[key] for key in context} == context
+    # A payload header of the same name wins (as for Idempotency-Key).
+    job, ctx = make_job("http", {"url": url(server, "/ok"), "headers": {"TraceParent": "mine"}})
+    await handler.handle(job, replace(ctx, trace_context=context))
+    headers = server.requests[-1][2]
+    assert headers["traceparent"] == "mine" and headers["tracestate"] == "vendor=opaque"
+    # Without a trace context, no trace headers.
+    job, ctx = make_job("http", {"url": url(server, "/ok")})
+    await handler.handle(job, ctx)
+    assert "traceparent" not in server.requests[-1][2]
 
 
 async def test_raw_body_is_sent_as_is(

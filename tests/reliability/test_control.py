@@ -80,6 +80,7 @@ parameter_names = st.sampled_from(
         "since",
         "from",
         "to",
+        "trace_context",
     ]
 )
 job_fields = st.fixed_dictionaries(

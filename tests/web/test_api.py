@@ -74,6 +74,31 @@ async def test_batch_adds_all_or_nothing(api: httpx.AsyncClient) -> None:
     assert page.json() == {"jobs": [], "next_cursor": None}
 
 
+async def test_the_traceparent_header_becomes_the_jobs_trace_context(
+    api: httpx.AsyncClient,
+) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    spec = {"job_type": "log", "target_id": "api-traced", "run_at": LATER}
+    headers = {"traceparent": traceparent, "tracestate": "vendor=opaque"}
+    one = await api.post("/api/v1/jobs", json=spec, headers=headers)
+    assert one.status_code == 201, one.text
+    assert one.json()["trace_context"] == headers
+    batch = await api.post("/api/v1/jobs/batch", json={"jobs": [spec]}, headers=headers)
+    assert batch.status_code == 200, batch.text
+    assert batch.json()["jobs"][0]["trace_context"] == headers
+    # A malformed traceparent is ignored, as the W3C asks of a receiver (and its
+    # tracestate with it): the job is added without a trace context.
+    bad = await api.post(
+        "/api/v1/jobs", json=spec, headers={"traceparent": "00-xyz", "tracestate": "a=b"}
+    )
+    assert bad.status_code == 201, bad.text
+    assert bad.json().get("trace_context") is None
+    document = (await api.get("/api/v1/openapi.json")).json()
+    for path in ("/api/v1/jobs", "/api/v1/jobs/batch"):
+        names = {p["name"] for p in document["paths"][path]["post"]["parameters"]}
+        assert {"traceparent", "tracestate"} <= names
+
+
 async def test_list_pages_with_cursor_and_filters(api: httpx.AsyncClient) -> None:
     specs = [{"job_type": "log", "target_id": "api-pages", "run_at": LATER}] * 5
     await api.post("/api/v1/jobs/batch", json={"jobs": specs})

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from nexus_schedd.errors import InvalidSpec
-from nexus_schedd.handlers.base import HandlerContext
+from nexus_schedd.handlers.base import HandlerContext, with_trace_headers
 from nexus_schedd.handlers.queues.envelope import (
     Delivery,
     UnconfiguredHandler,
@@ -174,7 +174,7 @@ class AmqpHandler:
             message_id=msg_id,
             correlation_id=correlation_id if reply_to else None,
             reply_to=reply_to,
-            headers=dict(request.headers),
+            headers=with_trace_headers(dict(request.headers), ctx),
             app_id="nexus-schedd",
         )
         waiter = session.replies.expect(correlation_id) if reply_to else None

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from nexus_schedd.errors import ConfigError, InvalidSpec
-from nexus_schedd.handlers.base import ENGINE_KEYS, HandlerContext
+from nexus_schedd.handlers.base import ENGINE_KEYS, HandlerContext, with_trace_headers
 from nexus_schedd.handlers.queues.envelope import (
     UnconfiguredHandler,
     build_envelope,
@@ -132,6 +132,7 @@ def task_message(
         "ignore_result": not request.wait_result,
         "nexus": envelope,
     }
+    with_trace_headers(headers, ctx)  # where Celery's own instrumentation puts it
     properties: dict[str, Any] = {"correlation_id": tid, "reply_to": ""}
     embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
     body = json.dumps([request.args, request.kwargs, embed], separators=(",", ":")).encode()

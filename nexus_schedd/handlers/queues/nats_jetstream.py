@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from nexus_schedd.errors import InvalidSpec
-from nexus_schedd.handlers.base import HandlerContext
+from nexus_schedd.handlers.base import HandlerContext, with_trace_headers
 from nexus_schedd.handlers.queues.envelope import (
     Delivery,
     UnconfiguredHandler,
@@ -148,7 +148,7 @@ class NatsHandler:
         except BrokerUnavailable as exc:
             return unavailable(exc)
         msg_id = message_id(ctx, request.delivery.mode)
-        headers = {"Nats-Msg-Id": msg_id}
+        headers = with_trace_headers({"Nats-Msg-Id": msg_id}, ctx)
         subscription = None
         waiter = None
         try:

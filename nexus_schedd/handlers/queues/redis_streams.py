@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from nexus_schedd.errors import InvalidSpec
-from nexus_schedd.handlers.base import HandlerContext
+from nexus_schedd.handlers.base import HandlerContext, with_trace_headers
 from nexus_schedd.handlers.queues.envelope import (
     Delivery,
     UnconfiguredHandler,
@@ -145,6 +145,7 @@ class RedisHandler:
         }
         if reply_to:
             fields["reply_to"] = reply_to
+        with_trace_headers(fields, ctx)
         try:
             with anyio.fail_after(self.publish_timeout_s):
                 entry = await client.xadd(request.stream, fields, maxlen=request.maxlen)

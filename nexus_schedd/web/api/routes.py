@@ -36,6 +36,7 @@ from nexus_schedd.errors import (
     SchedulerError,
     UnknownJobType,
 )
+from nexus_schedd.model.trace_context import from_headers
 from nexus_schedd.web.api.config import ApiConfig, ApiToken
 from nexus_schedd.web.api.events import EventLog, JsonSource, NumberedEvent
 from nexus_schedd.web.api.idempotency import (
@@ -388,7 +389,7 @@ class Api:
             except JobNotFound:
                 existing = None
         try:
-            job = (await self.daemon("AddJob", {"job": spec}))["job"]
+            job = (await self.daemon("AddJob", _with_trace({"job": spec}, call)))["job"]
         except JobExists as exc:
             if call.token is not None and call.token.confined:
                 # The holder may be of a type this token must not see: name no id.
@@ -409,7 +410,8 @@ class Api:
             if not isinstance(spec, dict):
                 raise bad_request(f"jobs[{index}]", "must be a JSON object")
             _check_type(call.token, spec, f"jobs[{index}].job_type")
-        return Reply(200, {"jobs": (await self.daemon("AddJobs", {"jobs": specs}))["jobs"]})
+        added = await self.daemon("AddJobs", _with_trace({"jobs": specs}, call))
+        return Reply(200, {"jobs": added["jobs"]})
 
     async def list_jobs(self, call: Call) -> Reply:
         """GET /jobs."""
@@ -697,6 +699,16 @@ def _confine_calendar(text: str, token: ApiToken) -> str:
     calendar.subcomponents = kept
     result: bytes = calendar.to_ical()
     return result.decode("utf-8")
+
+
+def _with_trace(parameters: dict[str, Any], call: Call) -> dict[str, Any]:
+    """AddJob(s) parameters with the request's W3C trace context (SPEC 15), if it
+    sent a valid ``traceparent`` (a malformed one is ignored, as the W3C asks)."""
+    headers = call.request.headers
+    context = from_headers(headers.get("traceparent"), headers.get("tracestate"))
+    if context is not None:
+        parameters["trace_context"] = context
+    return parameters
 
 
 def _without_none(**values: Any) -> dict[str, Any]:

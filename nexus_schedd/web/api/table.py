@@ -110,6 +110,14 @@ _LIMIT = Query(
 )
 _CURSOR = Query("cursor", description="next_cursor of the previous page", max_length=MAX_CURSOR)
 _JOB = ("Job", JSON_MEDIA, "Job")
+TRACE_HEADERS = (
+    (
+        "traceparent",
+        "W3C Trace Context of the caller: with tracing on, the job's runs are spans of"
+        " this trace (a malformed value is ignored)",
+    ),
+    ("tracestate", "W3C tracestate, kept with a valid traceparent"),
+)
 
 
 def _action(name: str, varlink: str, summary: str, body: str = "Empty") -> Operation:
@@ -164,6 +172,7 @@ OPERATIONS: tuple[Operation, ...] = (
         body="JobSpec",
         body_required=True,
         varlink="AddJob",
+        headers=TRACE_HEADERS,
     ),
     Operation(
         "POST",
@@ -177,6 +186,7 @@ OPERATIONS: tuple[Operation, ...] = (
         body="JobBatch",
         body_required=True,
         varlink="AddJobs",
+        headers=TRACE_HEADERS,
     ),
     Operation(
         "GET",

@@ -53,3 +53,9 @@ def later() -> None:
 @app.task(name="nxs.verdict")
 def verdict() -> dict[str, Any]:
     return {"success": False, "error": "quota", "should_retry": True, "retry_delay_s": 60}
+
+
+@app.task(name="nxs.traceparent", bind=True)
+def traceparent(self: Any) -> str | None:
+    """The ``traceparent`` message header, where Celery's OpenTelemetry instrumentation reads it."""
+    return getattr(self.request, "traceparent", None)

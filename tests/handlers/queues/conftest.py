@@ -22,6 +22,11 @@ AMQP_URL = f"amqp://guest:guest@127.0.0.1:{AMQP_PORT}/"
 REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
 NATS_URL = f"nats://127.0.0.1:{NATS_PORT}"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+TRACE_CONTEXT = {
+    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "tracestate": "vendor=opaque",
+}
+"""What a handler's ``ctx.trace_context`` holds when the job's run is traced (SPEC 15)."""
 
 MakeAttempt = Callable[..., tuple[Job, HandlerContext]]
 
@@ -50,7 +55,8 @@ def name() -> str:
 
 @pytest.fixture
 def attempt() -> MakeAttempt:
-    """``attempt(job_type, payload, attempt=1, deadline=None)`` -> a job and its context."""
+    """``attempt(job_type, payload, attempt=1, deadline=None, trace_context=None)`` -> a
+    job and its context."""
 
     def build(
         job_type: str,
@@ -58,6 +64,7 @@ def attempt() -> MakeAttempt:
         *,
         attempt: int = 1,
         deadline: datetime | None = None,
+        trace_context: dict[str, str] | None = None,
     ) -> tuple[Job, HandlerContext]:
         job = Job.create(JobSpec(job_type=job_type, payload=payload), NOW, JobDefaults())
         ctx = HandlerContext(
@@ -67,6 +74,7 @@ def attempt() -> MakeAttempt:
             scheduled_for=NOW,
             log=structlog.get_logger().bind(job_id=job.id, job_type=job_type, attempt=attempt),
             run_id=f"run-{uuid.uuid4().hex}",
+            trace_context=trace_context,
         )
         return job, ctx
 

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from nexus_schedd.handlers.queues.amqp import AmqpHandler
-from tests.handlers.queues.conftest import AMQP_PORT, AMQP_URL, MakeAttempt
+from tests.handlers.queues.conftest import AMQP_PORT, AMQP_URL, TRACE_CONTEXT, MakeAttempt
 from tests.handlers.queues.proxy import TcpProxy, running_proxy
 
 pytestmark = pytest.mark.anyio
@@ -56,6 +56,18 @@ async def test_publish_succeeds_on_the_confirm_with_the_envelope_and_message_id(
         "scheduled_for": "2026-03-01T12:00:00+00:00",
         "idempotency_key": ctx.idempotency_key,
     }
+
+
+async def test_the_trace_context_goes_in_the_message_headers(
+    handler: AmqpHandler, queue: Any, attempt: MakeAttempt
+) -> None:
+    job, ctx = attempt(
+        "amqp", {"routing_key": queue.name, "headers": {"tenant": "a"}}, trace_context=TRACE_CONTEXT
+    )
+    assert (await handler.handle(job, ctx)).ok
+    message = await queue.get(timeout=5)
+    await message.ack()
+    assert message.headers == {"tenant": "a", **TRACE_CONTEXT}
 
 
 async def test_a_repeated_hand_off_carries_the_same_message_id(

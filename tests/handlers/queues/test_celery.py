@@ -20,6 +20,7 @@ from tests.handlers.queues.conftest import (
     AMQP_URL,
     REDIS_PORT,
     REDIS_URL,
+    TRACE_CONTEXT,
     MakeAttempt,
     need,
 )
@@ -167,3 +168,14 @@ async def test_wait_result_maps_the_task_state(
         assert "ValueError: boom" in (result.error or "")
     if task == "nxs.verdict":
         assert (result.error, result.retry_delay_s) == ("quota", 60.0)
+
+
+async def test_the_task_sees_the_trace_context_in_its_message_headers(
+    handler: CeleryHandler, worker: CeleryWorker, redis_client: Any, attempt: MakeAttempt
+) -> None:
+    payload = {"task": "nxs.traceparent", "queue": worker.queue, "wait_result": True}
+    job, ctx = attempt("celery", payload, trace_context=TRACE_CONTEXT)
+    result = await handler.handle(job, ctx)
+    await redis_client.delete(f"celery-task-meta-{task_id(f'{ctx.idempotency_key}:1')}")
+    assert result.ok, result.error
+    assert result.output == TRACE_CONTEXT["traceparent"]

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from nexus_schedd.handlers.queues.nats_jetstream import REPLY_HEADER, NatsHandler
-from tests.handlers.queues.conftest import NATS_PORT, NATS_URL, MakeAttempt
+from tests.handlers.queues.conftest import NATS_PORT, NATS_URL, TRACE_CONTEXT, MakeAttempt
 from tests.handlers.queues.proxy import running_proxy
 
 pytestmark = pytest.mark.anyio
@@ -50,6 +50,15 @@ async def test_publish_succeeds_on_the_puback_and_the_stream_drops_a_repeat(
     message = await js.get_last_msg(subject.split(".")[0], subject)
     assert message.headers["Nats-Msg-Id"] == ctx.idempotency_key
     assert json.loads(message.data)["payload"]["body"] == [1, 2]
+
+
+async def test_the_trace_context_goes_in_the_message_headers(
+    handler: NatsHandler, subject: str, nats_client: Any, attempt: MakeAttempt
+) -> None:
+    job, ctx = attempt("nats", {"subject": subject}, trace_context=TRACE_CONTEXT)
+    assert (await handler.handle(job, ctx)).ok
+    message = await nats_client.jetstream().get_last_msg(subject.split(".")[0], subject)
+    assert message.headers == {"Nats-Msg-Id": ctx.idempotency_key, **TRACE_CONTEXT}
 
 
 async def test_a_subject_no_stream_captures_is_a_permanent_failure(

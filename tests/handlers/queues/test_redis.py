@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from nexus_schedd.handlers.queues.redis_streams import RedisHandler
-from tests.handlers.queues.conftest import REDIS_PORT, REDIS_URL, MakeAttempt
+from tests.handlers.queues.conftest import REDIS_PORT, REDIS_URL, TRACE_CONTEXT, MakeAttempt
 from tests.handlers.queues.proxy import TcpProxy, running_proxy
 
 pytestmark = pytest.mark.anyio
@@ -45,6 +45,16 @@ async def test_publish_succeeds_on_the_xadd_reply_with_the_message_id_field(
     envelope = json.loads(fields[b"body"])
     assert envelope["payload"]["body"] == {"n": 1}
     assert envelope["run_id"] == ctx.run_id and envelope["job_id"] == job.id
+
+
+async def test_the_trace_context_goes_in_the_entry_s_fields(
+    handler: RedisHandler, stream: str, redis_client: Any, attempt: MakeAttempt
+) -> None:
+    job, ctx = attempt("redis", {"stream": stream, "body": 1}, trace_context=TRACE_CONTEXT)
+    assert (await handler.handle(job, ctx)).ok
+    [(_id, fields)] = await redis_client.xrange(stream)
+    assert set(fields) == {b"message_id", b"body", b"traceparent", b"tracestate"}
+    assert {key: fields[key.encode()].decode() for key in TRACE_CONTEXT} == TRACE_CONTEXT
 
 
 async def test_envelope_false_sends_the_body_alone(
