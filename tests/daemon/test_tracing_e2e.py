@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -168,10 +169,14 @@ async def test_runs_are_exported_as_spans_of_the_trace_they_were_added_in(
     assert added.status_code == 201, added.text
     from_api = added.json()["id"]
 
-    spans = receiver.wait_for(
-        lambda spans: all(run_spans(spans, job) for job in (traced.id, plain.id, from_api)),
-        timeout=60,
-        what="run spans of the three jobs",
+    # Waited for in a thread: a blocking wait on the event loop would stall the
+    # callbacks the clients above left scheduled (seen as InvalidStateError).
+    spans = await anyio.to_thread.run_sync(
+        lambda: receiver.wait_for(
+            lambda spans: all(run_spans(spans, job) for job in (traced.id, plain.id, from_api)),
+            timeout=60,
+            what="run spans of the three jobs",
+        )
     )
     [span] = run_spans(spans, traced.id)
     assert (span.trace_id, span.parent_span_id) == (TRACE_ID, PARENT_ID)
@@ -204,10 +209,11 @@ async def test_spans_still_buffered_are_exported_at_shutdown(
         job = await client.add_job(
             {"job_type": "log"}, trace_context={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
         )
-    daemon.wait_event("run_finished", job_id=job.id)
+    # Blocking waits in a thread, off the event loop.
+    await anyio.to_thread.run_sync(lambda: daemon.wait_event("run_finished", job_id=job.id))
     assert run_spans(receiver.spans, job.id) == []
     daemon.send(signal.SIGTERM)
-    assert daemon.wait_exit() == 0
+    assert await anyio.to_thread.run_sync(daemon.wait_exit) == 0
     [span] = run_spans(receiver.spans, job.id)
     assert (span.trace_id, span.parent_span_id) == (TRACE_ID, PARENT_ID)
     assert span.resource["service.name"] == "nexus-schedd"
