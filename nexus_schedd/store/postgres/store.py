@@ -433,6 +433,11 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+def _literal(status: str) -> str:
+    """A job status as an SQL literal (only ever a JobStatus value)."""
+    return "'" + _STATUS[status].value + "'"
+
+
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -1071,7 +1076,9 @@ class PostgresStore(Store):
 
         if where.statuses:
             statuses = sorted(s.value for s in where.statuses)
-            clauses.append(f"status = ANY({parameter(statuses)}::text[])")
+            # Literals (enum values), not a parameter: the planner can then prove
+            # that the partial index jobs_status covers them.
+            clauses.append(f"status IN ({', '.join(_literal(s) for s in statuses)})")
         if where.job_type is not None:
             clauses.append(f"job_type = {parameter(where.job_type)}")
         if where.target_id is not None:
@@ -1109,7 +1116,10 @@ class PostgresStore(Store):
         return [_job(row) for row in rows]
 
     async def jobs_in_status(self, status: JobStatus) -> list[Job]:
-        rows = await self._fetch(f"{_JOB_SELECT} WHERE status = $1 ORDER BY id", status.value)
+        # A literal, as in list_jobs: the partial index jobs_status applies.
+        rows = await self._fetch(
+            f"{_JOB_SELECT} WHERE status = {_literal(status.value)} ORDER BY id"
+        )
         return [_job(row) for row in rows]
 
     async def open_runs(self) -> list[Run]:
