@@ -373,6 +373,10 @@ WHERE runs.job_id = b.job_id AND (runs.started_at, runs.id) < (b.started_at, b.i
 """
 
 
+ANALYZE_AFTER_ADDS = 10_000
+"""Jobs added through one store before it refreshes the planner's statistics
+of ``jobs`` itself (and then only once the table grew by a fifth since)."""
+
 CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 15.0
 """Per statement. A silent server (a partition, a stalled disk) fails a call
@@ -501,6 +505,8 @@ class PostgresStore(Store):
         self._command_timeout_s = command_timeout_s
         self._where = f"{_redact(dsn)} (schema {schema})"
         self._pool: asyncpg.Pool | None = None
+        self._added_since_analyze = 0
+        self._analyzed_rows = 0.0
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -662,6 +668,28 @@ class PostgresStore(Store):
         else:
             notify = [self.channel, self._wakeup_payload(earliest)]
             await self._guarded("insert", _JOB_INSERT_NOTIFY, [*rows, *notify], list(jobs))
+        self._added_since_analyze += len(jobs)
+        if self._added_since_analyze >= max(ANALYZE_AFTER_ADDS, self._analyzed_rows / 5):
+            await self._analyze_jobs()
+
+    async def _analyze_jobs(self) -> None:
+        """Refresh the planner's statistics of ``jobs`` after many adds.
+
+        Without them (a new table, or a burst of adds before autovacuum's next
+        look, up to a minute later) the planner takes ``status = 'pending'`` for
+        0.5 % of the rows and claims by sorting every due job instead of
+        walking ``jobs_claim``: 34 ms instead of 0.5 ms per claim of 32 jobs
+        with 60,000 due (round 6). Only the columns the claim's plan reads.
+        The add has committed already: a failure here is only logged.
+        """
+        self._added_since_analyze = 0
+        try:
+            await self._fetch("ANALYZE jobs (status, run_at, priority)")
+            rows = await self._fetch("SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass")
+        except StoreError as exc:
+            _log.warning("store_analyze_failed", error=exc.message)
+            return
+        self._analyzed_rows = float(rows[0][0]) if rows else 0.0
 
     async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
         await self._write(jobs, runs, None)
