@@ -18,8 +18,9 @@ docs/multi-node.md for the guarantees.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,10 @@ LOCKED_BACKOFF = timedelta(milliseconds=1)
 
 LEASE_LOST = "lease lost: another node changed or took over this job"
 
+_AS_CLAIMED = operator.attrgetter(*(f.name for f in fields(Job) if f.name != "updated_at"))
+"""A job's fields but ``updated_at``: a start that leaves these as the claim wrote
+them needs no new job row (see :meth:`ClaimedWork._write_fenced`)."""
+
 
 class ClaimedWork:
     """The shared-store :class:`~nexus_schedd.engine.source.DueWorkSource`: claims
@@ -58,6 +63,8 @@ class ClaimedWork:
         self.writer: Writer | None = self._write_fenced
         self._leased: set[str] = set()
         """Jobs this node holds a lease on (claimed, running, or being written)."""
+        self._claimed: dict[str, Job] = {}
+        """Claimed jobs not written since, as the claim left their rows (running)."""
         self._leases_held = anyio.Event()
         self._due_at: datetime | None = None
         """The store's earliest pending run_at as last read or announced."""
@@ -172,6 +179,7 @@ class ClaimedWork:
         is only the lease; the core's dispatch makes the real transition)."""
         assert job.run_at is not None
         self._hold(job.id)
+        self._claimed[job.id] = job
         self._core.enqueue(replace(job, status=JobStatus.PENDING), -job.priority, job.run_at)
 
     def _hold(self, job_id: str) -> None:
@@ -245,6 +253,7 @@ class ClaimedWork:
                 status=JobStatus.RUNNING,
             )
         self._hold(job.id)
+        self._claimed[job.id] = claimed
         return replace(claimed, status=JobStatus.PENDING)
 
     def start_failed(
@@ -264,9 +273,30 @@ class ClaimedWork:
 
     async def _write_fenced(self, jobs: Sequence[Job], runs: Sequence[Run]) -> None:
         """The checkpoint write: leased jobs fenced by the lease, others (control
-        operations on jobs this node does not hold) written as they are."""
+        operations on jobs this node does not hold) written as they are.
+
+        A claimed job's start leaves its row as the claim wrote it (running
+        under this node's lease; only ``updated_at`` would change): it is
+        checked and locked under the lease (``held``) instead of written again.
+        That is one row version less per job: the claim and the start are one
+        update of ``jobs`` (docs/performance.md, round 6).
+        """
         core = self._core
-        leased = [job for job in jobs if job.id in self._leased]
+        leased: list[Job] = []
+        held: list[str] = []
+        claimed_rows = self._claimed
+        for job in jobs:
+            if job.id not in self._leased:
+                continue
+            claimed = claimed_rows.pop(job.id, None)
+            if (
+                claimed is not None
+                and job.status is JobStatus.RUNNING
+                and _AS_CLAIMED(job) == _AS_CLAIMED(claimed)
+            ):
+                held.append(job.id)
+            else:
+                leased.append(job)
         # A running row is only ever written under this node's lease: one whose
         # lease was lost meanwhile must not overwrite the new owner (or leave a
         # running job without a lease that nobody could take over).
@@ -277,7 +307,10 @@ class ClaimedWork:
         ]
         if plain:
             await core.store.write(plain, ())
-        refused = await self._claiming.write_leased(core.settings.node, leased, runs)
+        refused = await self._claiming.write_leased(core.settings.node, leased, runs, held)
+        for job_id in held:
+            if job_id in refused:
+                self._lease_lost(job_id, "write_refused")
         for job in leased:
             if job.id in refused:
                 self._lease_lost(job.id, "write_refused")
@@ -316,6 +349,7 @@ class ClaimedWork:
         more for it (their runs still go to the history)."""
         core = self._core
         self._leased.discard(job_id)
+        self._claimed.pop(job_id, None)
         job = core.jobs.get(job_id)
         core.forget(job_id)
         cancelled = core.cancel_job_attempts(job_id, LEASE_LOST)
@@ -379,4 +413,5 @@ class ClaimedWork:
             return
         for job_id in unstarted:
             self._leased.discard(job_id)
+            self._claimed.pop(job_id, None)
             core.forget(job_id)

@@ -169,9 +169,14 @@ class ClaimingStore(Protocol):
         ...
 
     async def write_leased(
-        self, node: str, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()
+        self,
+        node: str,
+        jobs: Sequence[Job] = (),
+        runs: Sequence[Run] = (),
+        held: Sequence[str] = (),
     ) -> set[str]:
-        """Write jobs only while ``node`` holds them; the ids it refused."""
+        """Write jobs only while ``node`` holds them; the ids it refused. ``held``:
+        jobs whose stored row is already current, only checked and locked."""
         ...
 
     async def take_over_expired(

@@ -9,15 +9,19 @@ import asyncpg
 import pytest
 
 from nexus_schedd.errors import StoreError
+from nexus_schedd.model import JobStatus, RunOutcome
+from nexus_schedd.model.queries import JobFilter, RunFilter
 from nexus_schedd.store import open_store
 from nexus_schedd.store.postgres import PostgresStore, postgres_options_from_url
-from nexus_schedd.store.postgres.schema import SCHEMA_VERSION
+from nexus_schedd.store.postgres import store as postgres_store
+from nexus_schedd.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.store.factories import (
     POSTGRES_DSN,
     check_postgres_reachable,
     drop_schema,
     fresh_schema_name,
     make_job,
+    make_run,
 )
 
 pytestmark = pytest.mark.anyio
@@ -72,6 +76,70 @@ async def test_reopening_keeps_the_data_and_migrates_nothing(schema: str) -> Non
         await second.close()
     applied = await sql(f"SELECT count(*) FROM {schema}.schema_migrations")
     assert applied[0][0] == SCHEMA_VERSION
+
+
+async def test_a_version_5_schema_with_data_migrates_forward(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A schema as the release before version 6 left it, written through the store.
+    connection = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await connection.execute(f"CREATE SCHEMA {schema}; SET search_path TO {schema}")
+        await connection.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+            " description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for migration in MIGRATIONS:
+            if migration.version > 5:
+                break
+            for statement in migration.statements:
+                await connection.execute(statement)
+            await connection.execute(
+                "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+                migration.version,
+                migration.description,
+            )
+    finally:
+        await connection.close()
+    done = make_job(2, status=JobStatus.COMPLETED, name="done")
+    run = make_run(1, "J0002", outcome=RunOutcome.SUCCESS)
+    # The data written by a store that knows no version beyond 5.
+    with monkeypatch.context() as patch:
+        patch.setattr(postgres_store, "pending_migrations", lambda version, where: ())
+        old = PostgresStore(POSTGRES_DSN, schema=schema)
+        await old.open()
+        try:
+            await old.insert_jobs([make_job(1), done])
+            await old.write(runs=[run])
+        finally:
+            await old.close()
+
+    store = PostgresStore(POSTGRES_DSN, schema=schema)
+    await store.open()
+    try:
+        assert await store.get_job("J0001") == make_job(1)
+        assert await store.get_job_by_name("done", include_final=True) == done
+        assert (await store.list_runs(RunFilter(), 10)).items == [run]
+        completed = await store.list_jobs(JobFilter(statuses=frozenset({JobStatus.COMPLETED})), 10)
+        assert completed.items == [done]
+        assert await store.jobs_in_status(JobStatus.PENDING) == [make_job(1)]
+    finally:
+        await store.close()
+    applied = await sql(f"SELECT max(version) FROM {schema}.schema_migrations")
+    assert applied[0][0] == SCHEMA_VERSION == 6
+    collations = await sql(
+        "SELECT table_name, column_name, collation_name FROM information_schema.columns"
+        f" WHERE table_schema = '{schema}' AND column_name IN ('id', 'job_id', 'status')"
+        " ORDER BY table_name, column_name"
+    )
+    assert [tuple(row) for row in collations] == [
+        ("jobs", "id", "C"),
+        ("jobs", "status", "C"),
+        ("runs", "id", "C"),
+        ("runs", "job_id", "C"),
+    ]
+    indexes = await sql(f"SELECT indexname FROM pg_indexes WHERE schemaname = '{schema}'")
+    assert "runs_open" not in {row[0] for row in indexes}
 
 
 async def test_a_schema_from_a_newer_version_is_refused_untouched(schema: str) -> None:
