@@ -1,4 +1,5 @@
-"""Run ids: ULID format, decodable by the ulid package, sorted by start time."""
+"""Run ids: ULID format, decodable by the ulid package, sorted by start time and,
+within a millisecond, by the order they were made."""
 
 from __future__ import annotations
 
@@ -33,8 +34,20 @@ def test_run_ids_sort_by_start_time_and_do_not_repeat() -> None:
     assert [i[:10] for i in made] == sorted(i[:10] for i in made)
 
 
-def test_the_random_part_carries_the_generators_80_bits_exactly() -> None:
+def test_ids_of_one_millisecond_count_up_from_the_generators_random_start() -> None:
+    # ULID's monotonic variant: ids made together sort in the order they were
+    # made, so a batch's rows are neighbours in the store's B-trees.
     ids, twin = RunIds(random.Random(11)), random.Random(11)
-    for _ in range(200):
-        decoded = ULID.from_str(ids.next(T0))
-        assert int.from_bytes(decoded.bytes[6:], "big") == twin.getrandbits(80)
+    for millisecond in range(3):
+        now = T0 + timedelta(milliseconds=millisecond)
+        start = twin.getrandbits(79)
+        made = [ids.next(now) for _ in range(500)]
+        assert made == sorted(made)
+        counters = [int.from_bytes(ULID.from_str(i).bytes[6:], "big") for i in made]
+        assert counters == list(range(start, start + 500))
+
+
+def test_each_millisecond_starts_at_a_new_random_point() -> None:
+    ids = RunIds(random.Random(5))
+    firsts = {ids.next(T0 + timedelta(milliseconds=i))[10:] for i in range(200)}
+    assert len(firsts) == 200
