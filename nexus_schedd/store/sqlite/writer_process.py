@@ -51,10 +51,11 @@ import socket
 import sqlite3
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 HEADER = struct.Struct("<I")
 """The length prefix of every message."""
@@ -335,7 +336,22 @@ def serve(sock: socket.socket) -> None:
         connection.close()
 
 
+def bind_none_fast() -> None:
+    """Make binding ``None`` cheap in this process.
+
+    The sqlite3 module binds ``int``, ``float``, ``str`` and ``bytes`` directly,
+    but looks up an adapter for every other value: for ``None`` the lookup
+    misses and then tries ``__adapt__`` and ``__conform__`` before binding
+    NULL, which was 10 % of the writer's instructions (a job row has five to
+    ten ``None`` columns). An adapter registered for ``NoneType`` is found at
+    the first lookup; ``{}.get`` is a C function that returns ``None``. Adapters
+    for other types than the four base types leave their fast path alone.
+    """
+    sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
+
+
 def main(argv: list[str]) -> int:
+    bind_none_fast()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[1]))
