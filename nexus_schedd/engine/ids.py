@@ -33,16 +33,22 @@ class RunIds:
         self._millis = -1
         self._prefix = ""
         self._last = 0
+        self._now: datetime | None = None
 
     def next(self, now: datetime) -> str:
         """A new id for a run starting at ``now``."""
-        millis = int(now.timestamp() * 1000)
-        if millis != self._millis:
-            # 48 time bits as 10 characters: two zero pad bits then 5 pairs.
-            self._millis, self._prefix = millis, _encode_pairs(millis, 5)
-            r = self._rng.getrandbits(79)
-        else:
+        if now is self._now:
+            # The jobs of one start batch (or one add) share their ``now``.
             r = self._last + 1
+        else:
+            self._now = now
+            millis = int(now.timestamp() * 1000)
+            if millis != self._millis:
+                # 48 time bits as 10 characters: two zero pad bits then 5 pairs.
+                self._millis, self._prefix = millis, _encode_pairs(millis, 5)
+                r = self._rng.getrandbits(79)
+            else:
+                r = self._last + 1
         self._last = r
         # 80 bits as 16 characters, unrolled: a third of a join's cost.
         p = _PAIRS

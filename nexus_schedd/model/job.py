@@ -528,7 +528,7 @@ class Job:
         # Hand-written instead of dataclasses.replace: this runs twice per run on
         # the dispatch path, and replace() costs ~15 us against ~2 us here.
         # tests/model pins that every field is carried over.
-        if changes.keys() - _JOB_FIELD_NAMES:
+        if changes and changes.keys() - _JOB_FIELD_NAMES:
             unknown = ", ".join(sorted(changes.keys() - _JOB_FIELD_NAMES))
             raise TypeError(f"Job has no field(s) {unknown}")
         get = changes.get

@@ -134,14 +134,33 @@ _encode_string: Callable[[str], str] = json.encoder.encode_basestring
 _decode_json = json.JSONDecoder().decode
 
 
+_MICROS: dict[datetime, int] = {}
+"""Recent instants and their microseconds: a job's rows repeat its instants (its
+run_at, anchor and creation in every version), and the jobs added or started
+together share theirs. Emptied when it holds ``_MICROS_KEPT``."""
+_MICROS_KEPT = 4096
+
+
 def _micros(instant: datetime, epoch: datetime = EPOCH) -> int:
-    # to_micros without the timedelta division: this runs 5 times per row.
-    delta = instant - epoch
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    # to_micros without the timedelta division: this runs about 13 times per run
+    # on the loop, a lookup (60 ns) instead of a subtraction (200 ns) when it hits.
+    micros = _MICROS.get(instant)
+    if micros is None:
+        if len(_MICROS) >= _MICROS_KEPT:
+            _MICROS.clear()
+        delta = instant - epoch
+        micros = _MICROS[instant] = (
+            delta.days * 86_400 + delta.seconds
+        ) * 1_000_000 + delta.microseconds
+    return micros
 
 
 def job_row(job: Job) -> tuple[Any, ...]:
-    """The jobs-table row of ``job``, in ``_JOB_COLUMNS`` order."""
+    """The jobs-table row of ``job``, in ``_JOB_COLUMNS`` order.
+
+    Enum values are read as ``_value_`` (the member's own attribute) rather than
+    ``.value``, a Python-level property: this runs twice per run on the loop.
+    """
     run_at = None if job.run_at is None else _micros(job.run_at)
     scheduled_for = (
         run_at
@@ -156,7 +175,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.name,
         job.job_type,
         job.target_id,
-        job.status.value,
+        job.status._value_,
         run_at,
         scheduled_for,
         _micros(job.anchor_at),
@@ -169,9 +188,9 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.retry_count,
         job.occurrence_count,
         job.timeout_s,
-        job.misfire.value,
+        job.misfire._value_,
         job.misfire_grace_s,
-        job.overlap.value,
+        job.overlap._value_,
         job.jitter_s,
         None if job.last_result is None else _encode_last_result(job.last_result),
         1 if job.static else 0,
@@ -265,7 +284,7 @@ def run_row(run: Run) -> tuple[Any, ...]:
         run.attempt,
         _micros(run.started_at),
         None if run.finished_at is None else _micros(run.finished_at),
-        None if run.outcome is None else run.outcome.value,
+        None if run.outcome is None else run.outcome._value_,
         run.error,
         None if run.output is None else _encode_payload(run.output),
         run.node,
