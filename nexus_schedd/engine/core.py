@@ -185,8 +185,15 @@ class EngineCore:
         if job.status is JobStatus.PENDING:
             assert job.run_at is not None
             if self.source.keeps_pending(job):
-                self.jobs[job.id] = job
+                jobs = self.jobs
+                jobs[job.id] = job
                 self.arm(job.id, job.run_at)
+                if len(jobs) > self.settings.memory_bound:
+                    # Adds beyond the window: the source trims memory when the
+                    # loop next looks (fetch), and a loop asleep until the first
+                    # due job would not look for hours (1,000,000 adds kept every
+                    # job in memory, 700 MB).
+                    self.wake_scheduler()
                 return
         elif job.status is JobStatus.RUNNING:
             self.jobs[job.id] = job

@@ -63,7 +63,7 @@ class LocalWindow:
         """Load the next window once the timers ran dry and the store holds more
         (and forget the latest pending jobs when adds made memory too big)."""
         core = self._core
-        if len(core.jobs) > 2 * core.settings.window_size:
+        if len(core.jobs) > core.settings.memory_bound:
             self._shrink()
         if self._complete or core.next_timer() is not None:
             return False
@@ -90,14 +90,14 @@ class LocalWindow:
             self._end = None
 
     def _shrink(self) -> None:
-        """Keep at most about 2 x window_size pending jobs in memory: beyond that,
+        """Keep at most about ``memory_bound`` pending jobs in memory: beyond that,
         forget the latest (they are on disk) and narrow the window to match."""
         core = self._core
         size = core.settings.window_size
-        if len(core.jobs) <= 2 * size:
+        if len(core.jobs) <= core.settings.memory_bound:
             return
         pending = [job for job in core.jobs.values() if job.status is JobStatus.PENDING]
-        if len(pending) <= 2 * size:
+        if len(pending) <= core.settings.memory_bound:
             return
         pending.sort(key=lambda job: (job.run_at, job.id))
         keep, drop = pending[:size], pending[size:]

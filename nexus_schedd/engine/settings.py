@@ -15,7 +15,8 @@ class EngineSettings:
     """How the engine runs jobs.
 
     ``window_size`` bounds how many pending jobs sit in the in-memory heap; the
-    rest stay in the store until the window drains. ``commit_interval_ms`` is the
+    rest stay in the store until the window drains (adds may take memory up to
+    :attr:`memory_bound` before it is trimmed back). ``commit_interval_ms`` is the
     longest rows nobody waits for (a finished run, a job's next state) wait for
     company before their checkpoint starts (see
     :class:`~nexus_schedd.engine.checkpoint.Checkpointer`); 0, the default here,
@@ -46,6 +47,14 @@ class EngineSettings:
     """Shared mode (multi-node): how long a claim holds a job; renewed every lease_s / 3."""
     safety_recheck_s: float = 60.0
     """Shared mode: re-read the store this often against lost notifications."""
+
+    @property
+    def memory_bound(self) -> int:
+        """How many jobs memory may hold before the window forgets the latest
+        pending ones (they are on disk): one and a half windows. Adds to a
+        daemon whose window is full stop at this bound, and a million jobs added
+        over the socket stay within SPEC 10's 250 MB (docs/performance.md)."""
+        return self.window_size * 3 // 2
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import anyio.lowlevel
 import pytest
 
 from nexus_schedd.clock import VirtualClock
@@ -65,5 +66,30 @@ async def test_a_failed_window_load_is_retried_and_every_job_still_runs(
         done = [await wait_until(engine, job.id, is_final, flaky) for job in jobs]
         assert engine.healthy
     assert flaky.failures == 0
+    assert {job.status for job in done} == {JobStatus.COMPLETED}
+    assert sorted(call.job_id for call in handler.calls) == sorted(job.id for job in jobs)
+
+
+async def test_adds_to_an_idle_engine_keep_memory_within_its_bound(
+    store: TrackedStore,
+) -> None:
+    # The loop sleeps until the first job is due, an hour away; jobs added later
+    # than that do not wake it. Memory must still stay bounded: past its bound
+    # the adds wake it, and the window forgets the latest jobs (they are on disk).
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    settings = EngineSettings(defaults=EXACT, window_size=6)
+    async with engine_running(store, clock, handler, settings=settings) as engine:
+        jobs: list[Job] = []
+        for batch in range(6):
+            jobs += await engine.add_jobs(
+                [JobSpec(job_type="work", run_at=at(3600 + 10 * batch + n)) for n in range(10)]
+            )
+            for _ in range(100):  # the loop's turn: it runs when the adds yield
+                if engine.status().extra["window_jobs"] <= settings.memory_bound:
+                    break
+                await anyio.lowlevel.checkpoint()
+            assert engine.status().extra["window_jobs"] <= settings.memory_bound
+        done = [await wait_until(engine, job.id, is_final, store) for job in jobs]
     assert {job.status for job in done} == {JobStatus.COMPLETED}
     assert sorted(call.job_id for call in handler.calls) == sorted(job.id for job in jobs)
