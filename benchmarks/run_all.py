@@ -6,6 +6,7 @@ Defaults are the workloads of issue 6 (about 10 minutes on the project's 2-core
 machine): throughput through the real daemon 100,000 jobs (issue 21), throughput
 100,000 jobs (APScheduler's SQL store 10,000), lateness
 1,000 jobs/s for 60 s, idle 30 s, scale 1,000,000 and then 5,000,000 jobs,
+memory after 1,000,000 jobs added over the socket (a tenth cron),
 multi-node 20,000 jobs on PostgreSQL with 1 and with 3 node processes,
 4,000 single adds through the HTTP API and through Varlink (16 clients each), and
 hand-off to queues 5,000 jobs to each of RabbitMQ, Redis, NATS JetStream and Celery.
@@ -26,6 +27,7 @@ from benchmarks import (
     daemon_throughput,
     idle,
     lateness,
+    memory_adds,
     multinode,
     queues,
     scale,
@@ -68,6 +70,8 @@ def main() -> None:
             [100_000, 200_000] if quick else [1_000_000, 5_000_000],
             100_000 if quick else 1_000_000,
         ),
+        # Jobs added to a running daemon (not a filled store): its memory bound.
+        memory_adds.run(100_000 if quick else 1_000_000),
         # Needs the PostgreSQL server (NEXUS_SCHEDD_TEST_POSTGRES_DSN); an
         # unreachable one gives empty rows, not a failed run.
         multinode.run(5_000 if quick else 20_000, [1, 3]),
