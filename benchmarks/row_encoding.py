@@ -40,19 +40,7 @@ def one_job(
     )
     started = (job_row(running), run_row(run))
     end = now + timedelta(microseconds=250)
-    finished = Run(
-        id=run.id,
-        job_id=run.job_id,
-        scheduled_for=run.scheduled_for,
-        attempt=run.attempt,
-        started_at=run.started_at,
-        finished_at=end,
-        outcome=RunOutcome.SUCCESS,
-        error=None,
-        output=None,
-        node=run.node,
-        job_type=run.job_type,
-    )
+    finished = run.closed(end, RunOutcome.SUCCESS)
     last = LastResult(
         success=True,
         output=None,

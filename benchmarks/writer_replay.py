@@ -97,17 +97,7 @@ def replay(jobs: int, batch: int, directory: Path) -> dict[str, float]:
         clock += timedelta(milliseconds=2)
         job_rows, run_rows = [], []
         for job, run in previous:  # the batch before: finished
-            finished = Run(
-                id=run.id,
-                job_id=run.job_id,
-                scheduled_for=run.scheduled_for,
-                attempt=run.attempt,
-                started_at=run.started_at,
-                finished_at=clock,
-                outcome=RunOutcome.SUCCESS,
-                node=run.node,
-                job_type=run.job_type,
-            )
+            finished = run.closed(clock, RunOutcome.SUCCESS)
             last = LastResult(True, None, None, run.started_at, clock, 0.05)
             done = job.transition(JobStatus.COMPLETED, clock, run_at=None, last_result=last)
             job_rows.append(store.encode_job(done))

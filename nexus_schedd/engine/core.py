@@ -679,22 +679,8 @@ class EngineCore:
     ) -> None:
         """Record the attempt's run and move the job on (retry, next occurrence, final)."""
         now = self.clock.now()
-        started = attempt.run
-        run = Run(
-            id=started.id,
-            job_id=started.job_id,
-            scheduled_for=started.scheduled_for,
-            attempt=started.attempt,
-            started_at=started.started_at,
-            finished_at=now,
-            outcome=outcome,
-            error=error,
-            output=None
-            if result is None or result.output is None
-            else truncate_output(result.output),
-            node=started.node,
-            job_type=started.job_type,
-        )
+        output = None if result is None or result.output is None else truncate_output(result.output)
+        run = attempt.run.closed(now, outcome, error, output)
         self._release(attempt, now)
         job_id = attempt.job.id
         state = self.running.get(job_id)

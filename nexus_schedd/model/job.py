@@ -769,6 +769,29 @@ class Run:
     job over and recorded the attempt ``crashed`` under the run's own id; this
     row (id ``<that id>-late``) keeps what really happened."""
 
+    def closed(
+        self,
+        finished_at: datetime,
+        outcome: RunOutcome,
+        error: str | None = None,
+        output: Any = None,
+    ) -> Run:
+        """This run, ended at ``finished_at`` with ``outcome``."""
+        return Run(
+            self.id,
+            self.job_id,
+            self.scheduled_for,
+            self.attempt,
+            self.started_at,
+            finished_at,
+            outcome,
+            error,
+            output,
+            self.node,
+            self.job_type,
+            self.lease_lost,
+        )
+
     @property
     def duration_ms(self) -> float | None:
         """Milliseconds from start to finish, once finished."""

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nexus_schedd.model import Job, JobStatus, MisfirePolicy, OverlapPolicy
+from nexus_schedd.model import Job, JobStatus, MisfirePolicy, OverlapPolicy, Run, RunOutcome
 from nexus_schedd.model.job import LastResult
 from nexus_schedd.model.recurrence import Recurrence, RecurrenceKind
 
@@ -68,3 +68,26 @@ def test_transition_rejects_unknown_and_reserved_fields() -> None:
         job.transition(JobStatus.RUNNING, T0, colour="red")
     with pytest.raises(TypeError, match="updated_at"):
         job.transition(JobStatus.RUNNING, T0, updated_at=T0)
+
+
+def test_a_run_closed_carries_every_other_field_like_replace() -> None:
+    # Run.closed is hand-written too (the engine closes every run with it).
+    started = Run(
+        id="01J00000000000000000000R01",
+        job_id="01J00000000000000000000J01",
+        scheduled_for=T0,
+        attempt=3,
+        started_at=T0 + timedelta(seconds=1),
+        node="node-a",
+        job_type="type1",
+        lease_lost=True,
+    )
+    end = T0 + timedelta(seconds=2)
+    closed = started.closed(end, RunOutcome.FAILURE, "boom", {"n": 1})
+    assert closed == replace(
+        started, finished_at=end, outcome=RunOutcome.FAILURE, error="boom", output={"n": 1}
+    )
+    assert {f.name for f in fields(Run)} == {
+        *("id", "job_id", "scheduled_for", "attempt", "started_at", "node", "job_type"),
+        *("lease_lost", "finished_at", "outcome", "error", "output"),
+    }
