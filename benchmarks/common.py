@@ -7,6 +7,7 @@ JSON object; ``python -m benchmarks.run_all`` runs all five.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -115,6 +116,21 @@ def emit(reports: Sequence[Report]) -> None:
     """Print the table, then the JSON (the benchmarks' output)."""
     print(format_table(reports))
     print(json.dumps([r.to_json() for r in reports], indent=2))
+
+
+def count_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (a clear error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -32,6 +32,7 @@ import anyio
 from benchmarks.common import (
     Report,
     Row,
+    count_at_least,
     daemon_config,
     memory_mb,
     process_tree,
@@ -123,8 +124,10 @@ def run(jobs: int) -> Report:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=LIMIT_JOBS)
-    parser.add_argument("--cron-every", type=int, default=10, help="one cron job in N (0: none)")
+    parser.add_argument("--jobs", type=count_at_least(1), default=LIMIT_JOBS)
+    parser.add_argument(
+        "--cron-every", type=count_at_least(0), default=10, help="one cron job in N (0: none)"
+    )
     args = parser.parse_args()
     print(json.dumps(measure(args.jobs, args.cron_every), indent=2))
 

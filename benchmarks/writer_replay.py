@@ -35,6 +35,7 @@ from pathlib import Path
 
 import anyio
 
+from benchmarks.common import count_at_least
 from nexus_schedd.engine.ids import RunIds
 from nexus_schedd.model import (
     Job,
@@ -142,8 +143,8 @@ def replay(jobs: int, batch: int, directory: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--jobs", type=count_at_least(1), default=20_000)
+    parser.add_argument("--batch", type=count_at_least(1), default=32)
     parser.add_argument("--dir", type=Path, default=None, help="where the file goes (a tmp dir)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
