@@ -26,6 +26,7 @@ import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from nexus_schedd.control import unix_stream
 from nexus_schedd.control.paths import resolve_socket_path
 from nexus_schedd.control.varlink import decode_message, encode_message
 from nexus_schedd.errors import (
@@ -382,7 +383,7 @@ class Client:
     async def _connect(self) -> anyio.abc.SocketStream:
         try:
             with self._deadline():
-                stream = await anyio.connect_unix(self.socket_path)
+                stream = await unix_stream.connect(self.socket_path)
         except TimeoutError:
             raise self._timed_out() from None
         except OSError as exc:

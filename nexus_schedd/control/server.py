@@ -27,6 +27,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from nexus_schedd import __version__
 from nexus_schedd.clock import Clock, SystemClock
 from nexus_schedd.control import access as access_control
+from nexus_schedd.control import unix_stream
 from nexus_schedd.control.methods import MethodContext, NotImplementedByDaemon, SchedulerMethods
 from nexus_schedd.control.settings import ControlSettings
 from nexus_schedd.control.varlink import (
@@ -151,27 +152,31 @@ class ControlServer:
 
         Takes ownership of ``sock`` (it is closed on return).
         """
-        listener = await anyio.abc.SocketListener.from_socket(sock)
-        async with listener, anyio.create_task_group() as tg:
-            task_status.started()
-            while True:
-                try:
-                    stream = await listener.accept()
-                except anyio.BrokenResourceError as exc:
-                    # Out of file descriptors and the like: back off instead of spinning.
-                    self._log.warning("control_accept_failed", error=str(exc.__cause__ or exc))
-                    await anyio.sleep(0.1)
-                    continue
-                if self.connections >= self.settings.max_connections:
-                    self._log.warning(
-                        "control_connection_refused",
-                        reason="limit reached",
-                        max_connections=self.settings.max_connections,
-                    )
-                    await stream.aclose()
-                    continue
-                self.connections += 1
-                tg.start_soon(self._serve_connection, stream)
+        sock.setblocking(False)
+        with sock:
+            async with anyio.create_task_group() as tg:
+                task_status.started()
+                await self._accept_connections(sock, tg)
+
+    async def _accept_connections(self, sock: socket.socket, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            try:
+                stream = await unix_stream.accept(sock)
+            except OSError as exc:
+                # Out of file descriptors and the like: back off instead of spinning.
+                self._log.warning("control_accept_failed", error=str(exc))
+                await anyio.sleep(0.1)
+                continue
+            if self.connections >= self.settings.max_connections:
+                self._log.warning(
+                    "control_connection_refused",
+                    reason="limit reached",
+                    max_connections=self.settings.max_connections,
+                )
+                await stream.aclose()
+                continue
+            self.connections += 1
+            tg.start_soon(self._serve_connection, stream)
 
     async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
         try:

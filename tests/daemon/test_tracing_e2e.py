@@ -169,8 +169,7 @@ async def test_runs_are_exported_as_spans_of_the_trace_they_were_added_in(
     assert added.status_code == 201, added.text
     from_api = added.json()["id"]
 
-    # Waited for in a thread: a blocking wait on the event loop would stall the
-    # callbacks the clients above left scheduled (seen as InvalidStateError).
+    # Waited for in a thread, off the event loop.
     spans = await anyio.to_thread.run_sync(
         lambda: receiver.wait_for(
             lambda spans: all(run_spans(spans, job) for job in (traced.id, plain.id, from_api)),
