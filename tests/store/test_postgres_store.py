@@ -15,6 +15,7 @@ from nexus_schedd.store import open_store
 from nexus_schedd.store.postgres import PostgresStore, postgres_options_from_url
 from nexus_schedd.store.postgres import store as postgres_store
 from nexus_schedd.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from nexus_schedd.store.rows import JOB_COLUMNS, RUN_COLUMNS, job_row, run_row
 from tests.store.factories import (
     POSTGRES_DSN,
     check_postgres_reachable,
@@ -78,10 +79,10 @@ async def test_reopening_keeps_the_data_and_migrates_nothing(schema: str) -> Non
     assert applied[0][0] == SCHEMA_VERSION
 
 
-async def test_a_version_5_schema_with_data_migrates_forward(
-    schema: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A schema as the release before version 6 left it, written through the store.
+async def test_a_version_5_schema_with_data_migrates_forward(schema: str) -> None:
+    # A schema as the release before version 6 left it, with rows as it wrote them.
+    done = make_job(2, status=JobStatus.COMPLETED, name="done")
+    run = make_run(1, "J0002", outcome=RunOutcome.SUCCESS)
     connection = await asyncpg.connect(POSTGRES_DSN)
     try:
         await connection.execute(f"CREATE SCHEMA {schema}; SET search_path TO {schema}")
@@ -99,20 +100,16 @@ async def test_a_version_5_schema_with_data_migrates_forward(
                 migration.version,
                 migration.description,
             )
+        for table, columns, rows in (
+            ("jobs", JOB_COLUMNS, [job_row(make_job(1)), job_row(done)]),
+            ("runs", RUN_COLUMNS, [run_row(run)]),
+        ):
+            values = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+            await connection.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})", rows
+            )
     finally:
         await connection.close()
-    done = make_job(2, status=JobStatus.COMPLETED, name="done")
-    run = make_run(1, "J0002", outcome=RunOutcome.SUCCESS)
-    # The data written by a store that knows no version beyond 5.
-    with monkeypatch.context() as patch:
-        patch.setattr(postgres_store, "pending_migrations", lambda version, where: ())
-        old = PostgresStore(POSTGRES_DSN, schema=schema)
-        await old.open()
-        try:
-            await old.insert_jobs([make_job(1), done])
-            await old.write(runs=[run])
-        finally:
-            await old.close()
 
     store = PostgresStore(POSTGRES_DSN, schema=schema)
     await store.open()
@@ -126,7 +123,7 @@ async def test_a_version_5_schema_with_data_migrates_forward(
     finally:
         await store.close()
     applied = await sql(f"SELECT max(version) FROM {schema}.schema_migrations")
-    assert applied[0][0] == SCHEMA_VERSION == 6
+    assert applied[0][0] == SCHEMA_VERSION == 7
     collations = await sql(
         "SELECT table_name, column_name, collation_name FROM information_schema.columns"
         f" WHERE table_schema = '{schema}' AND column_name IN ('id', 'job_id', 'status')"
@@ -229,3 +226,38 @@ async def test_durability_normal_turns_synchronous_commit_off_for_the_store_only
     finally:
         await relaxed.close()
         await strict.close()
+
+
+async def test_the_row_types_batches_are_sent_as_match_the_rows_the_code_writes(
+    schema: str,
+) -> None:
+    store = PostgresStore(POSTGRES_DSN, schema=schema)
+    await store.open()
+    await store.close()
+    for row_type, columns in (
+        ("job_row", postgres_store._JOB_COLUMNS),
+        ("run_row", postgres_store._RUN_COLUMNS),
+    ):
+        attributes = await sql(
+            "SELECT a.attname, format_type(a.atttypid, NULL), c.collname"
+            " FROM pg_attribute AS a JOIN pg_type AS t ON t.typrelid = a.attrelid"
+            " JOIN pg_namespace AS n ON n.oid = t.typnamespace"
+            " LEFT JOIN pg_collation AS c ON c.oid = a.attcollation"
+            f" WHERE n.nspname = '{schema}' AND t.typname = '{row_type}' AND a.attnum > 0"
+            " ORDER BY a.attnum"
+        )
+        expected = await sql(
+            "SELECT " + ", ".join(f"format_type('{kind}'::regtype, NULL)" for _, kind in columns)
+        )
+        assert [(name, kind) for name, kind, _ in attributes] == list(
+            zip((name for name, _ in columns), expected[0], strict=True)
+        )
+        # Keys compare as the tables' columns do (byte order), so joins need no COLLATE.
+        table = "jobs" if row_type == "job_row" else "runs"
+        table_collations = await sql(
+            "SELECT column_name, collation_name FROM information_schema.columns"
+            f" WHERE table_schema = '{schema}' AND table_name = '{table}'"
+            " AND collation_name IS NOT NULL"
+        )
+        for column, collation in table_collations:
+            assert (column, collation) in [(name, c) for name, _, c in attributes]

@@ -21,7 +21,8 @@ primitives the engine needs to share the schedule between nodes:
 Concurrent calls run on separate pooled connections, each in its own
 transaction; PostgreSQL merges the WAL flushes of concurrent commits by itself,
 so there is no group-commit queue here. Batches go to the server as one
-``unnest`` statement per table instead of one statement per row.
+``unnest`` statement per table instead of one statement per row, their rows as
+one array of the table's row type (``job_row``, ``run_row``; schema version 7).
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ _STATUS = {s.value: s for s in JobStatus}
 
 def _typed_columns(names: tuple[str, ...], types: str) -> tuple[tuple[str, str], ...]:
     """(column, PostgreSQL type) pairs in the shared row order ``names`` (rows.py);
-    ``types`` is ``"name type, ..."`` and must type exactly those columns."""
+    ``types`` is ``"name type, ..."`` and must type exactly those columns. They are
+    the attributes of the row types batches are sent as (``job_row``, ``run_row``,
+    made by schema migration 7; tests/store checks that they match)."""
     by_name = dict(part.split() for part in types.split(","))
     if set(by_name) != set(names):
         mismatch = sorted(set(by_name) ^ set(names))
@@ -107,23 +110,15 @@ def _names(columns: tuple[tuple[str, str], ...], prefix: str = "") -> str:
     return ", ".join(f"{prefix}{name}" for name, _ in columns)
 
 
-def _unnest_insert(table: str, columns: tuple[tuple[str, str], ...]) -> str:
-    arrays = ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(columns, start=1))
-    return f"INSERT INTO {table} ({_names(columns)}) SELECT * FROM unnest({arrays})"
-
-
 def _set_all(columns: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(f"{name} = excluded.{name}" for name, _ in columns[1:])
 
 
 _JOB_SELECT = f"SELECT {_names(_JOB_COLUMNS)} FROM jobs"
 _RUN_SELECT = f"SELECT {_names(_RUN_COLUMNS)}, lease_lost FROM runs"
-_JOB_INSERT = _unnest_insert("jobs", _JOB_COLUMNS)
+_JOB_INSERT = f"INSERT INTO jobs ({_names(_JOB_COLUMNS)}) SELECT * FROM unnest($1::job_row[])"
 # An insert and its notification, one statement (so one implicit transaction).
-_JOB_INSERT_NOTIFY = (
-    f"WITH added AS ({_JOB_INSERT}) SELECT pg_notify(${len(_JOB_COLUMNS) + 1},"
-    f" ${len(_JOB_COLUMNS) + 2})"
-)
+_JOB_INSERT_NOTIFY = f"WITH added AS ({_JOB_INSERT}) SELECT pg_notify($2, $3)"
 _RUN_CLOSE_OF = "SELECT id, outcome FROM runs WHERE id = ANY($1::text[])"
 LATE_SUFFIX = "-late"
 """Id suffix of the row that keeps a result finished after its lease was lost."""
@@ -139,10 +134,9 @@ class _Parameters:
         self.count += 1
         return f"${self.count}{cast}"
 
-    def arrays(self, columns: tuple[tuple[str, str], ...], alias: str) -> str:
-        """``unnest`` of one array parameter per column, as ``alias (columns)``."""
-        arrays = ", ".join(self.next(f"::{kind}[]") for _, kind in columns)
-        return f"unnest({arrays}) AS {alias} ({_names(columns)})"
+    def rows(self, row_type: str, alias: str) -> str:
+        """``unnest`` of one parameter, an array of ``row_type``, as ``alias``."""
+        return f"unnest({self.next(f'::{row_type}[]')}) AS {alias}"
 
 
 @functools.cache
@@ -152,7 +146,7 @@ def _write_sql(*, jobs: bool, runs: bool, fenced: bool, held: bool) -> str:
     One statement is one implicit transaction and one round trip; the round-6
     profile counted six per write before (BEGIN, a read of the rows' previous
     state, one upsert per table, COMMIT, the pool's reset). Parameters, in
-    order: the job columns' arrays, the run columns' arrays; when fenced, the
+    order: the job rows, the run rows (arrays of job_row, run_row); when fenced, the
     ids to lock (jobs written and held, sorted), the held ids, the fencing
     node; with jobs, the notification channel and this node's name.
 
@@ -168,10 +162,10 @@ def _write_sql(*, jobs: bool, runs: bool, fenced: bool, held: bool) -> str:
     parameters = _Parameters()
     ctes: list[str] = []
     selects: list[str] = []
-    job_source = parameters.arrays(_JOB_COLUMNS, "j") if jobs else ""
-    run_source = parameters.arrays(_RUN_COLUMNS, "r") if runs else ""
-    first_job_array = "$1::text[]"
-    first_run_array = f"${len(_JOB_COLUMNS) + 1 if jobs else 1}::text[]"
+    job_source = parameters.rows("job_row", "j") if jobs else ""
+    run_source = parameters.rows("run_row", "r") if runs else ""
+    job_rows = "$1::job_row[]"
+    run_rows = f"${2 if jobs else 1}::run_row[]"
     if fenced and (jobs or held):
         lock_ids = parameters.next("::text[]")
         held_ids = parameters.next("::text[]") if held else ""
@@ -198,7 +192,8 @@ def _write_sql(*, jobs: bool, runs: bool, fenced: bool, held: bool) -> str:
         step = "written" if jobs else ""
         if jobs:
             ctes.append(
-                f"before AS (SELECT id, status, run_at FROM jobs WHERE id = ANY({first_job_array}))"
+                "before AS (SELECT id, status, run_at FROM jobs"
+                f" WHERE id IN (SELECT b.id FROM unnest({job_rows}) AS b))"
             )
     if jobs:
         # A job that stays running keeps its lease; one that leaves running drops it.
@@ -264,7 +259,7 @@ def _write_sql(*, jobs: bool, runs: bool, fenced: bool, held: bool) -> str:
                 " AND r.id NOT IN (SELECT id FROM ran) ON CONFLICT (id) DO NOTHING)"
             )
             selects.append(
-                f"SELECT 'skipped'::text, s.id FROM unnest({first_run_array}) AS s (id)"
+                f"SELECT 'skipped'::text, s.id FROM unnest({run_rows}) AS s"
                 " WHERE s.id NOT IN (SELECT id FROM ran)"
             )
         elif ctes:
@@ -661,13 +656,13 @@ class PostgresStore(Store):
     async def insert_jobs(self, jobs: Sequence[Job]) -> None:
         if not jobs:
             return
-        rows = _columns([job_row(j) for j in jobs], len(_JOB_COLUMNS))
+        rows = [job_row(j) for j in jobs]
         earliest = _became_due_earlier(jobs, {})
         if earliest is None:
-            await self._guarded("insert", _JOB_INSERT, rows, list(jobs))
+            await self._guarded("insert", _JOB_INSERT, [rows], list(jobs))
         else:
             notify = [self.channel, self._wakeup_payload(earliest)]
-            await self._guarded("insert", _JOB_INSERT_NOTIFY, [*rows, *notify], list(jobs))
+            await self._guarded("insert", _JOB_INSERT_NOTIFY, [rows, *notify], list(jobs))
         self._added_since_analyze += len(jobs)
         if self._added_since_analyze >= max(ANALYZE_AFTER_ADDS, self._analyzed_rows / 5):
             await self._analyze_jobs()
@@ -738,9 +733,9 @@ class PostgresStore(Store):
         held_ids = sorted(set(held).difference(job_ids)) if fence is not None else []
         parameters: list[Any] = []
         if unique_jobs:
-            parameters += _columns([job_row(j) for j in unique_jobs], len(_JOB_COLUMNS))
+            parameters.append([job_row(j) for j in unique_jobs])
         if unique_runs:
-            parameters += _columns([run_row(r) for r in unique_runs], len(_RUN_COLUMNS))
+            parameters.append([run_row(r) for r in unique_runs])
         if fence is not None:
             if unique_jobs or held_ids:
                 parameters.append(sorted([*job_ids, *held_ids]) if held_ids else job_ids)
