@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -180,7 +180,7 @@ class ClaimedWork:
         assert job.run_at is not None
         self._hold(job.id)
         self._claimed[job.id] = job
-        self._core.enqueue(replace(job, status=JobStatus.PENDING), -job.priority, job.run_at)
+        self._core.enqueue(job.with_status(JobStatus.PENDING), -job.priority, job.run_at)
 
     def _hold(self, job_id: str) -> None:
         """This node now holds a lease on ``job_id``: keep it renewed."""
@@ -254,7 +254,7 @@ class ClaimedWork:
             )
         self._hold(job.id)
         self._claimed[job.id] = claimed
-        return replace(claimed, status=JobStatus.PENDING)
+        return claimed.with_status(JobStatus.PENDING)
 
     def start_failed(
         self, attempt: Attempt, now: datetime, error: BaseException, *, unchanged: bool

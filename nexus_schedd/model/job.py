@@ -525,12 +525,29 @@ class Job:
     def transition(self, status: JobStatus, now: datetime, **changes: Any) -> Job:
         """A copy in ``status`` (checked against the transition table) with ``changes``."""
         self.status.ensure_transition(status)
-        # Hand-written instead of dataclasses.replace: this runs twice per run on
-        # the dispatch path, and replace() costs ~15 us against ~2 us here.
-        # tests/model pins that every field is carried over.
         if changes and changes.keys() - _JOB_FIELD_NAMES:
             unknown = ", ".join(sorted(changes.keys() - _JOB_FIELD_NAMES))
             raise TypeError(f"Job has no field(s) {unknown}")
+        # Only a paused job has a paused_until: any move out of paused drops it.
+        paused_until = changes.get("paused_until") if status is JobStatus.PAUSED else None
+        return self._copy(status, now, paused_until, changes)
+
+    def with_status(self, status: JobStatus) -> Job:
+        """A copy in ``status`` and otherwise the same, ``updated_at`` too: not a
+        transition (nothing is checked). A node takes a claimed job, which the
+        store marked ``running`` for its lease, as pending to dispatch it."""
+        return self._copy(status, self.updated_at, self.paused_until, {})
+
+    def _copy(
+        self,
+        status: JobStatus,
+        updated_at: datetime,
+        paused_until: datetime | None,
+        changes: dict[str, Any],
+    ) -> Job:
+        # Hand-written instead of dataclasses.replace: this runs twice per run on
+        # the dispatch path, and replace() costs ~15 us against ~2 us here.
+        # tests/model pins that every field is carried over.
         get = changes.get
         return Job(
             get("id", self.id),
@@ -540,7 +557,7 @@ class Job:
             get("scheduled_for", self.scheduled_for),
             get("anchor_at", self.anchor_at),
             get("created_at", self.created_at),
-            now,
+            updated_at,
             get("name", self.name),
             get("target_id", self.target_id),
             get("payload", self.payload),
@@ -556,8 +573,7 @@ class Job:
             get("jitter_s", self.jitter_s),
             get("last_result", self.last_result),
             get("static", self.static),
-            # Only a paused job has one: any move out of paused drops it.
-            get("paused_until") if status is JobStatus.PAUSED else None,
+            paused_until,
             get("extras", self.extras),
         )
 

@@ -1,4 +1,5 @@
-"""Job.transition is hand-written for speed: it must behave like dataclasses.replace."""
+"""Job.transition and Job.with_status are hand-written for speed: they must behave
+like dataclasses.replace."""
 
 from __future__ import annotations
 
@@ -60,6 +61,12 @@ def test_transition_applies_each_change_to_its_own_field(name: str) -> None:
     now = T0 + timedelta(hours=1)
     changed = job.transition(JobStatus.RUNNING, now, **{name: value})
     assert changed == replace(job, status=JobStatus.RUNNING, updated_at=now, **{name: value})
+
+
+@pytest.mark.parametrize("status", list(JobStatus))
+def test_with_status_changes_the_status_and_nothing_else(status: JobStatus) -> None:
+    paused = replace(_distinct_job(1), status=JobStatus.PAUSED, paused_until=T0 + timedelta(days=9))
+    assert paused.with_status(status) == replace(paused, status=status)
 
 
 def test_transition_rejects_unknown_and_reserved_fields() -> None:
