@@ -201,14 +201,22 @@ class Interface:
                 return lambda value: isinstance(value, dict)
             entry = self._fit(kind.inner)
             return lambda value: isinstance(value, dict) and all(map(entry, value.values()))
-        known = frozenset(name for name, _ in kind.fields)
-        fields = [(name, self._fit(field_type)) for name, field_type in kind.fields]
+        fields = {name: self._fit(field_type) for name, field_type in kind.fields}
+        known = fields.keys()
+        # A field left out is null, which fits exactly the optional (?T) ones: so
+        # the required must be there, and only the fields given need a check
+        # (a job spec names a few of its twenty).
+        required = frozenset(
+            name for name, field_type in kind.fields if not isinstance(field_type, Maybe)
+        )
 
         def struct(value: Any) -> bool:
-            if not isinstance(value, dict) or not value.keys() <= known:
+            if not isinstance(value, dict):
                 return False
-            get = value.get
-            return all(fits(get(name)) for name, fits in fields)
+            keys = value.keys()
+            if not (keys <= known and required <= keys):
+                return False
+            return all(fields[name](item) for name, item in value.items())
 
         return struct
 

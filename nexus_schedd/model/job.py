@@ -239,7 +239,8 @@ class JobSpec:
         if not isinstance(self.payload, dict):
             raise InvalidSpec("payload", "must be a JSON object")
         try:
-            size = len(encode_json(self.payload).encode())
+            # Most jobs carry no payload: "{}" needs no encoder.
+            size = len(encode_json(self.payload).encode()) if self.payload else 2
         except (TypeError, ValueError) as exc:
             raise InvalidSpec("payload", f"not JSON-serialisable: {exc}") from None
         if size > MAX_PAYLOAD_BYTES:
