@@ -112,3 +112,54 @@ def test_a_job_built_by_keyword_equals_one_built_positionally() -> None:
     job = Job("id", "noop", JobStatus.PENDING, NOW, NOW, NOW, NOW, NOW, payload={"k": 1})
     by_keyword = Job(**{f.name: getattr(job, f.name) for f in dataclasses.fields(Job)})
     assert job == by_keyword and job.max_retries == 3 and job.last_result is None
+
+
+def test_an_instance_is_of_its_class_once_built_and_a_subclass_keeps_its_own() -> None:
+    # The fields are set while the instance is of a twin class with the same
+    # slots: nothing may see the twin afterwards.
+    value = Fast(1, "x")
+    assert type(value) is Fast and isinstance(value, Fast)
+    assert dataclasses.fields(value)[0].name == "a" and value.__slots__ == Fast.__slots__
+
+    @dataclass(frozen=True, slots=True)
+    class Sub(Fast):
+        d: int = 4
+
+    sub = Sub(2, "y", {}, 5)  # another layout: filled through the slot descriptors
+    assert type(sub) is Sub and (sub.a, sub.b, sub.c, sub.d) == (2, "y", {}, 5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sub.a = 3  # type: ignore[misc]
+
+
+def test_a_factory_that_raises_leaves_no_half_built_value() -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("no default")
+
+    @fast_init
+    @dataclass(frozen=True, slots=True)
+    class WithFactory:
+        a: int
+        c: dict[str, Any] = field(default_factory=broken)
+
+    with pytest.raises(RuntimeError, match="no default"):
+        WithFactory(1)
+    built = WithFactory(1, {"k": 1})
+    assert type(built) is WithFactory and built.c == {"k": 1}
+
+
+def test_a_class_with_a_base_or_a_weakref_slot_is_refused() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Derived(Base):
+        b: int
+
+    @dataclass(frozen=True, slots=True, weakref_slot=True)
+    class Weak:
+        a: int
+
+    for cls in (Derived, Weak):
+        with pytest.raises(TypeError, match="only a class with slots and no base"):
+            fast_init(cls)
