@@ -56,7 +56,9 @@ class Checkpointer:
     fsync each. Rows someone waits for (``commit``, a start's ``on_durable``)
     end that wait at once. Zero writes everything at once.
     ``on_write`` is called as each write takes what was staged, so the engine can
-    stage the next batch while this one is written.
+    stage the next batch while this one is written. Versions a newer one will
+    most likely replace soon (a start's running job) can be staged lazily: they
+    wait one write, so a fast run's job row is written once, as it ended.
 
     How rows reach the store, in order of preference: a custom ``writer`` gets
     the objects; a store with :class:`~nexus_schedd.store.base.StagedWrites`
@@ -93,7 +95,11 @@ class Checkpointer:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._log = log
         self._jobs: dict[str, Job] = {}
+        self._lazy: dict[str, Job] = {}
+        """Versions staged lazily, not yet passed over by a write (:meth:`stage_lazily`)."""
         self._job_rows: dict[str, Any] = {}
+        """Each staged job's row, encoded as staged; None for one staged lazily
+        (encoded from ``_jobs`` when a write takes it)."""
         self._run_rows: dict[str, Any] = {}
         self._batch = _Batch()
         self._wake = anyio.Event()
@@ -122,9 +128,12 @@ class Checkpointer:
         encode_job, encode_run = self._encode_job, self._encode_run
         if self._commit_interval and self._first_staged_at is None:
             self._first_staged_at = self._clock.now()
+        lazy = self._lazy
         for job in jobs:
             self._jobs[job.id] = job
             self._job_rows[job.id] = encode_job(job)
+            if lazy:
+                lazy.pop(job.id, None)  # replaced by a newer version
         for run in runs:
             self._run_rows[run.id] = encode_run(run)
         if on_durable is not None:
@@ -132,11 +141,26 @@ class Checkpointer:
             self._awaited.set()
         self._wake.set()
 
+    def stage_lazily(self, jobs: Iterable[Job]) -> None:
+        """Queue job versions that a newer one will most likely replace soon (a
+        start's running version, which the run's finish replaces).
+
+        They skip the next write taken (which may be taken in this very turn of
+        the loop, before any handler ran) and go with the one after, if still
+        the newest version then: a run that ends in between has its job row
+        written once, as it ended. Nothing is woken for them; ``commit`` and
+        ``flush`` write them at once.
+        """
+        lazy = self._lazy
+        for job in jobs:
+            lazy[job.id] = job
+
     async def commit(self, jobs: Iterable[Job] = (), runs: Iterable[Run] = ()) -> None:
         """Stage rows and return once they (and everything staged before) are on disk."""
         batch = self._batch
         batch.awaited = True
         self._awaited.set()
+        self._promote_lazy()
         self.stage(jobs, runs)
         await batch.done.wait()
         if batch.error is not None:
@@ -146,12 +170,12 @@ class Checkpointer:
 
     async def flush(self) -> None:
         """Return once everything staged so far is on disk."""
-        if self._jobs or self._run_rows or self._in_flight or self._batch.callbacks:
+        if self._jobs or self._run_rows or self._lazy or self._in_flight or self._batch.callbacks:
             await self.commit()
 
     def staged_job(self, job_id: str) -> Job | None:
         """The newest version of a job that is staged or being written, if any."""
-        job = self._jobs.get(job_id)
+        job = self._lazy.get(job_id) or self._jobs.get(job_id)
         if job is None:
             for batch in reversed(self._in_flight):
                 job = batch.jobs.get(job_id)
@@ -207,6 +231,8 @@ class Checkpointer:
                 self._batch,
             )
             self._jobs, self._job_rows, self._run_rows, self._batch = {}, {}, {}, _Batch()
+            # Passed over by this write: they go with the next one.
+            self._promote_lazy()
             self._first_staged_at = None
             if self._awaited.is_set():
                 self._awaited = anyio.Event()
@@ -217,7 +243,12 @@ class Checkpointer:
                 self._on_write()
             try:
                 if job_rows or run_rows:
-                    await self._write(list(job_rows.values()), list(run_rows.values()))
+                    encode = self._encode_job
+                    rows = [
+                        encode(jobs[job_id]) if row is None else row
+                        for job_id, row in job_rows.items()
+                    ]
+                    await self._write(rows, list(run_rows.values()))
             except Exception as exc:
                 batch.error = exc
                 self._log.error(
@@ -229,6 +260,15 @@ class Checkpointer:
                 self._paused_until = self._clock.now() + RETRY_AFTER_FAILURE
                 self._wake.set()
             await self._report(batch)
+
+    def _promote_lazy(self) -> None:
+        """Stage the lazily staged versions for the next write (encoded when a
+        write takes them, if no newer version replaced them by then)."""
+        if self._lazy:
+            for job_id, job in self._lazy.items():
+                self._jobs[job_id] = job
+                self._job_rows[job_id] = None
+            self._lazy = {}
 
     async def _waited_for_company(self) -> bool:
         """Within the commit interval, wait for rows someone waits for (or the
@@ -250,7 +290,8 @@ class Checkpointer:
         row is staged or in a later write."""
         later = [b.jobs for b in self._in_flight if b.number > batch.number]
         for job_id, job in batch.jobs.items():
-            if job_id not in self._jobs and not any(job_id in jobs for jobs in later):
+            newer = job_id in self._jobs or job_id in self._lazy
+            if not newer and not any(job_id in jobs for jobs in later):
                 self._jobs[job_id] = job
                 self._job_rows[job_id] = job_rows[job_id]
         for run_id, row in run_rows.items():

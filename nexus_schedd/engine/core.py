@@ -415,6 +415,12 @@ class EngineCore:
         limits = self.settings.type_limits
         rates = self.rates if self.rates else None
         starts: list[Attempt] = []
+        # The running versions to write with the start; the others (see
+        # _started) are left to a later write, which a fast run's finish makes
+        # unneeded: crash recovery reads the open run (LocalWindow._recover).
+        rows: list[Job] = []
+        deferred: list[Attempt] = []
+        eager = self.source.running_row_at_start
         ready = self.ready
         jobs, token, triggers = self.jobs, self.token, self.triggers
         slots, cap = self.settings.max_concurrency, self._start_cap
@@ -445,13 +451,19 @@ class EngineCore:
             if attempt is not None:
                 starts.append(attempt)
                 self._unwritten += 1
+                if eager or (not triggered and attempt.run.scheduled_for != job.scheduled_for):
+                    # A misfire moved the occurrence: the pending row would not
+                    # match the open run, so recovery could not tell it started.
+                    rows.append(attempt.job)
+                else:
+                    deferred.append(attempt)
             elif rates is not None:
                 rates.give_back(job.job_type)  # skipped (misfire): no start
         if starts:
             self.checkpoints.stage(
-                [a.job for a in starts],
+                rows,
                 [a.run for a in starts],
-                on_durable=lambda error: self._started(starts, error),
+                on_durable=lambda error: self._started(starts, error, deferred),
             )
 
     def _begin(self, job: Job, now: datetime, *, triggered: bool) -> Attempt | None:
@@ -618,9 +630,19 @@ class EngineCore:
         self.place(pending)
         self.checkpoints.stage([pending])
 
-    def _started(self, attempts: list[Attempt], error: BaseException | None) -> None:
-        """The start batch is on disk (or failed): hand the attempts to the workers."""
+    def _started(
+        self, attempts: list[Attempt], error: BaseException | None, deferred: list[Attempt]
+    ) -> None:
+        """The start batch is on disk (or failed): hand the attempts to the workers.
+
+        The running versions of ``deferred`` (not written with the start) go to
+        the next write, unless their finish (or any newer version) replaces them
+        first: for a run that ends before that write, the job row is written once
+        per attempt, not twice."""
         now = self.clock.now()
+        if error is None and deferred:
+            jobs = self.jobs
+            self.checkpoints.stage_lazily([a.job for a in deferred if jobs.get(a.job.id) is a.job])
         if self.ready and not self.stopping:
             if error is None:
                 # Stage the next batch (if it was not staged during the write)

@@ -16,7 +16,7 @@ from anyio.abc import TaskGroup
 from nexus_schedd.engine.attempts import Attempt
 from nexus_schedd.engine.recovery import CRASHED_HERE, crashed, recover_jobs
 from nexus_schedd.engine.source import Writer
-from nexus_schedd.model import Job, JobStatus
+from nexus_schedd.model import Job, JobStatus, Run
 
 if TYPE_CHECKING:
     from nexus_schedd.engine.core import EngineCore
@@ -26,6 +26,7 @@ class LocalWindow:
     """The single-node :class:`~nexus_schedd.engine.source.DueWorkSource`."""
 
     writer: Writer | None = None
+    running_row_at_start = False
     """Checkpoints take the store's own write path."""
 
     def __init__(self, core: EngineCore) -> None:
@@ -50,6 +51,7 @@ class LocalWindow:
         running = await self._store.jobs_in_status(JobStatus.RUNNING)
         if not open_runs and not running:
             return
+        running += await self._started_unwritten(open_runs, {job.id for job in running})
         closed = [crashed(run, now, CRASHED_HERE) for run in open_runs]
         recovered = recover_jobs(running, open_runs, now, core.settings.defaults, core.rng)
         # Follow-ups and notifications of the crashed runs, in the same commit.
@@ -58,6 +60,30 @@ class LocalWindow:
             "recovered_after_crash", crashed_runs=len(closed), jobs=len(recovered), added=len(added)
         )
         await core.checkpoints.commit([*recovered, *added], closed)
+
+    async def _started_unwritten(self, open_runs: list[Run], running: set[str]) -> list[Job]:
+        """Jobs whose start was written and whose running version was not (the
+        core leaves it to a later write, see ``EngineCore._started``): pending on
+        disk with an open run of their current attempt, that is of the occurrence
+        and retry the row holds. Returned as the running versions the process
+        held (updated when the run started), so they are recovered like any
+        other running job. An open run of another occurrence (one overtaken by
+        overlap allow/replace, or a triggered extra run) is only closed."""
+        store = self._store
+        started: list[Job] = []
+        for run in open_runs:
+            if run.job_id in running:
+                continue
+            job = await store.get_job(run.job_id)
+            if (
+                job is not None
+                and job.status is JobStatus.PENDING
+                and run.scheduled_for == job.scheduled_for
+                and run.attempt == job.retry_count + 1
+            ):
+                started.append(job.transition(JobStatus.RUNNING, run.started_at))
+                running.add(job.id)
+        return started
 
     async def fetch(self, now: datetime, free: int) -> bool:
         """Load the next window once the timers ran dry and the store holds more

@@ -61,6 +61,7 @@ class ClaimedWork:
         self._core = core
         self._claiming = store
         self.writer: Writer | None = self._write_fenced
+        self.running_row_at_start = True
         self._leased: set[str] = set()
         """Jobs this node holds a lease on (claimed, running, or being written)."""
         self._claimed: dict[str, Job] = {}

@@ -39,6 +39,12 @@ class DueWorkSource(Protocol):
     (staged rows, see :class:`~nexus_schedd.store.base.StagedWrites`), or a
     writer of objects (shared: fenced by this node's leases)."""
 
+    running_row_at_start: bool
+    """True if a start's running job version must be written with its open run
+    (shared: the write is fenced by the lease and keeps the claim's row); False
+    lets the core leave it to a later write, which a fast run's finish makes
+    unneeded (local: recovery reads the open runs)."""
+
     async def start(self, tg: TaskGroup) -> None:
         """Settle what a previous process left running (crash recovery, or taking
         over expired leases), load the first due work, and start the source's own

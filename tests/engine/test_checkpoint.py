@@ -36,6 +36,8 @@ class EncodingStore(MemoryStore):
         self.encoded: list[tuple[str, str]] = []
         self.written: list[tuple[list[Any], list[Any]]] = []
         self.fail_next = False
+        self.wrote = anyio.Event()
+        """Set by the first write."""
 
     def encode_job(self, job: Job) -> Any:
         self.encoded.append(("job", job.id))
@@ -47,6 +49,7 @@ class EncodingStore(MemoryStore):
 
     async def write_encoded(self, jobs: Sequence[Any], runs: Sequence[Any]) -> None:
         self.written.append((list(jobs), list(runs)))
+        self.wrote.set()
         if self.fail_next:
             self.fail_next = False
             raise StoreError("simulated write failure")
@@ -244,3 +247,52 @@ async def test_a_change_someone_waits_for_is_not_held_by_the_commit_interval() -
         tg.cancel_scope.cancel()
     assert await store.get_job(job.id) == job
     assert len(store.written) == 1
+
+
+async def test_a_lazily_staged_version_skips_one_write_and_a_newer_one_replaces_it() -> None:
+    """A start's running version (stage_lazily) is passed over by the next write
+    taken, goes with the one after if still the newest, and is never encoded
+    when the run's finish replaced it first."""
+    store = EncodingStore()
+    await store.open()
+    checkpointer = Checkpointer(store, structlog.get_logger())
+    replaced, kept = make_job(1), make_job(2)
+    running_replaced = replace(replaced, status=JobStatus.RUNNING)
+    running_kept = replace(kept, status=JobStatus.RUNNING)
+    finished = replace(replaced, status=JobStatus.COMPLETED)
+    other, later = make_run(1, replaced.id), make_run(2, kept.id)
+    async with anyio.create_task_group() as tg:
+        await tg.start(checkpointer.run)
+        checkpointer.stage_lazily([running_replaced, running_kept])
+        assert checkpointer.staged_job(kept.id) == running_kept
+        checkpointer.stage(runs=[other])  # the write that passes them over
+        with anyio.fail_after(5):
+            await store.wrote.wait()
+        checkpointer.stage([finished])  # the finish replaces one of them
+        with anyio.fail_after(5):
+            await checkpointer.commit(runs=[later])
+        tg.cancel_scope.cancel()
+    first, second = store.written
+    assert first == ([], [("run-row", other)])
+    assert sorted(second[0], key=lambda row: row[1].id) == [
+        ("job-row", finished),
+        ("job-row", running_kept),
+    ]
+    assert second[1] == [("run-row", later)]
+    assert store.encoded.count(("job", replaced.id)) == 1  # the finish only
+    assert await store.get_job(kept.id) == running_kept
+
+
+async def test_flush_writes_lazily_staged_versions_at_once() -> None:
+    store = EncodingStore()
+    await store.open()
+    checkpointer = Checkpointer(store, structlog.get_logger())
+    running = replace(make_job(1), status=JobStatus.RUNNING)
+    async with anyio.create_task_group() as tg:
+        await tg.start(checkpointer.run)
+        checkpointer.stage_lazily([running])
+        with anyio.fail_after(5):
+            await checkpointer.flush()
+        tg.cancel_scope.cancel()
+    assert store.written == [([("job-row", running)], [])]
+    assert await store.get_job(running.id) == running

@@ -23,7 +23,7 @@ from nexus_schedd.model import (
     Run,
     RunOutcome,
 )
-from nexus_schedd.model.queries import RunFilter
+from nexus_schedd.model.queries import JobFilter, RunFilter
 from tests.engine.harness import (
     EXACT,
     T0,
@@ -391,6 +391,97 @@ async def test_poison_job_ends_failed_permanent_after_max_retries_crashes(
     assert [run.attempt for run in runs] == [1, 2, 3]
 
 
+async def test_a_start_whose_running_row_was_never_written_counts_as_an_attempt(
+    store: TrackedStore,
+) -> None:
+    """The local engine writes a start as its open run and leaves the job's
+    running version to a later write: a crash in between leaves the job pending
+    on disk with an open run of its current attempt, and recovery counts it."""
+    clock = VirtualClock(T0)
+    job = Job.create(JobSpec(job_type="work", run_at=at(0)), at(0), EXACT)
+    open_run = Run(id="run-1", job_id=job.id, scheduled_for=at(0), attempt=1, started_at=at(0))
+    # Another job's open run of an occurrence it has moved past (overlap allow
+    # or a trigger): closed, and the job is left where it is.
+    daily = Job.create(
+        JobSpec(job_type="work", run_at=at(HOUR), recurrence=Recurrence(RecurrenceKind.DAILY)),
+        at(0),
+        EXACT,
+    )
+    stray = Run(id="run-2", job_id=daily.id, scheduled_for=at(0), attempt=1, started_at=at(0))
+    await store.insert_jobs([job, daily])
+    await store.write([], [open_run, stray])
+    clock.advance(30)
+    handler = ScriptedHandler(clock)
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        await quiesce(store)
+        retried = await engine.get_job(job.id)
+        assert retried.status is JobStatus.PENDING and retried.retry_count == 1
+        assert retried.run_at == at(30 + 60)
+        untouched = await engine.get_job(daily.id)
+        assert untouched.retry_count == 0 and untouched.run_at == at(HOUR)
+    assert [(r.outcome, r.attempt) for r in await store.runs_of(job.id)] == [
+        (RunOutcome.CRASHED, 1)
+    ]
+    assert [r.outcome for r in await store.runs_of(daily.id)] == [RunOutcome.CRASHED]
+
+
+async def test_a_misfire_that_moves_the_occurrence_writes_the_running_row_with_the_start(
+    store: TrackedStore,
+) -> None:
+    """run_once after missed occurrences starts the latest one: the pending row
+    on disk names an older occurrence, so the running row goes with the start
+    and a crash during that run still counts as an attempt."""
+    clock = VirtualClock(T0)
+    recurrence = Recurrence(RecurrenceKind.HOURLY, max_occurrences=5)
+    job = Job.create(JobSpec(job_type="work", run_at=at(HOUR), recurrence=recurrence), at(0), EXACT)
+    await store.insert_jobs([job])
+    clock.advance(3 * HOUR + 60)
+    blocked = ScriptedHandler(clock, behaviour=sleeper(clock, 10 * HOUR))
+    async with crashing_engine(store, clock, blocked):
+        await blocked.started.wait()
+    assert [c.scheduled_for for c in blocked.calls] == [at(3 * HOUR)]
+    handler = ScriptedHandler(clock)
+    async with engine_running(store, clock, handler, jump=False) as engine:
+        await quiesce(store)
+        recovered = await engine.get_job(job.id)
+    crashed = [r for r in await store.runs_of(job.id) if r.outcome is RunOutcome.CRASHED]
+    assert [(r.scheduled_for, r.attempt) for r in crashed] == [(at(3 * HOUR), 1)]
+    assert recovered.retry_count == 1 and recovered.scheduled_for == at(3 * HOUR)
+
+
+async def test_a_fast_run_writes_its_job_row_once_and_a_long_one_is_listed_running(
+    store: TrackedStore,
+) -> None:
+    """A run that ends before the next write never has its running version
+    written (its finish replaces it); one that is still running is written by
+    the next write, and a listing (which flushes) shows it running."""
+    written: list[Job] = []
+
+    async def logged_write(jobs: list[Job], runs: list[Run]) -> None:
+        written.extend(jobs)
+
+    store.before_write = logged_write  # type: ignore[method-assign]
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    settings = EngineSettings(max_concurrency=4, defaults=EXACT)
+    async with engine_running(store, clock, handler, settings=settings) as engine:
+        jobs = await engine.add_jobs([JobSpec(job_type="work", run_at=at(0)) for _ in range(12)])
+        for job in jobs:
+            await wait_until(engine, job.id, is_final, store)
+    ids = {job.id for job in jobs}
+    assert [j.status for j in written if j.id in ids] == [JobStatus.COMPLETED] * 12
+
+    clock = VirtualClock(T0 + timedelta(days=1))
+    slow = ScriptedHandler(clock, behaviour=sleeper(clock, HOUR))
+    async with engine_running(store, clock, slow, jump=False) as engine:
+        long = await engine.add_job(JobSpec(job_type="work", run_at=clock.now()))
+        await slow.started.wait()
+        page = await engine.list_jobs(JobFilter(statuses=frozenset({JobStatus.RUNNING})), 10)
+        assert [j.id for j in page.items] == [long.id]
+        on_disk = await store.get_job(long.id)
+        assert on_disk is not None and on_disk.status is JobStatus.RUNNING
+
+
 async def test_no_wakeups_while_only_far_future_jobs_exist(store: TrackedStore) -> None:
     clock = VirtualClock(T0)
     handler = ScriptedHandler(clock)
@@ -496,7 +587,8 @@ async def test_the_next_batch_is_checkpointed_while_the_current_one_runs(
     log: list[tuple[str, frozenset[str]]] = []
 
     async def logged_write(jobs: list[Job], runs: list[Run]) -> None:
-        log.append(("write", frozenset(j.id for j in jobs if j.status is JobStatus.RUNNING)))
+        # A start is the write of its open run (the running job row may come later).
+        log.append(("write", frozenset(r.job_id for r in runs if r.finished_at is None)))
 
     store.before_write = logged_write  # type: ignore[method-assign]
     clock = VirtualClock(T0)
@@ -533,7 +625,7 @@ async def test_the_next_batch_is_staged_while_the_current_start_is_written(
     writes: list[frozenset[str]] = []
 
     async def held_write(jobs: list[Job], runs: list[Run]) -> None:
-        starts = frozenset(j.id for j in jobs if j.status is JobStatus.RUNNING)
+        starts = frozenset(r.job_id for r in runs if r.finished_at is None)
         writes.append(starts)
         if starts and not held.is_set():
             held.set()

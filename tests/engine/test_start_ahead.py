@@ -34,7 +34,7 @@ class WriteLog(TrackedStore):
         self.started_at: list[datetime] = []
 
     async def before_write(self, jobs: list[Job], runs: list[Run]) -> None:
-        if any(job.status is JobStatus.RUNNING for job in jobs):
+        if any(run.finished_at is None for run in runs):  # a start: its open run
             self.started_at.append(self.clock.now())
 
 
