@@ -26,8 +26,9 @@ class LocalWindow:
     """The single-node :class:`~nexus_schedd.engine.source.DueWorkSource`."""
 
     writer: Writer | None = None
-    running_row_at_start = False
     """Checkpoints take the store's own write path."""
+    running_row_at_start = False
+    """Recovery reads the open runs: a start's running row may come later."""
 
     def __init__(self, core: EngineCore) -> None:
         self._core = core

@@ -3,8 +3,10 @@ behaves like the one dataclasses generates."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
+import pickle
 from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -163,3 +165,11 @@ def test_a_class_with_a_base_or_a_weakref_slot_is_refused() -> None:
     for cls in (Derived, Weak):
         with pytest.raises(TypeError, match="only a class with slots and no base"):
             fast_init(cls)
+
+
+def test_values_built_through_the_twin_copy_pickle_and_hash_like_any_other() -> None:
+    job = Job("id", "noop", JobStatus.PENDING, NOW, NOW, NOW, NOW, NOW, payload={"k": 1})
+    for clone in (pickle.loads(pickle.dumps(job)), copy.copy(job), copy.deepcopy(job)):
+        assert type(clone) is Job and clone == job
+    run = Run("r", "id", NOW, 1, NOW)
+    assert hash(run) == hash(pickle.loads(pickle.dumps(run))) and {run: 1}[copy.copy(run)] == 1
