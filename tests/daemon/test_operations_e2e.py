@@ -48,13 +48,15 @@ def test_a_pause_until_outlives_a_restart_and_resumes_on_time(
     config = base_config(tmp_path)
     first = daemon_factory(config)
     first.start()
-    start = datetime.now(UTC)
-    job = schedctl_json(
-        first, "add", "log", "--at", (start + timedelta(seconds=1)).isoformat(), "--name", "p"
-    )["job"]
-    until = start + timedelta(seconds=4)
+    # Due only once paused, whatever the machine's load: added far ahead, paused,
+    # then moved to a time already past (a paused job keeps its pause).
+    later = datetime.now(UTC) + timedelta(hours=1)
+    job = schedctl_json(first, "add", "log", "--at", later.isoformat(), "--name", "p")["job"]
+    until = datetime.now(UTC) + timedelta(seconds=4)
     paused = schedctl_json(first, "pause", "p", "--until", until.isoformat())["job"]
     assert paused["status"] == "paused" and paused["paused_until"] is not None
+    due = schedctl_json(first, "reschedule", "p", "--at", datetime.now(UTC).isoformat())["job"]
+    assert due["status"] == "paused"
     first.send(signal.SIGTERM)
     assert first.wait_exit() == 0
 
