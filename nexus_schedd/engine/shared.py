@@ -57,11 +57,14 @@ class ClaimedWork:
     """The shared-store :class:`~nexus_schedd.engine.source.DueWorkSource`: claims
     under leases, lease renewal, take-over of dead nodes' leases."""
 
+    running_row_at_start = True
+    """A start's running row is written with it: the claim wrote it under the
+    lease, and the fenced write checks it (see :meth:`_write_fenced`)."""
+
     def __init__(self, core: EngineCore, store: ClaimingStore) -> None:
         self._core = core
         self._claiming = store
         self.writer: Writer | None = self._write_fenced
-        self.running_row_at_start = True
         self._leased: set[str] = set()
         """Jobs this node holds a lease on (claimed, running, or being written)."""
         self._claimed: dict[str, Job] = {}
