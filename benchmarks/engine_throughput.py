@@ -69,7 +69,7 @@ class DiscardStore(MemoryStore):
     async def write(self, jobs: Sequence[Job] = (), runs: Sequence[Run] = ()) -> None:
         await anyio.lowlevel.checkpoint()
 
-    async def prune_runs(self, older_than: Any, keep_per_job: int) -> int:
+    async def prune_runs(self, older_than: Any, keep_per_job: int, jobs: Any = None) -> int:
         return 0
 
 

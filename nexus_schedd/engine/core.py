@@ -588,6 +588,7 @@ class EngineCore:
 
     def _skipped_run(self, job: Job, scheduled_for: datetime, now: datetime, why: str) -> Run:
         """The history record of an occurrence that was skipped."""
+        self.pruner.note_run(job.id)
         return Run(
             id=self.run_ids.next(now),
             job_id=job.id,
@@ -816,7 +817,7 @@ class EngineCore:
         if blocked is not None and not blocked:
             del self._blocked[job_type]
         pruner = self.pruner
-        pruner.note_finished(now)
+        pruner.note_finished(now, attempt.job.id)
         if self.ready or pruner.due or self.source.due_by(now + self.start_ahead):
             self.wake_scheduler()
         if self.active == 0:

@@ -11,7 +11,7 @@ whole.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -53,9 +53,16 @@ class Store(ABC):
         """Upsert whole job rows (by id) and run rows (by run id) in one transaction."""
 
     @abstractmethod
-    async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
+    async def prune_runs(
+        self, older_than: datetime, keep_per_job: int, jobs: Collection[str] | None = None
+    ) -> int:
         """Delete finished runs that finished before ``older_than`` or fall beyond the
-        newest ``keep_per_job`` of their job. Returns how many were deleted."""
+        newest ``keep_per_job`` of their job. Returns how many were deleted.
+
+        ``jobs`` limits the second part to those jobs' runs (the jobs whose runs
+        ended since the last prune: none of the others can have gained one), so
+        a prune costs what changed, not the size of the history; None looks at
+        every job."""
 
     # -- reads ------------------------------------------------------------------
 

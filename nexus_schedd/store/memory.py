@@ -7,7 +7,7 @@ backend. Nothing survives ``close()``; it is not meant for production.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 import anyio.lowlevel
@@ -84,16 +84,30 @@ class MemoryStore(Store):
                 raise JobExists(job.name, holder)
             holders[job.name] = job.id
 
-    async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
+    async def prune_runs(
+        self, older_than: datetime, keep_per_job: int, jobs: Collection[str] | None = None
+    ) -> int:
         await anyio.lowlevel.checkpoint()
         self._ensure_open()
         if keep_per_job < 0:
             raise InvalidSpec("history.keep_per_job", "must be >= 0")
+        if keep_per_job == 0:
+            jobs = None  # keeping none: every finished run goes, whichever its job
         by_job: defaultdict[str, list[Run]] = defaultdict(list)
         for run in self._runs.values():
             by_job[run.job_id].append(run)
         doomed: list[str] = []
-        for runs in by_job.values():
+        for job_id, runs in by_job.items():
+            if jobs is not None and job_id not in jobs:
+                # Only the age limit applies to the jobs not named.
+                doomed.extend(
+                    run.id
+                    for run in runs
+                    if run.outcome is not None
+                    and run.finished_at is not None
+                    and run.finished_at < older_than
+                )
+                continue
             runs.sort(key=lambda r: (r.started_at, r.id), reverse=True)
             doomed.extend(
                 run.id

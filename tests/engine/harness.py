@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -101,8 +101,10 @@ class TrackedStore(Store):
         changed, self.changed = self.changed, anyio.Event()
         changed.set()
 
-    async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
-        return await self._call(self.inner.prune_runs(older_than, keep_per_job))
+    async def prune_runs(
+        self, older_than: datetime, keep_per_job: int, jobs: Collection[str] | None = None
+    ) -> int:
+        return await self._call(self.inner.prune_runs(older_than, keep_per_job, jobs))
 
     async def get_job(self, job_id: str) -> Job | None:
         return await self._call(self.inner.get_job(job_id))

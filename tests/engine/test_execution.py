@@ -337,10 +337,10 @@ class SlowPrune(TrackedStore):
         self.pruning = anyio.Event()
         self.release = anyio.Event()
 
-    async def prune_runs(self, older_than: Any, keep_per_job: int) -> int:
+    async def prune_runs(self, older_than: Any, keep_per_job: int, jobs: Any = None) -> int:
         self.pruning.set()
         await self.release.wait()
-        return await super().prune_runs(older_than, keep_per_job)
+        return await super().prune_runs(older_than, keep_per_job, jobs)
 
 
 async def test_a_job_added_while_the_start_up_prune_runs_is_still_scheduled(

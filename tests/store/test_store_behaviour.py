@@ -457,6 +457,24 @@ async def test_prune_keeps_only_the_newest_runs_of_each_job(store: Store) -> Non
     assert await all_runs(store, RunFilter(job_id="J000B"), 10) == [b_runs[1], b_runs[0]]
 
 
+async def test_prune_of_named_jobs_applies_keep_per_job_to_those_jobs_only(store: Store) -> None:
+    """The engine names the jobs whose runs ended since its last prune: only their
+    runs are counted against keep_per_job; the age limit still applies to all."""
+    a_runs = [make_run(n, "J000A") for n in range(100, 105)]
+    b_runs = [make_run(n, "J000B") for n in range(110, 115)]
+    b_old = make_run(1, "J000B")
+    await store.write(runs=[*a_runs, *b_runs, b_old])
+
+    deleted = await store.prune_runs(T0 + timedelta(minutes=10), keep_per_job=2, jobs={"J000A"})
+
+    assert deleted == 3 + 1
+    assert await all_runs(store, RunFilter(job_id="J000A"), 10) == [a_runs[4], a_runs[3]]
+    assert await all_runs(store, RunFilter(job_id="J000B"), 10) == b_runs[::-1]
+
+    assert await store.prune_runs(T0, keep_per_job=2, jobs=()) == 0
+    assert len(await all_runs(store, RunFilter(), 20)) == 2 + 5
+
+
 async def test_prune_scales_to_many_runs(store: Store) -> None:
     runs = [make_run(n, f"J{n % 50:04d}") for n in range(5000)]
     for offset in range(0, len(runs), 1000):

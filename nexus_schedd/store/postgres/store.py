@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar, cast
@@ -366,6 +366,11 @@ SELECT job_id, started_at, id FROM (
 ) AS ranked
 WHERE rank = $1
 """
+# The same for the jobs named in $2: index scans of runs_job_newest instead of
+# the whole history.
+_PRUNE_BOUNDARIES_OF = _PRUNE_BOUNDARIES.replace(
+    "FROM runs GROUP BY", "FROM runs WHERE job_id = ANY($2::text[]) GROUP BY"
+)
 _PRUNE_BEYOND_NEWEST = """
 DELETE FROM runs USING unnest($1::text[], $2::int8[], $3::text[]) AS b(job_id, started_at, id)
 WHERE runs.job_id = b.job_id AND (runs.started_at, runs.id) < (b.started_at, b.id)
@@ -842,13 +847,20 @@ class PostgresStore(Store):
                 return JobExists(job.name, holders[0][0])
         return None
 
-    async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
+    async def prune_runs(
+        self, older_than: datetime, keep_per_job: int, jobs: Collection[str] | None = None
+    ) -> int:
         if keep_per_job < 0:
             raise InvalidSpec("history.keep_per_job", "must be >= 0")
         if keep_per_job == 0:
             return await self._delete_in_chunks(_PRUNE_ALL_FINISHED, _PRUNE_CHUNK)
         deleted = await self._delete_in_chunks(_PRUNE_OLDER, to_micros(older_than), _PRUNE_CHUNK)
-        boundaries = await self._fetch(_PRUNE_BOUNDARIES, keep_per_job)
+        if jobs is None:
+            boundaries = await self._fetch(_PRUNE_BOUNDARIES, keep_per_job)
+        elif jobs:
+            boundaries = await self._fetch(_PRUNE_BOUNDARIES_OF, keep_per_job, list(jobs))
+        else:
+            boundaries = []
         for offset in range(0, len(boundaries), _PRUNE_JOBS_PER_CHUNK):
             chunk = _columns(
                 [tuple(b) for b in boundaries[offset : offset + _PRUNE_JOBS_PER_CHUNK]], 3

@@ -19,9 +19,10 @@ commit (WAL lets readers proceed while the writer commits).
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -124,6 +125,11 @@ SELECT job_id,
         ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET :keep - 1)
 FROM (SELECT job_id FROM runs GROUP BY job_id HAVING count(*) > :keep) AS heavy
 """
+# The same for the jobs named in :jobs (a JSON array): index seeks on
+# runs_job_newest instead of a scan of the whole history.
+_PRUNE_BOUNDARIES_OF = _PRUNE_BOUNDARIES.replace(
+    "FROM runs GROUP BY", "FROM runs WHERE job_id IN (SELECT value FROM json_each(:jobs)) GROUP BY"
+)
 _PRUNE_BEYOND_NEWEST = (
     "DELETE FROM runs WHERE job_id = ? AND (started_at, id) < (?, ?) AND outcome IS NOT NULL"
 )
@@ -418,7 +424,9 @@ class SQLiteStore(Store):
             return
         await self._submit(_Request("write", job_rows=list(jobs), run_rows=list(runs)))
 
-    async def prune_runs(self, older_than: datetime, keep_per_job: int) -> int:
+    async def prune_runs(
+        self, older_than: datetime, keep_per_job: int, jobs: Collection[str] | None = None
+    ) -> int:
         if keep_per_job < 0:
             raise InvalidSpec("history.keep_per_job", "must be >= 0")
         if keep_per_job == 0:
@@ -426,7 +434,13 @@ class SQLiteStore(Store):
         deleted = await self._delete_in_chunks(
             _PRUNE_OLDER, {"cutoff": to_micros(older_than), "chunk": _PRUNE_CHUNK}
         )
-        boundaries = list(await self._fetch(_PRUNE_BOUNDARIES, {"keep": keep_per_job}))
+        if jobs is None:
+            boundaries = list(await self._fetch(_PRUNE_BOUNDARIES, {"keep": keep_per_job}))
+        elif jobs:
+            named = {"keep": keep_per_job, "jobs": json.dumps(list(jobs))}
+            boundaries = list(await self._fetch(_PRUNE_BOUNDARIES_OF, named))
+        else:
+            boundaries = []
         for offset in range(0, len(boundaries), _PRUNE_CHUNK // 10):
             request = _Request(
                 "delete",
