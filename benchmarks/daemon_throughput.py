@@ -5,7 +5,7 @@ next to APScheduler 3.11's memory store in the same run, and CPU per job of each
 process: the daemon (its event loop) and its SQLite writer process.
 
     python -m benchmarks.daemon_throughput [--jobs 100000] [--repeat 1]
-        [--log-level warning]
+        [--log-level warning] [--history 0]
 
 How it measures, and why the measuring does not load the daemon:
 
@@ -35,6 +35,13 @@ How it measures, and why the measuring does not load the daemon:
   is on disk, divided by N. The window also holds the idle wait before the
   due instant (an idle daemon uses no CPU: workload 4) and the last commit.
 
+``--history H`` puts H finished runs (of H other, completed jobs of type
+``history``, one run each, started within the last day so ``[history] keep_days``
+keeps them; the figures count only the ``bench`` runs) into the
+store before the daemon starts: the figures of a daemon that has been running
+for a while, whose history prunes (every 10,000 finished runs) look at what it
+keeps. Without it the store starts empty.
+
 APScheduler 3.11: ``apscheduler_side throughput --store memory`` with the same N
 (the jobs put into a paused AsyncIOScheduler, jobs/s from resume to the last
 call) and its process's CPU per job over that span.
@@ -47,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import socket
 import sqlite3
@@ -59,10 +67,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import structlog
 
 from benchmarks.common import Daemon, Report, Row, emit, process_tree, run_apscheduler, workdir
 from nexus_schedd.control.client import Client
 from nexus_schedd.model.times import format_instant
+from nexus_schedd.store import SQLiteStore
 
 BATCH = 1000
 """Jobs per AddJobs call."""
@@ -202,7 +212,7 @@ class SQLiteView:
                 return None
             runs, first, last = connection.execute(
                 "SELECT count(*), min(started_at), max(finished_at) FROM runs"
-                " WHERE outcome = 'success'"
+                " WHERE outcome = 'success' AND job_type = 'bench'"
             ).fetchone()
         finally:
             connection.close()
@@ -334,13 +344,66 @@ def measure_daemons(
     jobs: int,
     view: Callable[[Daemon], contextlib.AbstractAsyncContextManager[StoreView]],
     window_hook: WindowHook | None = None,
+    history: int = 0,
 ) -> dict[str, Any]:
     """Start one daemon per config (each called with the progress socket path),
-    add ``jobs`` due jobs through the first, and measure (see the module doc)."""
+    add ``jobs`` due jobs through the first, and measure (see the module doc);
+    ``history``: finished runs in each SQLite store before its daemon starts."""
     try:
-        return _measure_once(configs, jobs, view, ASSUMED_ADD_RATE, window_hook)
+        return _measure_once(configs, jobs, view, ASSUMED_ADD_RATE, window_hook, history)
     except AddsTooSlow as exc:
-        return _measure_once(configs, jobs, view, exc.adds_per_s / 2, window_hook)
+        return _measure_once(configs, jobs, view, exc.adds_per_s / 2, window_hook, history)
+
+
+def fill_history(db_path: Path, runs: int) -> None:
+    """Create the daemon's SQLite store at ``db_path`` (the store's own schema) and
+    put ``runs`` finished runs of as many completed jobs into it, as a daemon that
+    ran them would have left them."""
+
+    # The store's own info lines (migrations) would mix with the table on stdout.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+    async def create() -> None:
+        store = SQLiteStore(db_path)
+        await store.open()
+        await store.close()
+
+    anyio.run(create)
+    now = datetime.now(UTC)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    now_us = (now - epoch) // timedelta(microseconds=1)
+    day_us = 86_400 * 1_000_000
+    job_sql = (
+        "INSERT INTO jobs (id, job_type, status, run_at, scheduled_for, anchor_at,"
+        " created_at, updated_at, payload, priority, max_retries, retry_count,"
+        " occurrence_count, misfire, misfire_grace_s, overlap, jitter_s, static)"
+        " VALUES (?, 'history', 'completed', NULL, ?, ?, ?, ?, '{}', 0, 3, 0, 1,"
+        " 'run_once', 60.0, 'forbid', 0.0, 0)"
+    )
+    run_sql = (
+        "INSERT INTO runs (id, job_id, job_type, scheduled_for, attempt, started_at,"
+        " finished_at, outcome, error, output, node) VALUES (?, ?, 'history', ?, 1, ?, ?,"
+        " 'success', NULL, NULL, '')"
+    )
+    connection = sqlite3.connect(db_path)
+    try:
+        for offset in range(0, runs, 10_000):
+            batch = range(offset, min(runs, offset + 10_000))
+            # Spread over the last day, oldest first, as they would have run.
+            at = [now_us - day_us + day_us * n // runs for n in batch]
+            connection.executemany(
+                job_sql, ((f"h{n:012d}", t, t, t, t) for n, t in zip(batch, at, strict=True))
+            )
+            connection.executemany(
+                run_sql,
+                (
+                    (f"r{n:012d}", f"h{n:012d}", t, t, t + 1000)
+                    for n, t in zip(batch, at, strict=True)
+                ),
+            )
+            connection.commit()
+    finally:
+        connection.close()
 
 
 def _measure_once(
@@ -349,6 +412,7 @@ def _measure_once(
     view: Callable[[Daemon], contextlib.AbstractAsyncContextManager[StoreView]],
     add_rate: float,
     window_hook: WindowHook | None,
+    history: int = 0,
 ) -> dict[str, Any]:
     with workdir("nxb-dthr-") as tmp, ExitStack() as stack:
         progress_path = tmp / "progress.sock"
@@ -358,6 +422,8 @@ def _measure_once(
             node_dir = tmp / f"node{index}"
             node_dir.mkdir()
             daemon = Daemon(node_dir, config(progress_path))
+            if history:
+                fill_history(daemon.db_path, history)
             stack.callback(daemon.stop)
             daemon.start()
             daemons.append(daemon)
@@ -375,6 +441,7 @@ def measure_sqlite(
     log_level: str = "warning",
     window_hook: WindowHook | None = None,
     operations: bool = False,
+    history: int = 0,
 ) -> dict[str, Any]:
     """The SQLite daemon's figures for ``jobs`` jobs (see the module doc)."""
     result = measure_daemons(
@@ -382,27 +449,37 @@ def measure_sqlite(
         jobs,
         sqlite_view,
         window_hook,
+        history,
     )
     result["log_level"] = log_level
     result["operations_configured"] = operations
+    result["history_runs"] = history
     return result
 
 
 def run(
-    jobs: int, repeat: int = 1, log_level: str = "warning", *, operations: bool = True
+    jobs: int,
+    repeat: int = 1,
+    log_level: str = "warning",
+    *,
+    operations: bool = True,
+    history: int = 0,
 ) -> Report:
     """The headline row: the daemon (with ``operations``: rate limits and [[notify]]
-    rules configured for other types), then APScheduler's memory store, ``repeat``
-    times."""
+    rules configured for other types; ``history`` finished runs in its store
+    before it starts), then APScheduler's memory store, ``repeat`` times."""
     ours_runs: list[dict[str, Any]] = []
     theirs_runs: list[dict[str, Any] | None] = []
     for _ in range(repeat):
-        ours_runs.append(measure_sqlite(jobs, log_level=log_level, operations=operations))
+        ours_runs.append(
+            measure_sqlite(jobs, log_level=log_level, operations=operations, history=history)
+        )
         theirs_runs.append(run_apscheduler("throughput", "--jobs", str(jobs), "--store", "memory"))
     report = Report("0 daemon throughput")
     for ours, theirs in zip(ours_runs, theirs_runs, strict=True):
         label = f"memory store, {jobs:,} jobs"
-        suffix = f" [load {ours['load']}]"
+        suffix = f", {history:,} runs of history" if history else ""
+        suffix += f" [load {ours['load']}]"
         report.rows.append(
             Row(
                 f"durable jobs/s, real daemon, SQLite, 64 slots, {jobs:,} jobs"
@@ -445,8 +522,27 @@ def main() -> None:
         action="store_true",
         help="without the rate limit and [[notify]] rules configured for other types",
     )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="RUNS",
+        help="finished runs in the store before the daemon starts (default 0)",
+    )
     args = parser.parse_args()
-    emit([run(args.jobs, args.repeat, args.log_level, operations=not args.plain)])
+    if args.history < 0:
+        parser.error("--history must be >= 0")
+    emit(
+        [
+            run(
+                args.jobs,
+                args.repeat,
+                args.log_level,
+                operations=not args.plain,
+                history=args.history,
+            )
+        ]
+    )
 
 
 if __name__ == "__main__":

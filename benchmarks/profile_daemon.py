@@ -11,7 +11,11 @@ fall due, SQLite, durability full, 64 slots).
 instead of sampling, the system calls each process makes in the window (``perf
 stat`` on the syscall tracepoints, cheap enough not to change the batching):
 ``fdatasync`` per job is the writer's commits per job, ``sendto``/``recvfrom`` the
-messages between the loop and the writer (or PostgreSQL).
+messages between the loop and the writer (or PostgreSQL), ``epoll_pwait`` the
+event loop's turns (uvloop polls once per turn), ``getpid`` the calls of
+asyncio's ``get_running_loop`` (CPython checks the pid on each; about 100 ns).
+py-spy's ``--native`` samples over-count system calls: count them here before
+reading a syscall's share of a profile as its cost.
 
 py-spy is not a dependency (``pip install py-spy`` into any venv and pass its
 path); it attaches from outside, so the daemon runs unmodified. ``--native`` adds
@@ -137,7 +141,18 @@ def _sampling(py_spy: str, pids: dict[str, list[int]], *, out: Path, rate: int) 
             recorder.wait(timeout=60)
 
 
-_SYSCALLS = ("fdatasync", "sendto", "recvfrom", "sendmsg", "recvmsg", "write", "read", "pwrite64")
+_SYSCALLS = (
+    "fdatasync",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "write",
+    "read",
+    "pwrite64",
+    "getpid",
+    "epoll_pwait",
+)
 
 
 @contextlib.contextmanager
