@@ -1,0 +1,151 @@
+"""The daemon's JSON log lines: JsonLines writes what structlog's chain would."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import structlog
+from structlog.typing import Processor
+
+from nexus_schedd.daemon.logging import JsonLines
+
+CHAIN: list[Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+    structlog.processors.dict_tracebacks,
+    structlog.processors.JSONRenderer(sort_keys=False),
+]
+"""The chain JsonLines stands for (configure_logging's JSON set-up before it)."""
+
+_TIMESTAMP = re.compile(r'"timestamp": "[^"]*"')
+
+
+def through_chain(method: str, event: dict[str, Any]) -> str:
+    result: Any = dict(event)
+    for processor in CHAIN:
+        result = processor(None, method, result)
+    return str(result)
+
+
+class Shown:
+    def __structlog__(self) -> str:
+        return "shown by __structlog__"
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+EVENTS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "info",
+        {
+            "job_id": "01J",
+            "job_type": "bench",
+            "attempt": 1,
+            "lateness_ms": 0.123,
+            "event": "run_started",
+        },
+    ),
+    (
+        "warning",
+        {"event": "job_overdue", "late_s": 1.5, "notifications": 0, "job_type": "ünïcode ✓"},
+    ),
+    ("warn", {"event": "deprecated alias", "n": None}),
+    ("error", {"event": "nested", "data": {"a": [1, 2.5, {"b": True}]}, "big": 10**30}),
+    ("critical", {"event": "odd values", "d": Decimal("1.5"), "s": Shown(), "o": Opaque()}),
+    ("debug", {"event": "not a number", "x": math.nan, "y": -math.inf}),
+    ("info", {"event": "level given", "level": "kept?", "timestamp": "given"}),
+    ("info", {}),
+]
+
+
+@pytest.fixture
+def bound_context() -> Iterator[None]:
+    structlog.contextvars.bind_contextvars(request_id="r-7", job_id="from the context")
+    try:
+        yield
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+
+def same_but_timestamp(ours: str, theirs: str) -> None:
+    assert _TIMESTAMP.sub('"timestamp": "T"', ours) == _TIMESTAMP.sub('"timestamp": "T"', theirs)
+
+
+@pytest.mark.parametrize(("method", "event"), EVENTS)
+def test_a_line_is_what_structlogs_chain_writes(method: str, event: dict[str, Any]) -> None:
+    same_but_timestamp(JsonLines()(None, method, dict(event)), through_chain(method, event))
+
+
+@pytest.mark.usefixtures("bound_context")
+def test_context_variables_are_merged_as_the_chain_merges_them() -> None:
+    for method, event in EVENTS:
+        ours = JsonLines()(None, method, dict(event))
+        assert '"request_id": "r-7"' in ours
+        same_but_timestamp(ours, through_chain(method, event))
+
+
+@pytest.fixture
+def restore_structlog() -> Iterator[None]:
+    saved = structlog.get_config()
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
+def log_a_failure(extra: dict[str, Any]) -> Any:
+    """Raise, catch and log (the same frame and locals whatever the configuration)."""
+    try:
+        raise ValueError("the disk is full")
+    except ValueError:
+        return structlog.get_logger().error("checkpoint_failed", jobs=3, **extra)
+
+
+@pytest.mark.usefixtures("restore_structlog")
+def test_exceptions_and_stacks_are_rendered_as_the_chain_renders_them() -> None:
+    """Through a logger, as the daemon logs: a stack starts at the frame that
+    logged, not in the processor."""
+    for extra in ({"exc_info": True}, {"stack_info": True}, {"exc_info": False}):
+        lines = []
+        for processors in ([JsonLines()], CHAIN):
+            structlog.configure(
+                processors=processors, logger_factory=structlog.ReturnLoggerFactory()
+            )
+            lines.append(log_a_failure(extra))
+        same_but_timestamp(*lines)
+        if extra.get("exc_info"):
+            assert "the disk is full" in lines[0]
+        if extra.get("stack_info"):
+            assert "in log_a_failure" in lines[0]
+            assert "nexus_schedd/daemon/logging.py" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    "now_ns",
+    [
+        1_765_000_000_000_000_000,  # a whole second: no fraction, as isoformat writes it
+        1_765_000_000_000_000_999,  # under a microsecond past it: still none
+        1_765_000_000_000_001_000,
+        1_765_000_000_999_999_999,
+        1_765_000_001_123_456_789,
+        0,
+    ],
+)
+def test_timestamps_are_datetimes_isoformat_in_utc_with_z(now_ns: int) -> None:
+    second, nanos = divmod(now_ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(second, UTC).replace(microsecond=nanos // 1000)
+    lines = JsonLines()
+    # Twice: the second call takes the cached date and time of the second.
+    assert lines._timestamp(now_ns) == moment.isoformat().replace("+00:00", "Z")
+    assert lines._timestamp(now_ns) == moment.isoformat().replace("+00:00", "Z")
