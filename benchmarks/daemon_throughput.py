@@ -5,7 +5,7 @@ next to APScheduler 3.11's memory store in the same run, and CPU per job of each
 process: the daemon (its event loop) and its SQLite writer process.
 
     python -m benchmarks.daemon_throughput [--jobs 100000] [--repeat 1]
-        [--log-level warning] [--history 0]
+        [--log-level warning] [--default-log-level] [--history 0]
 
 How it measures, and why the measuring does not load the daemon:
 
@@ -27,8 +27,9 @@ How it measures, and why the measuring does not load the daemon:
   whose start is checkpointed ahead (``start_ahead_ms``) records its ``run_at``
   as ``started_at``, so the span starts at the due instant.
 - ``log_level = "warning"`` by default, as in the other workloads: at "info" the
-  daemon writes a log event per run, which would measure the log sink
-  (``--log-level info`` shows that cost).
+  daemon writes a log event per run start and end, which would measure the log
+  sink (``--log-level info`` shows that cost; ``--default-log-level``, which
+  ``make bench`` passes, adds a row at "info", the default users run).
 - CPU: user and system time of the daemon process and, separately, of its
   SQLite writer process (the daemon's child), from ``/proc/PID/stat``, read
   once the adds are done (before the due instant) and again once every finish
@@ -69,7 +70,16 @@ from typing import Any, Protocol
 import anyio
 import structlog
 
-from benchmarks.common import Daemon, Report, Row, emit, process_tree, run_apscheduler, workdir
+from benchmarks.common import (
+    Daemon,
+    Report,
+    Row,
+    count_at_least,
+    emit,
+    process_tree,
+    run_apscheduler,
+    workdir,
+)
 from nexus_schedd.control.client import Client
 from nexus_schedd.model.times import format_instant
 from nexus_schedd.store import SQLiteStore
@@ -464,17 +474,25 @@ def run(
     *,
     operations: bool = True,
     history: int = 0,
+    default_log_level: bool = False,
 ) -> Report:
     """The headline row: the daemon (with ``operations``: rate limits and [[notify]]
     rules configured for other types; ``history`` finished runs in its store
-    before it starts), then APScheduler's memory store, ``repeat`` times."""
+    before it starts), then APScheduler's memory store, ``repeat`` times. With
+    ``default_log_level`` (and ``log_level`` not info already), a row more: the
+    same daemon at the default ``info``, two log lines per run."""
     ours_runs: list[dict[str, Any]] = []
     theirs_runs: list[dict[str, Any] | None] = []
+    info_runs: list[dict[str, Any]] = []
     for _ in range(repeat):
         ours_runs.append(
             measure_sqlite(jobs, log_level=log_level, operations=operations, history=history)
         )
         theirs_runs.append(run_apscheduler("throughput", "--jobs", str(jobs), "--store", "memory"))
+        if default_log_level and log_level != "info":
+            info_runs.append(
+                measure_sqlite(jobs, log_level="info", operations=operations, history=history)
+            )
     report = Report("0 daemon throughput")
     for ours, theirs in zip(ours_runs, theirs_runs, strict=True):
         label = f"memory store, {jobs:,} jobs"
@@ -508,7 +526,28 @@ def run(
                 theirs_label="-",
             )
         )
+    for info, theirs in zip(info_runs, theirs_runs, strict=False):
+        report.rows.append(
+            Row(
+                f"durable jobs/s as above at the default log level (info: two lines per run)"
+                f" [load {info['load']}]",
+                info["jobs_per_s"],
+                None if theirs is None else round(theirs["jobs_per_s"]),
+                theirs_label=f"memory store, {jobs:,} jobs",
+            )
+        )
+        report.rows.append(
+            Row(
+                "CPU us per job at info, daemon process (event loop)",
+                info["cpu daemon"]["total_us"],
+                None if theirs is None else theirs.get("cpu_us_per_job"),
+                better="lower",
+                theirs_label=f"memory store, {jobs:,} jobs",
+            )
+        )
     report.details = {"nexus_schedd": ours_runs, "apscheduler_memory": theirs_runs}
+    if info_runs:
+        report.details["nexus_schedd_info"] = info_runs
     return report
 
 
@@ -523,15 +562,18 @@ def main() -> None:
         help="without the rate limit and [[notify]] rules configured for other types",
     )
     parser.add_argument(
+        "--default-log-level",
+        action="store_true",
+        help="also measure the daemon at the default log level, info (two lines per run)",
+    )
+    parser.add_argument(
         "--history",
-        type=int,
+        type=count_at_least(0),
         default=0,
         metavar="RUNS",
         help="finished runs in the store before the daemon starts (default 0)",
     )
     args = parser.parse_args()
-    if args.history < 0:
-        parser.error("--history must be >= 0")
     emit(
         [
             run(
@@ -540,6 +582,7 @@ def main() -> None:
                 args.log_level,
                 operations=not args.plain,
                 history=args.history,
+                default_log_level=args.default_log_level,
             )
         ]
     )

@@ -61,7 +61,7 @@ def main() -> None:
     quick = args.quick
     started = time.monotonic()
     reports: list[Report] = [
-        daemon_throughput.run(20_000 if quick else 100_000),
+        daemon_throughput.run(20_000 if quick else 100_000, default_log_level=True),
         throughput.run(20_000 if quick else 100_000, 1_000 if quick else 10_000),
         add_rate.run(10 if quick else 100, 1_600 if quick else 8_000, 300 if quick else 2_000),
         lateness.run(1000, 5 if quick else 60),
