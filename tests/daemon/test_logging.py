@@ -61,6 +61,7 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
         {"event": "job_overdue", "late_s": 1.5, "notifications": 0, "job_type": "ünïcode ✓"},
     ),
     ("warn", {"event": "deprecated alias", "n": None}),
+    ("exception", {"event": "logged as an error"}),
     ("error", {"event": "nested", "data": {"a": [1, 2.5, {"b": True}]}, "big": 10**30}),
     ("critical", {"event": "odd values", "d": Decimal("1.5"), "s": Shown(), "o": Opaque()}),
     ("debug", {"event": "not a number", "x": math.nan, "y": -math.inf}),
@@ -104,27 +105,33 @@ def restore_structlog() -> Iterator[None]:
         structlog.configure(**saved)
 
 
-def log_a_failure(extra: dict[str, Any]) -> Any:
+def log_a_failure(method: str, extra: dict[str, Any]) -> Any:
     """Raise, catch and log (the same frame and locals whatever the configuration)."""
     try:
         raise ValueError("the disk is full")
     except ValueError:
-        return structlog.get_logger().error("checkpoint_failed", jobs=3, **extra)
+        return getattr(structlog.get_logger(), method)("checkpoint_failed", jobs=3, **extra)
 
 
 @pytest.mark.usefixtures("restore_structlog")
 def test_exceptions_and_stacks_are_rendered_as_the_chain_renders_them() -> None:
     """Through a logger, as the daemon logs: a stack starts at the frame that
     logged, not in the processor."""
-    for extra in ({"exc_info": True}, {"stack_info": True}, {"exc_info": False}):
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("error", {"exc_info": True}),
+        ("exception", {}),
+        ("error", {"stack_info": True}),
+        ("error", {"exc_info": False}),
+    ]
+    for method, extra in cases:
         lines = []
         for processors in ([JsonLines()], CHAIN):
             structlog.configure(
                 processors=processors, logger_factory=structlog.ReturnLoggerFactory()
             )
-            lines.append(log_a_failure(extra))
+            lines.append(log_a_failure(method, extra))
         same_but_timestamp(*lines)
-        if extra.get("exc_info"):
+        if extra.get("exc_info") or method == "exception":
             assert "the disk is full" in lines[0]
         if extra.get("stack_info"):
             assert "in log_a_failure" in lines[0]
