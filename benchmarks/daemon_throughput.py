@@ -467,6 +467,31 @@ def measure_sqlite(
     return result
 
 
+def _against(
+    rate_title: str,
+    cpu_title: str,
+    ours: dict[str, Any],
+    theirs: dict[str, Any] | None,
+    label: str,
+) -> list[Row]:
+    """A daemon measurement's jobs/s and event-loop CPU rows beside APScheduler's."""
+    return [
+        Row(
+            f"{rate_title} [load {ours['load']}]",
+            ours["jobs_per_s"],
+            None if theirs is None else round(theirs["jobs_per_s"]),
+            theirs_label=label,
+        ),
+        Row(
+            cpu_title,
+            ours["cpu daemon"]["total_us"],
+            None if theirs is None else theirs.get("cpu_us_per_job"),
+            better="lower",
+            theirs_label=label,
+        ),
+    ]
+
+
 def run(
     jobs: int,
     repeat: int = 1,
@@ -494,27 +519,19 @@ def run(
                 measure_sqlite(jobs, log_level="info", operations=operations, history=history)
             )
     report = Report("0 daemon throughput")
+    label = f"memory store, {jobs:,} jobs"
+    headline = (
+        f"durable jobs/s, real daemon, SQLite, 64 slots, {jobs:,} jobs"
+        f"{', rates, notify, calendars configured' if operations else ''}"
+        f"{f', {history:,} runs of history' if history else ''}"
+    )
     for ours, theirs in zip(ours_runs, theirs_runs, strict=True):
-        label = f"memory store, {jobs:,} jobs"
-        suffix = f", {history:,} runs of history" if history else ""
-        suffix += f" [load {ours['load']}]"
-        report.rows.append(
-            Row(
-                f"durable jobs/s, real daemon, SQLite, 64 slots, {jobs:,} jobs"
-                f"{', rates, notify, calendars configured' if operations else ''}{suffix}",
-                ours["jobs_per_s"],
-                None if theirs is None else round(theirs["jobs_per_s"]),
-                theirs_label=label,
-            )
-        )
-        report.rows.append(
-            Row(
-                "CPU us per job, daemon process (event loop) vs APScheduler's process",
-                ours["cpu daemon"]["total_us"],
-                None if theirs is None else theirs.get("cpu_us_per_job"),
-                better="lower",
-                theirs_label=label,
-            )
+        report.rows += _against(
+            headline,
+            "CPU us per job, daemon process (event loop) vs APScheduler's process",
+            ours,
+            theirs,
+            label,
         )
         writer = ours["cpu writer"]
         report.rows.append(
@@ -527,23 +544,12 @@ def run(
             )
         )
     for info, theirs in zip(info_runs, theirs_runs, strict=False):
-        report.rows.append(
-            Row(
-                f"durable jobs/s as above at the default log level (info: two lines per run)"
-                f" [load {info['load']}]",
-                info["jobs_per_s"],
-                None if theirs is None else round(theirs["jobs_per_s"]),
-                theirs_label=f"memory store, {jobs:,} jobs",
-            )
-        )
-        report.rows.append(
-            Row(
-                "CPU us per job at info, daemon process (event loop)",
-                info["cpu daemon"]["total_us"],
-                None if theirs is None else theirs.get("cpu_us_per_job"),
-                better="lower",
-                theirs_label=f"memory store, {jobs:,} jobs",
-            )
+        report.rows += _against(
+            "durable jobs/s as above at the default log level (info: two lines per run)",
+            "CPU us per job at info, daemon process (event loop)",
+            info,
+            theirs,
+            label,
         )
     report.details = {"nexus_schedd": ours_runs, "apscheduler_memory": theirs_runs}
     if info_runs:
