@@ -114,8 +114,8 @@ class HistoryPruner:
             self._noted = None  # the next prune looks at every job
             self._log.warning("prune_failed", error=str(exc))
         else:
-            if full:
+            if jobs is None:
                 self._last_full = now
-            self._log.info(
-                "runs_pruned", deleted=deleted, jobs="all" if jobs is None else len(jobs)
-            )
+                self._log.info("runs_pruned", deleted=deleted, scope="all")
+            else:
+                self._log.info("runs_pruned", deleted=deleted, scope="finished", jobs=len(jobs))
