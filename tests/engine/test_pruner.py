@@ -3,8 +3,9 @@ at every job only now and then (engine/recovery.py, HistoryPruner)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Collection
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 import structlog
@@ -13,7 +14,7 @@ from nexus_schedd.clock import VirtualClock
 from nexus_schedd.engine import EngineSettings, recovery
 from nexus_schedd.engine.recovery import PRUNE_EVERY_RUNS, PRUNE_INTERVAL, HistoryPruner
 from nexus_schedd.errors import StoreError
-from nexus_schedd.model import JobSpec, JobStatus, Run, RunOutcome
+from nexus_schedd.model import JobSpec, JobStatus
 from nexus_schedd.model.queries import RunFilter
 from nexus_schedd.store.memory import MemoryStore
 from tests.engine.harness import (
@@ -25,6 +26,7 @@ from tests.engine.harness import (
     quiesce,
     wait_until,
 )
+from tests.store.factories import make_run
 
 pytestmark = pytest.mark.anyio
 
@@ -62,27 +64,13 @@ def pruner_of(store: RecordingStore, clock: VirtualClock) -> HistoryPruner:
     return HistoryPruner(store, clock, settings, structlog.get_logger())
 
 
-_number = iter(range(1_000_000))
+_number = itertools.count(1)
 
 
-async def add_runs(store: MemoryStore, clock: VirtualClock, job_id: str, count: int) -> None:
-    """``count`` finished runs of ``job_id``, each a second later than the last."""
-    runs = []
-    for _ in range(count):
-        started = clock.now() + timedelta(seconds=next(_number))
-        runs.append(
-            Run(
-                id=f"R{next(_number):07d}",
-                job_id=job_id,
-                job_type="work",
-                scheduled_for=started,
-                attempt=1,
-                started_at=started,
-                finished_at=started,
-                outcome=RunOutcome.SUCCESS,
-            )
-        )
-    await store.write(runs=runs)
+async def add_runs(store: MemoryStore, job_id: str, count: int) -> None:
+    """``count`` finished runs of ``job_id``, each later than every run added before
+    (``make_run``'s times are ahead of the virtual clock: no age limit applies)."""
+    await store.write(runs=[make_run(next(_number), job_id) for _ in range(count)])
 
 
 async def runs_of(store: MemoryStore, job_id: str) -> int:
@@ -95,15 +83,15 @@ async def test_after_the_first_prune_only_jobs_whose_runs_ended_are_looked_at(
 ) -> None:
     clock = VirtualClock(T0)
     pruner = pruner_of(recording, clock)
-    await add_runs(recording, clock, "J1", 5)
-    await add_runs(recording, clock, "J2", 5)
+    await add_runs(recording, "J1", 5)
+    await add_runs(recording, "J2", 5)
 
     await pruner.prune()  # the first after start: every job
     assert recording.named == [None]
     assert (await runs_of(recording, "J1"), await runs_of(recording, "J2")) == (KEEP, KEEP)
 
-    await add_runs(recording, clock, "J1", 3)
-    await add_runs(recording, clock, "J2", 3)  # recorded another way: not noted
+    await add_runs(recording, "J1", 3)
+    await add_runs(recording, "J2", 3)  # recorded another way: not noted
     pruner.note_finished(clock.now(), "J1")
     pruner.note_run("J3")  # a skipped occurrence of another job
     await pruner.prune()
@@ -126,7 +114,7 @@ async def test_a_failed_prune_makes_the_next_one_look_at_every_job(
     clock = VirtualClock(T0)
     pruner = pruner_of(recording, clock)
     await pruner.prune()
-    await add_runs(recording, clock, "J1", 5)
+    await add_runs(recording, "J1", 5)
     pruner.note_finished(clock.now(), "J1")
     recording.fail_next = True
     await pruner.prune()  # logged, not raised
