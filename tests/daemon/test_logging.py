@@ -156,3 +156,14 @@ def test_timestamps_are_datetimes_isoformat_in_utc_with_z(now_ns: int) -> None:
     # Twice: the second call takes the cached date and time of the second.
     assert lines._timestamp(now_ns) == moment.isoformat().replace("+00:00", "Z")
     assert lines._timestamp(now_ns) == moment.isoformat().replace("+00:00", "Z")
+
+
+def test_a_value_shared_or_circular_does_not_break_later_lines() -> None:
+    shared = [1, 2]
+    event = {"event": "shared", "a": shared, "b": {"c": shared}}
+    same_but_timestamp(JsonLines()(None, "info", dict(event)), through_chain("info", event))
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(RecursionError):  # json's own check would raise ValueError
+        JsonLines()(None, "info", {"event": "looped", "v": looped})
+    same_but_timestamp(JsonLines()(None, "info", dict(event)), through_chain("info", event))
