@@ -61,6 +61,10 @@ class Workers:
         entries of attempts that ended are dropped lazily."""
         self._deadline_armed: datetime | None = None
         self._deadlines_changed = anyio.Event()
+        self._watcher_poked = False
+        """``_deadlines_changed`` is set (the watcher will look again): no need to
+        set it again. With nothing armed (the handlers before returned at once),
+        every attempt's deadline would otherwise set it again."""
 
     def start(self, tg: TaskGroup, count: int) -> None:
         """Start ``count`` workers and the deadline watcher in ``tg``."""
@@ -82,7 +86,8 @@ class Workers:
 
     def all_done(self) -> None:
         """Nothing runs any more: disarm the deadline timer."""
-        if self._deadline_armed is not None:
+        if self._deadline_armed is not None and not self._watcher_poked:
+            self._watcher_poked = True
             self._deadlines_changed.set()
 
     async def _worker(self) -> None:
@@ -128,6 +133,7 @@ class Workers:
                     attempt.scope.cancel()  # cancel_reason stays None: a timeout
             self._deadline_armed = heap[0][0] if heap else None
             changed = self._deadlines_changed = anyio.Event()
+            self._watcher_poked = False
             with self._clock.deadline_scope(self._deadline_armed):
                 await changed.wait()
 
@@ -140,7 +146,8 @@ class Workers:
             heapq.heapify(heap)
         heapq.heappush(heap, (deadline, next(self._seq), attempt))
         armed = self._deadline_armed
-        if armed is None or deadline < armed:
+        if (armed is None or deadline < armed) and not self._watcher_poked:
+            self._watcher_poked = True
             self._deadlines_changed.set()
 
     def _unwatch(self) -> None:
