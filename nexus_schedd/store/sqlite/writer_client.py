@@ -112,20 +112,28 @@ class WriterProcess:
             )
 
     async def request(self, message: Request) -> Reply:
-        """Send ``message`` and return the writer's reply."""
-        return await self.reply(await self.send(message))
+        """Send ``message`` and return the writer's reply (shielded throughout, as
+        :meth:`send` and :meth:`reply` are: one cancel scope instead of two)."""
+        with anyio.CancelScope(shield=True):
+            number = await self._send_shielded(message)
+            reply = await self._reply_shielded(number)
+        return reply
 
     async def send(self, message: Request) -> int:
         """Send ``message`` (starting the writer if it is not running); its number,
         for :meth:`reply`. Shielded: a request half sent would garble the next."""
         with anyio.CancelScope(shield=True):
-            async with self._sending:
-                if self._socket is None:
-                    await self._start()
-                sock = self._socket
-                assert sock is not None
-                number = await self._send_message(sock, message)
+            number = await self._send_shielded(message)
         return number
+
+    async def _send_shielded(self, message: Request) -> int:
+        """:meth:`send`'s work; the caller holds the shield."""
+        async with self._sending:
+            if self._socket is None:
+                await self._start()
+            sock = self._socket
+            assert sock is not None
+            return await self._send_message(sock, message)
 
     async def _send_message(self, sock: socket.socket, message: Request) -> int:
         number = self._sent
@@ -142,19 +150,24 @@ class WriterProcess:
         Shielded: a reply left unread would be taken as the answer to the next
         request."""
         with anyio.CancelScope(shield=True):
-            while number not in self._replies:
-                if self._reading:
-                    arrived = self._arrived
-                    await arrived.wait()
-                    continue
-                self._reading = True
-                try:
-                    await self._read_one()
-                finally:
-                    self._reading = False
-                    self._arrived.set()
-                    self._arrived = anyio.Event()
-            reply = self._replies.pop(number)
+            reply = await self._reply_shielded(number)
+        return reply
+
+    async def _reply_shielded(self, number: int) -> Reply:
+        """:meth:`reply`'s work; the caller holds the shield."""
+        while number not in self._replies:
+            if self._reading:
+                arrived = self._arrived
+                await arrived.wait()
+                continue
+            self._reading = True
+            try:
+                await self._read_one()
+            finally:
+                self._reading = False
+                self._arrived.set()
+                self._arrived = anyio.Event()
+        reply = self._replies.pop(number)
         if isinstance(reply, StoreError):
             raise reply
         return reply
