@@ -5,6 +5,7 @@ Real SQLite files, real processes."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sqlite3
@@ -14,6 +15,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import anyio
@@ -22,6 +24,7 @@ import pytest
 from nexus_schedd.errors import StoreError
 from nexus_schedd.model.queries import JobFilter
 from nexus_schedd.store import SQLiteStore
+from nexus_schedd.store.sqlite import writer_process
 from tests.daemon.daemon_process import running
 from tests.store.factories import make_job, make_run
 
@@ -179,3 +182,24 @@ async def test_a_write_goes_to_the_writer_while_the_previous_one_commits_and_lan
     finally:
         blocker.close()
         await store.close()
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        writer_process.Write([("INSERT", None, [(1, "a", None, 2.5, 10**15, "\u00e9")])], None),
+        writer_process.Write(
+            None, [writer_process.Call(many_sql="DELETE", many_rows=[{"chunk": 2000}])]
+        ),
+        # Not a plain built-in: pickled instead of marshalled.
+        writer_process.Write(
+            None, [writer_process.Call(many_sql="DELETE", many_rows=[(datetime(2025, 1, 1),)])]
+        ),
+        writer_process.Open("file:x.db", ["PRAGMA synchronous = FULL"]),
+        writer_process.Close(),
+    ],
+)
+def test_every_request_survives_its_frame(request_: writer_process.Request) -> None:
+    frame = writer_process.encode_request(request_)
+    message = writer_process.read_message(io.BytesIO(frame))
+    assert writer_process.decode_request(message) == request_
