@@ -106,10 +106,8 @@ class Engine:
         rng: random.Random | None = None,
         tracer: RunTracer | None = None,
     ) -> None:
-        # bind() turns structlog's lazy proxy into a real logger once, instead of
-        # re-binding on every per-run event.
-        self._log: Any = (
-            log if log is not None else structlog.get_logger("nexus_schedd.engine").bind()
+        self._log: Any = _bound(
+            log if log is not None else structlog.get_logger("nexus_schedd.engine")
         )
         self._store = store
         self._clock = clock
@@ -722,3 +720,19 @@ def engine_for(
     """The engine for ``store`` (shared mode on a multi-node store); ``tracer``
     when tracing is on (SPEC 15)."""
     return Engine(store, registry, clock, settings, log=log, rng=rng, tracer=tracer)
+
+
+def _bound(log: Any) -> Any:
+    """A real logger for ``log``, bound once.
+
+    ``structlog.get_logger()`` returns a lazy proxy that builds a new bound
+    logger (its processors, wrapper and output) on every call: about a third of
+    the cost of each per-run event at the default ``info`` level, two per run
+    (docs/performance.md, round 6, stop 32). The daemon passes its module
+    logger, such a proxy. ``bind()`` with no keys makes the logger once; a
+    logger that is already bound is copied; anything without ``bind`` (a test
+    double) is used as it is. Logging is configured before the engine is made,
+    so the bound logger writes where the configuration says.
+    """
+    bind = getattr(log, "bind", None)
+    return bind() if callable(bind) else log

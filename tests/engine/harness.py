@@ -252,6 +252,7 @@ async def engine_running(
     settings: EngineSettings | None = None,
     jump: bool = True,
     tracer: RunTracer | None = None,
+    log: Any | None = None,
 ) -> AsyncIterator[Engine]:
     """An engine serving ``store``; stopped (gracefully) on exit."""
     engine = Engine(
@@ -261,6 +262,7 @@ async def engine_running(
         settings or EngineSettings(defaults=EXACT),
         rng=random.Random(7),
         tracer=tracer,
+        log=log,
     )
     async with anyio.create_task_group() as tg:
         if jump:
