@@ -69,3 +69,12 @@ async def test_the_daemons_lazy_logger_is_bound_once_and_every_run_is_logged(
             job.id for job in jobs
         )
     assert made == 1
+    finished = [e for e in events if e["event"] == "run_finished"]
+    assert {e["outcome"] for e in finished} == {"success"}
+    for event in [e for e in events if e["event"] in ("run_started", "run_finished")]:
+        assert event["level"] == "info" and event["job_type"] == "work" and event["attempt"] == 1
+        # Milliseconds to the microsecond, as round(x, 3) gives them.
+        for key in ("lateness_ms", "duration_ms"):
+            if key in event:
+                assert type(event[key]) is float and event[key] >= 0.0
+                assert round(event[key], 3) == event[key]
