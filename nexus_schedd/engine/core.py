@@ -26,6 +26,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -505,7 +506,7 @@ class EngineCore:
             # A trigger is always an extra run: the schedule (a one-shot's only
             # occurrence too) stays where it was (SPEC 4).
             triggered=triggered,
-            time_limit=timedelta(seconds=timeout) if timeout else None,
+            time_limit=_time_limit(timeout) if timeout else None,
             # Set by Workers._execute when the handler starts, not here: the start
             # checkpoint's commit (store latency) must not use up the handler's time.
             deadline=None,
@@ -824,3 +825,10 @@ class EngineCore:
             self.workers.all_done()
             if self.drained is not None:
                 self.drained.set()
+
+
+@lru_cache(maxsize=256)
+def _time_limit(timeout_s: float) -> timedelta:
+    """An attempt's time limit: jobs share a few timeouts (the default 300 s for
+    most), and ``timedelta(seconds=<float>)`` costs more than the lookup."""
+    return timedelta(seconds=timeout_s)
