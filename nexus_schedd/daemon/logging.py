@@ -18,9 +18,12 @@ running a no-op job (docs/performance.md, round 6, stop 30).
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import logging
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal, TextIO
@@ -82,7 +85,7 @@ def configure_logging(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         # The same lines as PrintLogger (the line and its newline, flushed), in one write.
-        logger_factory=structlog.WriteLoggerFactory(file=output),
+        logger_factory=_line_writers(output) if use_json else structlog.WriteLoggerFactory(output),
         # Not cached: a later configure_logging() call must take effect everywhere.
         cache_logger_on_first_use=False,
     )
@@ -197,6 +200,48 @@ class JsonLines:
         return f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
 
 
+class LineWriter:
+    """structlog's output for JSON lines: each line and its newline in one
+    ``os.write`` to the stream's file descriptor.
+
+    ``WriteLogger`` writes through the stream's ``TextIOWrapper`` and flushes it,
+    which comes to the same single ``write(2)`` per line for about twice the
+    work (3.5 against 1.4 us per line here; two lines per run at ``info``). A
+    JSON line is ASCII (``ensure_ascii``), so it encodes to the same bytes.
+    A short write (a signal, a full pipe) is finished before the next line.
+    """
+
+    __slots__ = ("_fd", "_lock")
+
+    def __init__(self, fd: int, lock: threading.Lock) -> None:
+        self._fd = fd
+        self._lock = lock
+
+    def msg(self, message: str) -> None:
+        data = (message + "\n").encode("utf-8", "backslashreplace")
+        with self._lock:
+            written = os.write(self._fd, data)
+            while written < len(data):
+                written += os.write(self._fd, memoryview(data)[written:])
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def _line_writers(stream: TextIO) -> Callable[..., Any]:
+    """A structlog logger factory writing JSON lines to ``stream``: a
+    :class:`LineWriter` on its file descriptor when it has one (stderr to
+    journald, a file or a pipe), else structlog's ``WriteLogger`` (a StringIO)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return structlog.WriteLoggerFactory(stream)
+    # Anything the stream still buffers goes first.
+    stream.flush()
+    writer = LineWriter(fd, threading.Lock())
+    return lambda *args: writer
+
+
 def _is_tty(stream: Any) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
@@ -205,4 +250,4 @@ def _is_tty(stream: Any) -> bool:
         return False
 
 
-__all__ = ["JsonLines", "LogFormatChoice", "configure_logging"]
+__all__ = ["JsonLines", "LineWriter", "LogFormatChoice", "configure_logging"]

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import math
+import os
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 from structlog.typing import Processor
 
-from nexus_schedd.daemon.logging import JsonLines
+from nexus_schedd.daemon.logging import JsonLines, LineWriter, configure_logging
 
 CHAIN: list[Processor] = [
     structlog.contextvars.merge_contextvars,
@@ -167,3 +173,84 @@ def test_a_value_shared_or_circular_does_not_break_later_lines() -> None:
     with pytest.raises(RecursionError):  # json's own check would raise ValueError
         JsonLines()(None, "info", {"event": "looped", "v": looped})
     same_but_timestamp(JsonLines()(None, "info", dict(event)), through_chain("info", event))
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_lines_to_a_file_are_whole_in_order_and_from_every_thread(tmp_path: Path) -> None:
+    """A stream with a file descriptor (stderr to journald, a file, a pipe) gets
+    each line in one write: lines from structlog and the stdlib in the order
+    logged, none torn when threads log at once, non-ASCII escaped as JSON."""
+    path = tmp_path / "daemon.log"
+    with path.open("w") as stream:
+        stream.write("before the set-up, unflushed\n")
+        configure_logging("info", "json", stream=stream)
+        log = structlog.get_logger("nexus_schedd.test")
+        log.info("first", n=1, text="ünïcode ✓")
+        logging.getLogger("library").warning("from the stdlib")
+        log.info("third", n=3)
+
+        def burst(number: int) -> None:
+            for i in range(300):
+                log.info("burst", thread=number, i=i, pad="x" * 200)
+
+        threads = [threading.Thread(target=burst, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    first, *lines = path.read_text().splitlines()
+    assert first == "before the set-up, unflushed"
+    events = [json.loads(line) for line in lines]
+    assert [e["event"] for e in events[:3]] == ["first", "from the stdlib", "third"]
+    assert events[0]["text"] == "ünïcode ✓" and lines[0].isascii()
+    bursts = [(e["thread"], e["i"]) for e in events[3:]]
+    assert sorted(bursts) == [(n, i) for n in range(4) for i in range(300)]
+    for n in range(4):
+        assert [i for t, i in bursts if t == n] == list(range(300))
+
+
+def test_a_short_write_is_finished_before_the_next_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write(2) may take part of a line (a signal, a full pipe): the rest follows."""
+    real_write = os.write
+    calls = 0
+
+    def at_most_7_bytes(fd: int, data: Any) -> int:
+        nonlocal calls
+        calls += 1
+        return real_write(fd, bytes(data[:7]))
+
+    path = tmp_path / "daemon.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        writer = LineWriter(fd, threading.Lock())
+        monkeypatch.setattr(os, "write", at_most_7_bytes)
+        writer.info('{"event": "one"}')
+        writer.info('{"event": "two"}')
+        monkeypatch.undo()
+    finally:
+        os.close(fd)
+    assert path.read_text() == '{"event": "one"}\n{"event": "two"}\n'
+    assert calls == 6  # 17 bytes each, 7 at a time
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_stream_without_a_file_descriptor_still_gets_the_lines() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    structlog.get_logger().info("kept", n=1)
+    [line] = stream.getvalue().splitlines()
+    assert json.loads(line)["event"] == "kept"
