@@ -175,18 +175,6 @@ def test_a_value_shared_or_circular_does_not_break_later_lines() -> None:
     same_but_timestamp(JsonLines()(None, "info", dict(event)), through_chain("info", event))
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
-
-
 @pytest.mark.usefixtures("restore_logging")
 def test_json_lines_to_a_file_are_whole_in_order_and_from_every_thread(tmp_path: Path) -> None:
     """A stream with a file descriptor (stderr to journald, a file, a pipe) gets

@@ -187,18 +187,6 @@ class _Terminal(io.StringIO):
         return True
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
-
-
 @pytest.mark.usefixtures("restore_logging")
 def test_logs_are_json_lines_with_timestamp_level_and_event_when_not_on_a_tty() -> None:
     stream = io.StringIO()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,18 +26,11 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
+def log_stream(restore_logging: None) -> io.StringIO:
     """The daemon's JSON set-up at ``info`` into a string; restored afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     stream = io.StringIO()
     configure_logging("info", "json", stream=stream)
-    try:
-        yield stream
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
+    return stream
 
 
 async def test_the_daemons_lazy_logger_is_bound_once_and_every_run_is_logged(
