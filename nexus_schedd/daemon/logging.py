@@ -9,12 +9,12 @@ same way, so one stream has one format.
 
 In JSON, structlog's own events go through one processor, :class:`JsonLines`,
 which writes the same lines as structlog's chain (contextvars, level, ISO
-timestamp, stack and exception rendering, ``JSONRenderer``) for about a third
-fewer instructions: at the default ``info`` level every run writes two events
-(SPEC 9), which through the chain cost almost half as much as the rest of
-running a no-op job (docs/performance.md, round 6, stop 30). Each JSON line
-then goes to the stream's file descriptor in one ``os.write``
-(:class:`LineWriter`, stop 32).
+timestamp, stack and exception rendering, ``JSONRenderer``) for fewer
+instructions: at the default ``info`` level every run writes two events (SPEC
+9), which through the chain cost almost half as much as the rest of running a
+no-op job (docs/performance.md, round 6, stop 30). Lines are compact JSON in
+UTF-8, encoded by orjson (:func:`dumps_line`), and each goes to the stream's
+file descriptor in one ``os.write`` (:class:`LineWriter`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -75,7 +76,7 @@ def configure_logging(
     renderer: Processor
     processors: list[Processor]
     if use_json:
-        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps_text)
         tail: list[Processor] = [structlog.processors.dict_tracebacks]
         processors = [JsonLines()]
     else:
@@ -129,38 +130,37 @@ def _json_fallback(value: Any) -> Any:
         return repr(value)
 
 
-def _make_encode_json() -> Callable[[Any], str]:
-    """``json.dumps(..., default=...)`` without building an encoder per call.
+def dumps_line(event_dict: Any) -> bytes:
+    """One event as a compact JSON object, UTF-8.
 
-    ``JSONEncoder.encode`` makes a new C encoder on every call (about 40 % of the
-    cost of a run event's line); this one is made once, with the options
-    ``json.dumps`` uses. Without a circular-reference check (the markers are
-    per call in ``json``): a value that contains itself raises ``RecursionError``
-    instead of ``ValueError``."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always has _json
-        return json.JSONEncoder(default=_json_fallback).encode
-    chunks = make(
-        None,
-        _json_fallback,
-        json.encoder.encode_basestring_ascii,
-        None,
-        ": ",
-        ", ",
-        False,
-        False,
-        True,
-    )
-    join = "".join
-
-    def encode(event_dict: Any) -> str:
-        text: str = join(chunks(event_dict, 0))
-        return text
-
-    return encode
+    orjson (structlog's documented choice for fast JSON lines) encodes a run
+    event in about a tenth of the standard encoder's instructions. What orjson
+    refuses (an integer beyond 64 bits, nesting deeper than 254 levels, a value
+    that contains itself, a string with a lone surrogate) goes through the
+    standard encoder in the same compact form (ASCII, non-ASCII escaped), so no
+    line is lost for its values; a value that contains itself still raises
+    there, as structlog's ``JSONRenderer`` does. NaN and infinities are written
+    as ``null`` (JSON has no spelling for them); values JSON has no type for go
+    through ``__structlog__`` or ``repr`` (:func:`_json_fallback`), except the
+    ones orjson writes itself (datetimes as RFC 3339, enums as their value,
+    dataclasses as objects)."""
+    try:
+        return _orjson_dumps(event_dict, default=_json_fallback, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return json.dumps(event_dict, default=_json_fallback, separators=(",", ":")).encode()
 
 
-_encode_json = _make_encode_json()
+def _dumps_text(event_dict: Any, **_: Any) -> str:
+    """:func:`dumps_line` as text, for ``JSONRenderer(serializer=...)`` (the
+    standard ``logging`` records); its ``default`` and ``sort_keys`` are the
+    ones :func:`dumps_line` has already."""
+    return dumps_line(event_dict).decode()
+
+
+_orjson_dumps = orjson.dumps
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+"""Keys that are not strings (an int, an enum) are written as strings, as the
+standard encoder writes them, instead of refusing the event."""
 
 
 class JsonLines:
@@ -169,8 +169,10 @@ class JsonLines:
         merge_contextvars, add_log_level, TimeStamper(fmt="iso", utc=True),
         StackInfoRenderer(), dict_tracebacks, JSONRenderer(sort_keys=False)
 
-    (the keys in the same order, the same text), with fewer calls per event and
-    the timestamp's date and time formatted once per second.
+    with ``JSONRenderer`` serializing through :func:`dumps_line` (the keys in the
+    same order, the same bytes), with fewer calls per event and the timestamp's
+    date and time formatted once per second. Returns the line as UTF-8 bytes,
+    without its newline.
     """
 
     def __init__(self) -> None:
@@ -180,14 +182,14 @@ class JsonLines:
         """The last second formatted, and its date and time (one attribute: threads
         that log read it whole)."""
 
-    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> bytes:
         event_dict = structlog.contextvars.merge_contextvars(logger, method_name, event_dict)
         event_dict = structlog.processors.add_log_level(logger, method_name, event_dict)
         event_dict["timestamp"] = self._timestamp(time.time_ns())
         if "stack_info" in event_dict or "exc_info" in event_dict:
             event_dict = self._stack_info(logger, method_name, event_dict)
             event_dict = structlog.processors.dict_tracebacks(logger, method_name, event_dict)
-        return _encode_json(event_dict)
+        return dumps_line(event_dict)
 
     def _timestamp(self, now_ns: int) -> str:
         """``datetime.now(UTC).isoformat()`` with ``Z`` for ``+00:00``, from nanoseconds
@@ -208,8 +210,7 @@ class LineWriter:
 
     ``WriteLogger`` writes through the stream's ``TextIOWrapper`` and flushes it,
     which comes to the same single ``write(2)`` per line for about twice the
-    work (3.5 against 1.4 us per line here; two lines per run at ``info``). A
-    JSON line is ASCII (``ensure_ascii``), so it encodes to the same bytes.
+    work (3.5 against 1.4 us per line here; two lines per run at ``info``).
     A short write (a signal, a full pipe) is finished before the next line.
     """
 
@@ -219,8 +220,8 @@ class LineWriter:
         self._fd = fd
         self._lock = lock
 
-    def msg(self, message: str) -> None:
-        data = (message + "\n").encode("utf-8", "backslashreplace")
+    def msg(self, message: bytes) -> None:
+        data = message + b"\n"
         with self._lock:
             written = os.write(self._fd, data)
             while written < len(data):
@@ -230,14 +231,32 @@ class LineWriter:
     fatal = failure = err = error = critical = exception = msg
 
 
+class TextLineWriter:
+    """structlog's output for JSON lines to a stream without a file descriptor
+    (a ``StringIO``): each line decoded, written with its newline, flushed."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def msg(self, message: bytes) -> None:
+        self._stream.write(message.decode() + "\n")
+        self._stream.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
 def _line_writers(stream: TextIO) -> Callable[..., Any]:
     """A structlog logger factory writing JSON lines to ``stream``: a
     :class:`LineWriter` on its file descriptor when it has one (stderr to
-    journald, a file or a pipe), else structlog's ``WriteLogger`` (a StringIO)."""
+    journald, a file or a pipe), else a :class:`TextLineWriter` (a StringIO)."""
     try:
         fd = stream.fileno()
     except (OSError, ValueError, io.UnsupportedOperation):
-        return structlog.WriteLoggerFactory(stream)
+        text = TextLineWriter(stream)
+        return lambda *args: text
     # Anything the stream still buffers goes first.
     stream.flush()
     writer = LineWriter(fd, threading.Lock())
@@ -252,4 +271,11 @@ def _is_tty(stream: Any) -> bool:
         return False
 
 
-__all__ = ["JsonLines", "LineWriter", "LogFormatChoice", "configure_logging"]
+__all__ = [
+    "JsonLines",
+    "LineWriter",
+    "LogFormatChoice",
+    "TextLineWriter",
+    "configure_logging",
+    "dumps_line",
+]

@@ -1,4 +1,5 @@
-"""The daemon's JSON log lines: JsonLines writes what structlog's chain would."""
+"""The daemon's JSON log lines: JsonLines writes what structlog's chain would,
+with the daemon's serializer (orjson, the standard encoder for what it refuses)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 import structlog
 from structlog.typing import Processor
 
-from nexus_schedd.daemon.logging import JsonLines, LineWriter, configure_logging
+from nexus_schedd.daemon.logging import JsonLines, LineWriter, configure_logging, dumps_line
 
 CHAIN: list[Processor] = [
     structlog.contextvars.merge_contextvars,
@@ -27,18 +28,19 @@ CHAIN: list[Processor] = [
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.StackInfoRenderer(),
     structlog.processors.dict_tracebacks,
-    structlog.processors.JSONRenderer(sort_keys=False),
+    structlog.processors.JSONRenderer(serializer=lambda event, **_: dumps_line(event)),
 ]
 """The chain JsonLines stands for (configure_logging's JSON set-up before it)."""
 
-_TIMESTAMP = re.compile(r'"timestamp": "[^"]*"')
+_TIMESTAMP = re.compile(rb'"timestamp":"[^"]*"')
 
 
-def through_chain(method: str, event: dict[str, Any]) -> str:
+def through_chain(method: str, event: dict[str, Any]) -> bytes:
     result: Any = dict(event)
     for processor in CHAIN:
         result = processor(None, method, result)
-    return str(result)
+    assert isinstance(result, bytes)
+    return result
 
 
 class Shown:
@@ -85,8 +87,8 @@ def bound_context() -> Iterator[None]:
         structlog.contextvars.clear_contextvars()
 
 
-def same_but_timestamp(ours: str, theirs: str) -> None:
-    assert _TIMESTAMP.sub('"timestamp": "T"', ours) == _TIMESTAMP.sub('"timestamp": "T"', theirs)
+def same_but_timestamp(ours: bytes, theirs: bytes) -> None:
+    assert _TIMESTAMP.sub(b'"timestamp":"T"', ours) == _TIMESTAMP.sub(b'"timestamp":"T"', theirs)
 
 
 @pytest.mark.parametrize(("method", "event"), EVENTS)
@@ -98,7 +100,7 @@ def test_a_line_is_what_structlogs_chain_writes(method: str, event: dict[str, An
 def test_context_variables_are_merged_as_the_chain_merges_them() -> None:
     for method, event in EVENTS:
         ours = JsonLines()(None, method, dict(event))
-        assert '"request_id": "r-7"' in ours
+        assert b'"request_id":"r-7"' in ours
         same_but_timestamp(ours, through_chain(method, event))
 
 
@@ -138,10 +140,10 @@ def test_exceptions_and_stacks_are_rendered_as_the_chain_renders_them() -> None:
             lines.append(log_a_failure(method, extra))
         same_but_timestamp(*lines)
         if extra.get("exc_info") or method == "exception":
-            assert "the disk is full" in lines[0]
+            assert b"the disk is full" in lines[0]
         if extra.get("stack_info"):
-            assert "in log_a_failure" in lines[0]
-            assert "nexus_schedd/daemon/logging.py" not in lines[0]
+            assert b"in log_a_failure" in lines[0]
+            assert b"nexus_schedd/daemon/logging.py" not in lines[0]
 
 
 @pytest.mark.parametrize(
@@ -170,7 +172,7 @@ def test_a_value_shared_or_circular_does_not_break_later_lines() -> None:
     same_but_timestamp(JsonLines()(None, "info", dict(event)), through_chain("info", event))
     looped: list[Any] = []
     looped.append(looped)
-    with pytest.raises(RecursionError):  # json's own check would raise ValueError
+    with pytest.raises(ValueError, match="Circular reference"):
         JsonLines()(None, "info", {"event": "looped", "v": looped})
     same_but_timestamp(JsonLines()(None, "info", dict(event)), through_chain("info", event))
 
@@ -179,7 +181,7 @@ def test_a_value_shared_or_circular_does_not_break_later_lines() -> None:
 def test_json_lines_to_a_file_are_whole_in_order_and_from_every_thread(tmp_path: Path) -> None:
     """A stream with a file descriptor (stderr to journald, a file, a pipe) gets
     each line in one write: lines from structlog and the stdlib in the order
-    logged, none torn when threads log at once, non-ASCII escaped as JSON."""
+    logged, none torn when threads log at once, non-ASCII as UTF-8."""
     path = tmp_path / "daemon.log"
     with path.open("w") as stream:
         stream.write("before the set-up, unflushed\n")
@@ -198,11 +200,11 @@ def test_json_lines_to_a_file_are_whole_in_order_and_from_every_thread(tmp_path:
             thread.start()
         for thread in threads:
             thread.join()
-    first, *lines = path.read_text().splitlines()
+    first, *lines = path.read_text(encoding="utf-8").splitlines()
     assert first == "before the set-up, unflushed"
     events = [json.loads(line) for line in lines]
     assert [e["event"] for e in events[:3]] == ["first", "from the stdlib", "third"]
-    assert events[0]["text"] == "ünïcode ✓" and lines[0].isascii()
+    assert events[0]["text"] == "ünïcode ✓" and "ünïcode ✓" in lines[0]
     bursts = [(e["thread"], e["i"]) for e in events[3:]]
     assert sorted(bursts) == [(n, i) for n in range(4) for i in range(300)]
     for n in range(4):
@@ -226,8 +228,8 @@ def test_a_short_write_is_finished_before_the_next_line(
     try:
         writer = LineWriter(fd, threading.Lock())
         monkeypatch.setattr(os, "write", at_most_7_bytes)
-        writer.info('{"event": "one"}')
-        writer.info('{"event": "two"}')
+        writer.info(b'{"event": "one"}')
+        writer.info(b'{"event": "two"}')
         monkeypatch.undo()
     finally:
         os.close(fd)
@@ -242,3 +244,38 @@ def test_a_stream_without_a_file_descriptor_still_gets_the_lines() -> None:
     structlog.get_logger().info("kept", n=1)
     [line] = stream.getvalue().splitlines()
     assert json.loads(line)["event"] == "kept"
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        (0.123, b"0.123"),
+        (10**30, b"1000000000000000000000000000000"),  # beyond orjson: the standard encoder
+        (math.nan, b"null"),
+        (-math.inf, b"null"),
+        ("ünïcode ✓", '"ünïcode ✓"'.encode()),
+        ("a lone \udc80 surrogate", b'"a lone \\udc80 surrogate"'),  # refused by orjson, escaped
+        (datetime(2026, 12, 7, 5, 0, tzinfo=UTC), b'"2026-12-07T05:00:00+00:00"'),
+        ({1: "int key"}, b'{"1":"int key"}'),
+        (Decimal("1.5"), b"\"Decimal('1.5')\""),
+        (Shown(), b'"shown by __structlog__"'),
+        (Opaque(), b'"<opaque>"'),
+    ],
+)
+def test_every_value_is_written_and_what_orjson_refuses_goes_through_json(
+    value: Any, written: bytes
+) -> None:
+    line = dumps_line({"event": "values", "v": value})
+    assert line == b'{"event":"values","v":' + written + b"}"
+    json.loads(line)  # valid JSON, NaN included
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_stdlib_records_are_written_in_the_same_compact_form() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    structlog.get_logger().info("from structlog", n=1)
+    logging.getLogger("library").warning("from the stdlib")
+    first, second = stream.getvalue().splitlines()
+    assert first.startswith('{"n":1,"event":"from structlog"')
+    assert second.startswith('{"event":"from the stdlib"') and ", " not in second
