@@ -233,16 +233,20 @@ class LineWriter:
 
 class TextLineWriter:
     """structlog's output for JSON lines to a stream without a file descriptor
-    (a ``StringIO``): each line decoded, written with its newline, flushed."""
+    (a ``StringIO``): each line decoded, written with its newline and flushed,
+    under a lock as structlog's ``WriteLogger`` does."""
 
-    __slots__ = ("_stream",)
+    __slots__ = ("_lock", "_stream")
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
+        self._lock = threading.Lock()
 
     def msg(self, message: bytes) -> None:
-        self._stream.write(message.decode() + "\n")
-        self._stream.flush()
+        text = message.decode() + "\n"
+        with self._lock:
+            self._stream.write(text)
+            self._stream.flush()
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
