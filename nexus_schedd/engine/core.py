@@ -322,8 +322,8 @@ class EngineCore:
             if not self._wakeup.is_set():
                 with self.clock.deadline_scope(wake_at) as scope:
                     await self._wakeup.wait()
-                if scope.cancelled_caught and wake_at is not None:
-                    self._note_wakeup_lag(scope, wake_at)
+                if wake_at is not None:
+                    self._note_wakeup_lag(scope, wake_at, timer=scope.cancelled_caught)
             self._sleeping = False
             self._wakeup = anyio.Event()
 
@@ -362,17 +362,23 @@ class EngineCore:
             self._fetch_paused_until = self.clock.now() + FETCH_RETRY
             return False
 
-    def _note_wakeup_lag(self, scope: anyio.CancelScope, due: datetime) -> None:
-        """How late the timer wake-up came: a blocked event loop shows here first.
+    def _note_wakeup_lag(self, scope: anyio.CancelScope, due: datetime, *, timer: bool) -> None:
+        """How late the scheduler woke after its deadline: a blocked event loop
+        shows here first.
 
         Measured on the loop's monotonic clock where the scope has a real deadline,
-        so a wall-clock step is not mistaken for lag; only timer wake-ups count
-        (a poke is not late for anything).
+        so a wall-clock step is not mistaken for lag. A timer wake-up counts, and
+        so does a poke that came after the deadline: a loop blocked across the
+        deadline runs whichever of the two it finds first, and the timer would
+        have woken the scheduler at its deadline had the loop been free. A poke
+        before the deadline is not late for anything.
         """
         if math.isfinite(scope.deadline):
             lag = (anyio.current_time() - scope.deadline) * 1000.0
         else:
             lag = (self.clock.now() - due).total_seconds() * 1000.0
+        if not timer and lag <= 0.0:
+            return
         self.loop_lag_ms = max(0.0, lag)
         if lag >= LOOP_LAG_WARN_MS:
             self.log.warning("event_loop_lag", lag_ms=round(lag, 1), source="scheduler")
