@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,8 +70,8 @@ def with_client(daemon: DaemonProcess, action: Callable[[Client], Awaitable[T]])
     return anyio.run(run)
 
 
-def add(daemon: DaemonProcess, job_type: str, **fields: Any) -> Job:
-    spec = JobSpec(job_type=job_type, run_at=datetime.now(UTC), **fields)
+def add(daemon: DaemonProcess, job_type: str, run_at: datetime | None = None, **fields: Any) -> Job:
+    spec = JobSpec(job_type=job_type, run_at=run_at or datetime.now(UTC), **fields)
     return with_client(daemon, lambda client: client.add_job(spec))
 
 
@@ -107,6 +107,14 @@ def test_raising_hanging_garbage_leaking_huge_and_blocking_handlers_are_containe
 ) -> None:
     marks = tmp_path / "marks.log"
     steady = add_steady(daemon)
+    # The block starts half-way between two of the steady job's occurrences, after
+    # the other jobs have ended (the hanging one times out after 0.5 s): the
+    # scheduler is then asleep on its timer when the loop blocks, which is what
+    # this checks. Started with the others, the block could begin while the
+    # scheduler was awake (the steady job's first occurrence due at the same
+    # moment), with nothing to measure its lag against; with both cores busy, one
+    # CI run logged no lag.
+    mid_second = datetime.now(UTC).replace(microsecond=500_000) + timedelta(seconds=2)
     jobs = {
         kind: add(daemon, kind, payload={"marks": str(marks)}, **extra)
         for kind, extra in [
@@ -115,7 +123,7 @@ def test_raising_hanging_garbage_leaking_huge_and_blocking_handlers_are_containe
             ("garbage", {}),
             ("leaks", {}),
             ("huge", {}),
-            ("blocks", {}),
+            ("blocks", {"run_at": mid_second}),
         ]
     }
     results = {kind: final(daemon, job) for kind, job in jobs.items()}
