@@ -24,8 +24,8 @@ from nexus_schedd.store.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
 
-BLOCK_S = 0.8
-DUE_IN_S = 0.3
+BLOCK_S = 1.6
+DUE_IN_S = 1.0
 
 
 @pytest.fixture
