@@ -3,6 +3,7 @@ uvloop; jobs/s from the first start to the last checkpoint.
 
     python -m benchmarks.engine_throughput [--jobs 100000] [--concurrency 64]
         [--threads] [--store sqlite|discard] [--tracing off|on] [--trace-context] [--profile]
+        [--log-level warning|info]
 
 ``--threads`` adds the CPU each thread spent per job while the jobs ran (user and
 system time from /proc: the event loop, and the store's SQLite writer process). ``--store
@@ -10,13 +11,15 @@ discard`` runs the same engine on a store that keeps jobs in memory and throws
 every checkpoint away: the engine's own ceiling, not a durable figure. ``--tracing
 on`` makes each run a span (the OpenTelemetry SDK, a BatchSpanProcessor and an
 exporter that drops what it is given); ``--trace-context`` adds the jobs with a
-traceparent. ``benchmarks.tracing_overhead`` compares the modes.
+traceparent. ``benchmarks.tracing_overhead`` compares the modes. Logging is the
+daemon's own set-up (JSON lines, ``configure_logging``) into a file in the scratch
+directory; at ``--log-level info``, the daemon's default, each run writes its two
+lines there.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import tempfile
@@ -28,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
 from nexus_schedd.clock import SystemClock
+from nexus_schedd.daemon.logging import configure_logging
 from nexus_schedd.engine import Engine, EngineSettings
 from nexus_schedd.engine.rates import Rate
 from nexus_schedd.handlers.base import HandlerContext
@@ -249,10 +252,16 @@ def main() -> None:
         default="sqlite",
         help="discard: a store that throws checkpoints away (the engine's own ceiling)",
     )
+    parser.add_argument(
+        "--log-level",
+        choices=("warning", "info"),
+        default="warning",
+        help="the daemon's logging at this level into a scratch file "
+        "(info, the daemon's default: two lines per run)",
+    )
     args = parser.parse_args()
-    # Per-run log events cost more than the dispatch itself; measure the engine.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp, open(Path(tmp) / "log", "w") as log:
+        configure_logging(args.log_level, "json", stream=log)
 
         def run() -> dict[str, Any]:
             return anyio.run(

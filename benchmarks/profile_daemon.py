@@ -4,7 +4,7 @@ window of ``benchmarks.daemon_throughput`` (jobs added over the socket before th
 fall due, SQLite, durability full, 64 slots).
 
     python -m benchmarks.profile_daemon [--jobs 50000] [--py-spy PATH] [--rate 250]
-        [--out DIR] [--top 25] [--postgres DSN]
+        [--out DIR] [--top 25] [--postgres DSN] [--syscalls] [--log-level warning]
 
 ``--postgres`` profiles one node daemon on a PostgreSQL schema instead (as
 ``benchmarks.multinode`` runs it; no writer process there). ``--syscalls`` counts,
@@ -193,6 +193,12 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--postgres", metavar="DSN", help="profile one PostgreSQL node")
     parser.add_argument("--syscalls", action="store_true", help="count system calls instead")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["info", "warning"],
+        help="the daemon's log level (info: two lines per run, the default level)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.syscalls:
@@ -205,7 +211,7 @@ def main() -> None:
         result = measure(args.postgres, args.jobs, 1, window_hook=hook)
         print(f"PostgreSQL backends: {result['cpu server']} per job")
     else:
-        result = measure_sqlite(args.jobs, window_hook=hook)
+        result = measure_sqlite(args.jobs, log_level=args.log_level, window_hook=hook)
     tool = "perf stat" if args.syscalls else f"py-spy at {args.rate}/s"
     print(
         f"{args.jobs:,} jobs, {result['jobs_per_s']:,} jobs/s under {tool}, load {result['load']}"
