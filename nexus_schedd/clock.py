@@ -202,15 +202,31 @@ class WallClockSteps:
         """The timerfd (for tests that read it directly)."""
         return self._fd
 
-    def _arm(self) -> None:
+    _ARM_TRIES = 100
+
+    def _arm(self) -> bool:
+        """Arm the timer far ahead; True when the clock was set while arming.
+
+        ``timerfd_settime`` fails with ``ECANCELED`` when the clock was set since
+        the timer was last read (two steps close together: a VM resume and an
+        NTP step, ``date -s`` twice). That failure is the report of the step,
+        and it leaves the timer unarmed (the descriptor no longer readable), so
+        the call is made again; a step is never an error.
+        """
         spec = _ITimerSpec(it_interval=_TimeSpec(0, 0), it_value=_TimeSpec(self._FAR_FUTURE_S, 0))
         settime = self._libc.timerfd_settime
         settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
         settime.restype = ctypes.c_int
         flags = self._TFD_TIMER_ABSTIME | self._TFD_TIMER_CANCEL_ON_SET
-        if settime(self._fd, flags, ctypes.byref(spec), None) != 0:
+        stepped = False
+        for _ in range(self._ARM_TRIES):
+            if settime(self._fd, flags, ctypes.byref(spec), None) == 0:
+                return stepped
             err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+            if err != errno.ECANCELED:
+                raise OSError(err, os.strerror(err))
+            stepped = True
+        raise OSError(errno.ECANCELED, "the wall clock was set at every try to watch it")
 
     def consume(self) -> bool:
         """Read the timerfd once it is readable; True when the clock was stepped.
@@ -226,8 +242,8 @@ class WallClockSteps:
                 raise
             self._arm()
             return True
-        self._arm()  # the far-future expiry itself: not a step, but re-arm anyway
-        return False
+        # The far-future expiry itself: not a step, but re-arm anyway.
+        return self._arm()
 
     async def wait(self) -> None:
         """Return after the next wall-clock step."""

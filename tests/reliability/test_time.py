@@ -4,6 +4,7 @@ DST transitions crossed while running, and the timerfd that notices clock steps.
 from __future__ import annotations
 
 import errno
+import os
 import random
 import sys
 import time
@@ -238,6 +239,32 @@ async def test_timerfd_watcher_reports_a_real_clock_step_and_nothing_otherwise()
         step_wall_clock_by_a_microsecond()
         with anyio.fail_after(5):
             await watcher.wait()
+    finally:
+        watcher.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux-only")
+async def test_a_step_while_the_watcher_re_arms_is_reported_and_watching_goes_on() -> None:
+    """Two steps close together: the second lands between the read that reported
+    the first and the re-arm. The kernel then refuses the re-arm (ECANCELED) and
+    leaves the timer unarmed; the watcher must count that as a step and arm again,
+    not end the daemon (a CI run saw exactly that) nor stop seeing steps."""
+    watcher = WallClockSteps.open()
+    assert watcher is not None
+    try:
+        step_wall_clock_by_a_microsecond()
+        with anyio.fail_after(5):
+            await anyio.wait_readable(watcher.fileno)
+        # The read that reports the first step, then the second step before the re-arm.
+        with pytest.raises(OSError) as read:
+            os.read(watcher.fileno, 8)
+        assert read.value.errno == errno.ECANCELED
+        step_wall_clock_by_a_microsecond()
+        assert watcher._arm() is True  # refused once (the second step), then armed
+        assert watcher.consume() is False, "both steps are reported; nothing is pending"
+        step_wall_clock_by_a_microsecond()
+        with anyio.fail_after(5):
+            await watcher.wait()  # still watching
     finally:
         watcher.close()
 
