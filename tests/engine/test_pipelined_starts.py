@@ -14,7 +14,6 @@ from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus, Run
 from tests.engine.harness import (
     EXACT,
     T0,
-    Behaviour,
     ScriptedHandler,
     TrackedStore,
     engine_running,
@@ -22,10 +21,6 @@ from tests.engine.harness import (
 )
 
 pytestmark = pytest.mark.anyio
-
-SLOTS = PIPELINE_MIN_SLOTS
-POOL = EngineSettings(max_concurrency=SLOTS, defaults=EXACT)
-"""The smallest pool whose starts may be written a batch ahead."""
 
 
 class Watched(TrackedStore):
@@ -71,7 +66,8 @@ async def watched(store: TrackedStore) -> Watched:
 async def test_handlers_that_end_at_once_get_a_pools_starts_per_write(watched: Watched) -> None:
     clock = VirtualClock(T0)
     handler = ScriptedHandler(clock)
-    slots, settings = SLOTS, POOL
+    slots = PIPELINE_MIN_SLOTS
+    settings = EngineSettings(max_concurrency=slots, defaults=EXACT)
     async with engine_running(watched, clock, handler, settings=settings) as engine:
         watched.engine = engine
         jobs = await add(engine, 1500, "fast")
@@ -84,25 +80,20 @@ async def test_handlers_that_end_at_once_get_a_pools_starts_per_write(watched: W
     assert max(watched.running_seen) <= 2 * slots
 
 
-def held_until(release: anyio.Event) -> Behaviour:
-    """Jobs added with ``{"wait": true}`` wait for ``release``; the others end at once."""
-
-    async def behave(job: Job, ctx: HandlerContext) -> JobResult:
-        if job.payload.get("wait"):
-            await release.wait()
-        return JobResult.success()
-
-    return behave
-
-
 async def test_handlers_that_wait_never_have_starts_written_ahead(watched: Watched) -> None:
     clock = VirtualClock(T0)
     release = anyio.Event()
-    handler = ScriptedHandler(clock, behaviour=held_until(release))
-    slots, settings = SLOTS, POOL
+
+    async def wait(job: Job, ctx: HandlerContext) -> JobResult:
+        await release.wait()
+        return JobResult.success()
+
+    handler = ScriptedHandler(clock, behaviour=wait)
+    slots = PIPELINE_MIN_SLOTS
+    settings = EngineSettings(max_concurrency=slots, defaults=EXACT)
     async with engine_running(watched, clock, handler, settings=settings, jump=False) as engine:
         watched.engine = engine
-        jobs = await add(engine, 5 * slots, "slow", wait=True)
+        jobs = await add(engine, 5 * slots, "slow")
         await quiesce(watched)  # every task waits: the pool's handlers on release
         assert handler.running["work"] == slots
         assert engine.status().running == slots  # the pool, and no start ahead of it
@@ -115,11 +106,18 @@ async def test_handlers_that_wait_never_have_starts_written_ahead(watched: Watch
 
 async def test_a_burst_that_turns_slow_starts_at_most_one_pool_ahead(watched: Watched) -> None:
     """Handlers that end at once, then (the same type, in the same burst) ones that
-    wait: a batch written ahead as they turn waits for workers, and no more is."""
+    wait: the batch written ahead when they turn waits for workers, and no more is."""
     clock = VirtualClock(T0)
     release = anyio.Event()
-    handler = ScriptedHandler(clock, behaviour=held_until(release))
-    slots, settings = SLOTS, POOL
+
+    async def maybe_wait(job: Job, ctx: HandlerContext) -> JobResult:
+        if job.payload.get("wait"):
+            await release.wait()
+        return JobResult.success()
+
+    handler = ScriptedHandler(clock, behaviour=maybe_wait)
+    slots = PIPELINE_MIN_SLOTS
+    settings = EngineSettings(max_concurrency=slots, defaults=EXACT)
     async with engine_running(watched, clock, handler, settings=settings, jump=False) as engine:
         watched.engine = engine
         # One burst: the jobs that wait are due with the others, behind them.
