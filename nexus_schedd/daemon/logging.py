@@ -14,7 +14,9 @@ instructions: at the default ``info`` level every run writes two events (SPEC
 9), which through the chain cost almost half as much as the rest of running a
 no-op job (docs/performance.md, round 6, stop 30). Lines are compact JSON in
 UTF-8, encoded by orjson (:func:`dumps_line`), and each goes to the stream's
-file descriptor in one ``os.write`` (:class:`LineWriter`).
+file descriptor in one ``os.write`` (:class:`LineWriter`). The bound loggers'
+level methods hand an event straight to :class:`JsonLines`
+(:func:`json_lines_logger`), without structlog's three-call dispatch.
 """
 
 from __future__ import annotations
@@ -86,7 +88,11 @@ def configure_logging(
 
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        wrapper_class=(
+            json_lines_logger(numeric_level)
+            if use_json
+            else structlog.make_filtering_bound_logger(numeric_level)
+        ),
         # The same lines as PrintLogger (the line and its newline, flushed), in one write.
         logger_factory=_line_writers(output) if use_json else structlog.WriteLoggerFactory(output),
         # Not cached: a later configure_logging() call must take effect everywhere.
@@ -252,6 +258,66 @@ class TextLineWriter:
     fatal = failure = err = error = critical = exception = msg
 
 
+def json_lines_logger(min_level: int) -> type[Any]:
+    """structlog's filtering bound logger for ``min_level``, whose level methods
+    hand an event straight to :class:`JsonLines` when that is the whole chain.
+
+    structlog's own methods pass an event through three calls, each repacking its
+    keywords (the level method, ``_proxy_to_logger``, ``_process_event``: the
+    context copied and updated, the chain looped over, its result's type tested)
+    before the one processor: about a third of a run event's cost at ``info``
+    (docs/performance.md, round 6, stop 35). These methods build the same event
+    dict (the bound context, then the call's keys, then ``event``) in one step
+    and write what :class:`JsonLines` returns with the same output method, so the
+    lines are the same bytes. Anything else (positional arguments to
+    interpolate, a chain configured differently since) goes through structlog's
+    method, unchanged. Custom wrapper classes are structlog's documented hook;
+    ``_context``, ``_processors`` and ``_logger`` are its documented attributes
+    for them.
+    """
+    cached = _JSON_LOGGERS.get(min_level)
+    if cached is not None:
+        return cached
+    base = structlog.make_filtering_bound_logger(min_level)
+    methods: dict[str, Any] = {}
+    for level, name in (
+        (logging.DEBUG, "debug"),
+        (logging.INFO, "info"),
+        (logging.WARNING, "warning"),
+        (logging.ERROR, "error"),
+        (logging.CRITICAL, "critical"),
+    ):
+        if level >= min_level:
+            methods[name] = _direct_method(name, getattr(base, name))
+    for alias, name in (("warn", "warning"), ("fatal", "critical"), ("msg", "info")):
+        if name in methods:
+            methods[alias] = methods[name]
+    wrapper = type(f"JsonLines{base.__name__}", (base,), methods)
+    _JSON_LOGGERS[min_level] = wrapper
+    return wrapper
+
+
+_JSON_LOGGERS: dict[int, type[Any]] = {}
+
+
+def _direct_method(name: str, structlogs: Callable[..., Any]) -> Callable[..., Any]:
+    """The level method ``name`` of :func:`json_lines_logger`'s classes;
+    ``structlogs`` is structlog's own, for what it does not take."""
+
+    def method(self: Any, event: str, *args: Any, **kw: Any) -> Any:
+        processors = self._processors
+        if args or len(processors) != 1 or type(processors[0]) is not JsonLines:
+            return structlogs(self, event, *args, **kw)
+        context = self._context
+        event_dict = {**context, **kw} if context else kw  # kw is this call's own
+        event_dict["event"] = event
+        logger = self._logger
+        return getattr(logger, name)(processors[0](logger, name, event_dict))
+
+    method.__name__ = name
+    return method
+
+
 def _line_writers(stream: TextIO) -> Callable[..., Any]:
     """A structlog logger factory writing JSON lines to ``stream``: a
     :class:`LineWriter` on its file descriptor when it has one (stderr to
@@ -282,4 +348,5 @@ __all__ = [
     "TextLineWriter",
     "configure_logging",
     "dumps_line",
+    "json_lines_logger",
 ]

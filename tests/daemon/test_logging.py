@@ -20,7 +20,13 @@ import pytest
 import structlog
 from structlog.typing import Processor
 
-from nexus_schedd.daemon.logging import JsonLines, LineWriter, configure_logging, dumps_line
+from nexus_schedd.daemon.logging import (
+    JsonLines,
+    LineWriter,
+    configure_logging,
+    dumps_line,
+    json_lines_logger,
+)
 
 CHAIN: list[Processor] = [
     structlog.contextvars.merge_contextvars,
@@ -279,3 +285,102 @@ def test_stdlib_records_are_written_in_the_same_compact_form() -> None:
     first, second = stream.getvalue().splitlines()
     assert first.startswith('{"n":1,"event":"from structlog"')
     assert second.startswith('{"event":"from the stdlib"') and ", " not in second
+
+
+CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+    ("info", ("run_started",), {"job_id": "01J", "job_type": "bench", "attempt": 1, "x": 0.5}),
+    ("msg", ("an alias of info",), {"n": 1}),
+    ("debug", ("debug",), {"n": None}),
+    ("warning", ("job_overdue",), {"late_s": 1.5, "job_type": "ünïcode ✓"}),
+    ("warn", ("an alias of warning",), {}),
+    ("error", ("nested",), {"data": {"a": [1, 2.5, {"b": True}]}, "big": 10**30}),
+    ("critical", ("critical",), {"d": Decimal("1.5"), "s": Shown(), "o": Opaque()}),
+    ("fatal", ("an alias of critical",), {"x": math.nan}),
+    ("info", ("%s of %d, interpolated",), {}),
+    ("info", ("%s of %d, interpolated", "two", 2), {}),
+    ("info", ("%(what)s by name", {"what": "interpolated"}), {}),
+    ("info", ("keys that look like the chain's",), {"level": "kept?", "timestamp": "given"}),
+    ("exception", ("logged as an error",), {}),
+    ("error", ("with its exception",), {"exc_info": True}),
+    ("error", ("with its stack",), {"stack_info": True}),
+    ("log", (logging.WARNING, "through log()"), {"n": 2}),
+    ("log", (logging.DEBUG, "through log(), below the level"), {}),
+]
+
+
+def emit(method: str, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+    """Log from inside an ``except`` (one frame and line whatever the wrapper; no
+    logger among the locals a traceback shows, its repr names its class)."""
+    try:
+        raise ValueError("the disk is full")
+    except ValueError:
+        return getattr(structlog.get_logger().bind(**kw.pop("bound")), method)(*args, **kw)
+
+
+@pytest.mark.usefixtures("restore_structlog")
+@pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO, logging.WARNING])
+@pytest.mark.parametrize("bound", [{}, {"node": "n1", "job_id": "bound first"}])
+def test_the_json_loggers_level_methods_write_what_structlogs_write(
+    level: int, bound: dict[str, Any]
+) -> None:
+    """``json_lines_logger``'s methods skip structlog's dispatch, not its meaning:
+    the same lines (bound keys first, the call's after, ``event`` last, the chain's
+    keys added), interpolation, exceptions and stacks from the calling frame, and
+    nothing below the level."""
+    for method, args, kw in CALLS:
+        lines = []
+        for wrapper in (structlog.make_filtering_bound_logger(level), json_lines_logger(level)):
+            structlog.configure(
+                processors=[JsonLines()],
+                wrapper_class=wrapper,
+                logger_factory=structlog.ReturnLoggerFactory(),
+            )
+            lines.append(emit(method, args, {**kw, "bound": bound}))
+        ours, theirs = lines
+        if theirs is None:
+            assert ours is None, (method, args)
+            continue
+        same_but_timestamp(ours, theirs)
+        if bound:
+            # A key given again keeps its bound place and takes the call's value.
+            assert ours.startswith(b'{"node":"n1","job_id":"')
+    logger = json_lines_logger(level)
+    assert structlog.get_logger().bind().is_enabled_for(logging.INFO) is (level <= logging.INFO)
+    assert logger.__name__ == f"JsonLines{structlog.make_filtering_bound_logger(level).__name__}"
+    assert json_lines_logger(level) is logger  # made once per level
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_the_daemons_json_events_skip_structlogs_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure_logging's JSON set-up hands a keyword event straight to JsonLines
+    (a third of a run event's cost at info went to structlog's dispatch); a call
+    it cannot take, and a chain configured differently later, go through it."""
+    dispatched = 0
+    process_event = structlog.BoundLoggerBase._process_event
+
+    def counting(self: Any, *args: Any) -> Any:
+        nonlocal dispatched
+        dispatched += 1
+        return process_event(self, *args)
+
+    monkeypatch.setattr(structlog.BoundLoggerBase, "_process_event", counting)
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    log = structlog.get_logger("nexus_schedd.engine").bind()
+    log.info("run_started", job_id="01J", attempt=1)
+    log.warning("job_overdue", late_s=1.5)
+    log.debug("below the level")
+    assert dispatched == 0
+    log.info("%d positional", 1)
+    assert dispatched == 1
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == [
+        "run_started",
+        "job_overdue",
+        "1 positional",
+    ]
+    structlog.configure(
+        processors=[lambda _l, _m, event: {**event, "rechained": True}, JsonLines()]
+    )
+    structlog.get_logger().bind().info("after a new chain")
+    assert dispatched == 2
+    assert json.loads(stream.getvalue().splitlines()[-1])["rechained"] is True
