@@ -17,7 +17,6 @@ from nexus_schedd.engine.attempts import (
     SHUTDOWN,
     Attempt,
     AttemptLog,
-    log_keys,
     logs_info,
 )
 from nexus_schedd.handlers.base import HandlerContext
@@ -195,7 +194,14 @@ class Workers:
                 lateness_ms = (now - due) / _MILLISECOND
             self.lateness.append(lateness_ms)
             if log_runs:
-                self._log.info("run_started", **log_keys(attempt), lateness_ms=lateness_ms)
+                # log_keys' keys, spelled out: no dict to build and splat per line.
+                self._log.info(
+                    "run_started",
+                    job_id=job.id,
+                    job_type=job.job_type,
+                    attempt=run.attempt,
+                    lateness_ms=lateness_ms,
+                )
             extras = job.extras
             trace_context = None if extras is None else extras.trace_context
             if tracer is not None:
@@ -256,7 +262,9 @@ class Workers:
         if log_runs:
             self._log.info(
                 "run_finished",
-                **log_keys(attempt),
+                job_id=job.id,
+                job_type=job.job_type,
+                attempt=run.attempt,
                 outcome=outcome._value_,
                 lateness_ms=lateness_ms,
                 duration_ms=round((time.perf_counter_ns() - started) / 1000) / 1000,
