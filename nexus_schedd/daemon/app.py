@@ -29,6 +29,7 @@ from nexus_schedd.daemon.config import (
     check_schedule_types,
     load_config,
 )
+from nexus_schedd.daemon.logging import flush_held_lines
 from nexus_schedd.daemon.systemd import Notifier, listen_fds, watchdog_interval
 from nexus_schedd.engine import Engine, engine_for
 from nexus_schedd.errors import ConfigError, SchedulerError, StoreError, StoreOpenFailed
@@ -207,6 +208,7 @@ class Daemon:
 
     def _arm_forced_exit(self) -> None:
         def force(signum: int, _frame: object) -> None:
+            flush_held_lines(wait=False)  # this turn's info lines, unless being written
             os.write(2, b"nexus-schedd: second signal, exiting at once\n")
             kill_running_commands()  # exec children must not outlive the daemon
             os._exit(EXIT_FORCED)

@@ -16,11 +16,14 @@ no-op job (docs/performance.md, round 6, stop 30). Lines are compact JSON in
 UTF-8, encoded by orjson (:func:`dumps_line`), and each goes to the stream's
 file descriptor in one ``os.write`` (:class:`LineWriter`). The bound loggers'
 level methods hand an event straight to :class:`JsonLines`
-(:func:`json_lines_logger`), without structlog's three-call dispatch.
+(:func:`json_lines_logger`), without structlog's three-call dispatch, and the
+``info`` and ``debug`` lines of an event-loop turn are encoded and written
+together as the turn ends (:meth:`LineWriter.hold`).
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import io
 import json
@@ -29,6 +32,8 @@ import os
 import sys
 import threading
 import time
+import weakref
+from asyncio import _get_running_loop
 from collections.abc import Callable
 from typing import Any, Literal, TextIO
 
@@ -48,7 +53,12 @@ _LEVELS = {
 
 
 class _NexusStdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the root handler this module installs, so reconfiguring replaces it."""
+    """Marks the root handler this module installs, so reconfiguring replaces it.
+    A record is written after the structlog lines held before it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        flush_held_lines()
+        super().emit(record)
 
 
 def configure_logging(
@@ -189,13 +199,18 @@ class JsonLines:
         that log read it whole)."""
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> bytes:
+        return dumps_line(self.collect(logger, method_name, event_dict))
+
+    def collect(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        """Everything of the line that belongs to the moment of the call (context
+        variables, level, timestamp, stack and exception), before its encoding."""
         event_dict = structlog.contextvars.merge_contextvars(logger, method_name, event_dict)
         event_dict = structlog.processors.add_log_level(logger, method_name, event_dict)
         event_dict["timestamp"] = self._timestamp(time.time_ns())
         if "stack_info" in event_dict or "exc_info" in event_dict:
             event_dict = self._stack_info(logger, method_name, event_dict)
             event_dict = structlog.processors.dict_tracebacks(logger, method_name, event_dict)
-        return dumps_line(event_dict)
+        return event_dict
 
     def _timestamp(self, now_ns: int) -> str:
         """``datetime.now(UTC).isoformat()`` with ``Z`` for ``+00:00``, from nanoseconds
@@ -212,29 +227,176 @@ class JsonLines:
 
 class LineWriter:
     """structlog's output for JSON lines: each line and its newline in one
-    ``os.write`` to the stream's file descriptor.
+    ``os.write`` to the stream's file descriptor, and the ``info`` and ``debug``
+    lines of an event-loop turn held and written together.
 
     ``WriteLogger`` writes through the stream's ``TextIOWrapper`` and flushes it,
     which comes to the same single ``write(2)`` per line for about twice the
     work (3.5 against 1.4 us per line here; two lines per run at ``info``).
     A short write (a signal, a full pipe) is finished before the next line.
+
+    Held lines (:meth:`hold`): an event logged at ``info`` or ``debug`` on a
+    thread with a running asyncio loop, whose values are all plain scalars, is
+    kept as its collected event dict (context, level and timestamp taken at the
+    call) and encoded and written with the turn's others by a callback the loop
+    runs next (:meth:`flush`). The engine's two lines per run are encoded back to
+    back instead of in the middle of the engine's work, which took a fifth of the
+    daemon's loop CPU per job at ``info`` (docs/performance.md, round 6, stop
+    35). A line is never held past the next line written any other way (a
+    warning, another thread's line, a standard ``logging`` record): those write
+    what is held first, so the stream keeps the order of the calls. A loop that
+    does not come back (a handler blocking it) has its held lines written by a
+    watcher thread within ``2 * HOLD_LIMIT_S``, and what is held at exit is
+    written by ``atexit``.
     """
 
-    __slots__ = ("_fd", "_lock")
+    __slots__ = ("__weakref__", "_batch", "_fd", "_held", "_holder", "_lock")
 
     def __init__(self, fd: int, lock: threading.Lock) -> None:
         self._fd = fd
         self._lock = lock
+        self._held: list[EventDict] = []
+        self._holder = 0
+        """The thread whose loop will write the held lines."""
+        self._batch = 0
+        """Counts the batches of held lines (see :meth:`flush_batch`)."""
+        _WRITERS.add(self)
 
     def msg(self, message: bytes) -> None:
         data = message + b"\n"
         with self._lock:
-            written = os.write(self._fd, data)
-            while written < len(data):
-                written += os.write(self._fd, memoryview(data)[written:])
+            if self._held:
+                data = self._take_held() + data
+            self._write(data)
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
+
+    def hold(self, event_dict: EventDict) -> bool:
+        """Keep ``event_dict`` (collected, see :meth:`JsonLines.collect`) to be
+        written with the other lines of this loop turn. False when it cannot be:
+        a value that could still change (not a plain scalar), no running loop on
+        this thread, or lines held by another thread's loop; then the caller
+        writes it at once (after what is held)."""
+        for value in event_dict.values():
+            if type(value) not in _SCALARS:
+                return False
+        thread = threading.get_ident()
+        with self._lock:
+            held = self._held
+            if held:
+                if thread != self._holder:
+                    return False
+                held.append(event_dict)
+                return True
+            loop = _get_running_loop()
+            if loop is None:
+                return False
+            held.append(event_dict)
+            self._holder = thread
+            self._batch += 1
+            batch = self._batch
+        loop.call_soon(self.flush)
+        _WATCH.note(self, batch)
+        return True
+
+    def flush(self, *, wait: bool = True) -> None:
+        """Write what is held. ``wait=False`` gives up if another call is writing
+        (a signal handler, which may have interrupted it on this thread)."""
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            if self._held:
+                self._write(self._take_held())
+        finally:
+            self._lock.release()
+
+    def flush_batch(self, batch: int) -> None:
+        """Write what is held if it is still batch ``batch`` (its loop has not come
+        back to write it since the watcher was told of it)."""
+        with self._lock:
+            if self._held and self._batch == batch:
+                self._write(self._take_held())
+
+    def _take_held(self) -> bytes:
+        held, self._held = self._held, []
+        return b"".join([dumps_line(event_dict) + b"\n" for event_dict in held])
+
+    def _write(self, data: bytes) -> None:
+        written = os.write(self._fd, data)
+        while written < len(data):
+            written += os.write(self._fd, memoryview(data)[written:])
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""Value types a held line may carry: nothing the caller could change before the
+line is encoded."""
+
+HOLD_LIMIT_S = 0.25
+"""How long the watcher waits before writing lines a loop has not come back to
+write (see :class:`LineWriter`)."""
+
+_WRITERS: weakref.WeakSet[LineWriter] = weakref.WeakSet()
+"""Every LineWriter made, for :func:`flush_held_lines`."""
+
+
+def flush_held_lines(*, wait: bool = True) -> None:
+    """Write every line held for its loop's turn (at exit, before a standard
+    ``logging`` record, before ``os._exit``). ``wait=False`` from a signal
+    handler: a writer busy on this very thread is skipped, not deadlocked on."""
+    for writer in list(_WRITERS):
+        writer.flush(wait=wait)
+
+
+class _HeldLinesWatch:
+    """One thread that writes lines a loop has held for ``HOLD_LIMIT_S`` and not
+    come back to write: a handler that blocks the loop must not hide its
+    ``run_started``. Told of each new batch (:meth:`note`); after a period
+    with none it waits without a timeout (no wake-ups while idle)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._noted: dict[LineWriter, int] = {}
+        self._thread: threading.Thread | None = None
+        self._parked = True
+
+    def note(self, writer: LineWriter, batch: int) -> None:
+        with self._cond:
+            self._noted[writer] = batch
+            if self._parked:
+                self._parked = False
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="nexus-schedd held log lines", daemon=True
+                    )
+                    self._thread.start()
+                else:
+                    self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._noted:
+                    self._parked = True
+                    self._cond.wait()
+                noted, self._noted = self._noted, {}
+            time.sleep(HOLD_LIMIT_S)
+            for writer, batch in noted.items():
+                writer.flush_batch(batch)
+            del noted
+
+    def after_fork_in_child(self) -> None:
+        """A forked child has no watcher thread, and its lock may have been taken
+        by a thread that does not exist there."""
+        self._cond = threading.Condition(threading.Lock())
+        self._noted = {}
+        self._thread = None
+        self._parked = True
+
+
+_WATCH = _HeldLinesWatch()
+atexit.register(flush_held_lines)
+os.register_at_fork(after_in_child=_WATCH.after_fork_in_child)
 
 
 class TextLineWriter:
@@ -304,6 +466,8 @@ def _direct_method(name: str, structlogs: Callable[..., Any]) -> Callable[..., A
     """The level method ``name`` of :func:`json_lines_logger`'s classes;
     ``structlogs`` is structlog's own, for what it does not take."""
 
+    holds = name in ("debug", "info")
+
     def method(self: Any, event: str, *args: Any, **kw: Any) -> Any:
         processors = self._processors
         if args or len(processors) != 1 or type(processors[0]) is not JsonLines:
@@ -312,6 +476,11 @@ def _direct_method(name: str, structlogs: Callable[..., Any]) -> Callable[..., A
         event_dict = {**context, **kw} if context else kw  # kw is this call's own
         event_dict["event"] = event
         logger = self._logger
+        if holds and type(logger) is LineWriter:
+            collected = processors[0].collect(logger, name, event_dict)
+            if logger.hold(collected):
+                return None
+            return logger.msg(dumps_line(collected))
         return getattr(logger, name)(processors[0](logger, name, event_dict))
 
     method.__name__ = name
@@ -348,5 +517,6 @@ __all__ = [
     "TextLineWriter",
     "configure_logging",
     "dumps_line",
+    "flush_held_lines",
     "json_lines_logger",
 ]

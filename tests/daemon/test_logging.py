@@ -9,18 +9,26 @@ import logging
 import math
 import os
 import re
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 import structlog
 from structlog.typing import Processor
 
+from nexus_schedd.daemon import logging as daemon_logging
 from nexus_schedd.daemon.logging import (
+    HOLD_LIMIT_S,
     JsonLines,
     LineWriter,
     configure_logging,
@@ -384,3 +392,132 @@ def test_the_daemons_json_events_skip_structlogs_dispatch(monkeypatch: pytest.Mo
     structlog.get_logger().bind().info("after a new chain")
     assert dispatched == 2
     assert json.loads(stream.getvalue().splitlines()[-1])["rechained"] is True
+
+
+# -- lines held for their event-loop turn ------------------------------------------
+
+
+def lines_in(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def events_in(path: Path) -> list[str]:
+    return [line["event"] for line in lines_in(path)]
+
+
+def block_until_written(path: Path, event: str) -> float:
+    """Block the calling thread (a test's event loop) until ``event`` is in the
+    file; the seconds it took."""
+    started = time.monotonic()
+    deadline = started + 30  # generous on a busy machine; written long before
+    while event not in events_in(path):
+        assert time.monotonic() < deadline, f"{event} was not written"
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[Path]:
+    """The daemon's JSON set-up at info, into a file (a descriptor: LineWriter)."""
+    path = tmp_path / "daemon.log"
+    with path.open("w") as stream:
+        configure_logging("info", "json", stream=stream)
+        yield path
+        daemon_logging.flush_held_lines()
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("restore_logging")
+async def test_info_lines_on_a_loop_are_written_together_when_the_turn_ends(
+    log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def recorded(fd: int, data: Any) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", recorded)
+    log = structlog.get_logger("nexus_schedd.engine").bind()
+    before = datetime.now(UTC)
+    for n in range(3):
+        log.info("run_started", job_id=f"j{n}", attempt=1, lateness_ms=0.5)
+        log.debug("below the level")
+    after = datetime.now(UTC)
+    assert events_in(log_file) == []  # held for this turn
+    await anyio.lowlevel.checkpoint()  # the loop's next turn writes them
+    assert events_in(log_file) == ["run_started"] * 3
+    assert len(writes) == 1  # one write(2) for the turn's lines
+    lines = lines_in(log_file)
+    assert [line["job_id"] for line in lines] == ["j0", "j1", "j2"]
+    for line in lines:  # taken when logged, not when written
+        stamp = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00"))
+        assert before - timedelta(microseconds=1) <= stamp <= after
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("restore_logging")
+async def test_a_line_written_at_once_comes_after_the_held_ones(log_file: Path) -> None:
+    """A warning, a standard logging record, another thread's line, a line whose
+    values could change: each is written at once, after what was held before it."""
+    log = structlog.get_logger("nexus_schedd.engine").bind()
+    log.info("held 1")
+    log.warning("a warning")
+    assert events_in(log_file) == ["held 1", "a warning"]
+    log.info("held 2")
+    logging.getLogger("library").warning("a stdlib record")
+    assert events_in(log_file)[2:] == ["held 2", "a stdlib record"]
+    log.info("held 3")
+    thread = threading.Thread(target=lambda: log.info("from another thread"))
+    thread.start()
+    thread.join()
+    assert events_in(log_file)[4:] == ["held 3", "from another thread"]
+    items = ["a"]
+    log.info("held 4")
+    log.info("with a list", items=items)
+    items.append("changed later")
+    assert events_in(log_file)[6:] == ["held 4", "with a list"]
+    assert lines_in(log_file)[-1]["items"] == ["a"]
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("restore_logging")
+async def test_a_blocked_loops_held_lines_are_written_by_the_watcher(log_file: Path) -> None:
+    """A handler that blocks the loop must not hide its run_started: the watcher
+    thread writes what its loop holds within 2 * HOLD_LIMIT_S, while it blocks."""
+    log = structlog.get_logger("nexus_schedd.engine").bind()
+    log.info("run_started", job_id="blocks the loop")
+    assert block_until_written(log_file, "run_started") >= HOLD_LIMIT_S * 0.9
+    # Once nothing more is held, the watcher waits without a timeout.
+    await anyio.lowlevel.checkpoint()
+    deadline = time.monotonic() + 30
+    while not daemon_logging._WATCH._parked:
+        assert time.monotonic() < deadline, "the watcher kept waking with nothing held"
+        await anyio.sleep(0.05)
+
+
+def test_lines_held_when_the_process_exits_are_written(tmp_path: Path) -> None:
+    """A loop stopped before the turn that would write its lines: atexit writes them."""
+    path = tmp_path / "daemon.log"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, structlog
+        from nexus_schedd.daemon.logging import configure_logging
+        stream = open({str(path)!r}, "w")
+        configure_logging("info", "json", stream=stream)
+        log = structlog.get_logger().bind()
+        loop = asyncio.new_event_loop()
+        def last_turn():
+            log.info("engine_stopped", reason="held at exit")
+            loop.stop()
+        loop.call_soon(last_turn)
+        loop.run_forever()
+        print(repr(open({str(path)!r}).read()))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "''"  # still held when the loop stopped
+    assert events_in(path) == ["engine_stopped"]
