@@ -24,6 +24,7 @@ together as the turn ends (:meth:`LineWriter.hold`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import io
 import json
@@ -77,6 +78,7 @@ def configure_logging(
     if fmt not in ("auto", "json", "console"):
         raise ValueError(f"unknown log format {fmt!r} (use auto, json or console)")
     numeric_level = _LEVELS[level.lower()]
+    flush_held_lines()  # what the set-up before held goes where it was going
     output = stream if stream is not None else sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not _is_tty(output))
 
@@ -250,11 +252,14 @@ class LineWriter:
     written by ``atexit``.
     """
 
-    __slots__ = ("__weakref__", "_batch", "_fd", "_held", "_holder", "_lock")
+    __slots__ = ("__weakref__", "_batch", "_fd", "_held", "_holder", "_lock", "_stream")
 
-    def __init__(self, fd: int, lock: threading.Lock) -> None:
+    def __init__(self, fd: int, lock: threading.Lock, stream: TextIO | None = None) -> None:
         self._fd = fd
         self._lock = lock
+        self._stream = stream
+        """The stream ``fd`` belongs to: once it is closed, nothing more is written
+        (the descriptor's number may belong to another file by then)."""
         self._held: list[EventDict] = []
         self._holder = 0
         """The thread whose loop will write the held lines."""
@@ -323,6 +328,9 @@ class LineWriter:
         return b"".join([dumps_line(event_dict) + b"\n" for event_dict in held])
 
     def _write(self, data: bytes) -> None:
+        stream = self._stream
+        if stream is not None and stream.closed:
+            return
         written = os.write(self._fd, data)
         while written < len(data):
             written += os.write(self._fd, memoryview(data)[written:])
@@ -382,7 +390,8 @@ class _HeldLinesWatch:
                 noted, self._noted = self._noted, {}
             time.sleep(HOLD_LIMIT_S)
             for writer, batch in noted.items():
-                writer.flush_batch(batch)
+                with contextlib.suppress(OSError):  # the stream's reader is gone: lines are lost
+                    writer.flush_batch(batch)
             del noted
 
     def after_fork_in_child(self) -> None:
@@ -394,8 +403,13 @@ class _HeldLinesWatch:
         self._parked = True
 
 
+def _flush_at_exit() -> None:
+    with contextlib.suppress(OSError):
+        flush_held_lines()
+
+
 _WATCH = _HeldLinesWatch()
-atexit.register(flush_held_lines)
+atexit.register(_flush_at_exit)
 os.register_at_fork(after_in_child=_WATCH.after_fork_in_child)
 
 
@@ -498,7 +512,7 @@ def _line_writers(stream: TextIO) -> Callable[..., Any]:
         return lambda *args: text
     # Anything the stream still buffers goes first.
     stream.flush()
-    writer = LineWriter(fd, threading.Lock())
+    writer = LineWriter(fd, threading.Lock(), stream)
     return lambda *args: writer
 
 

@@ -521,3 +521,24 @@ def test_lines_held_when_the_process_exits_are_written(tmp_path: Path) -> None:
     )
     assert done.stdout.strip() == "''"  # still held when the loop stopped
     assert events_in(path) == ["engine_stopped"]
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("restore_logging")
+async def test_lines_held_for_a_stream_closed_since_are_not_written_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """A held line whose stream was closed before the turn ended is dropped: the
+    descriptor's number may belong to another file by then."""
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    stream = first.open("w")
+    configure_logging("info", "json", stream=stream)
+    structlog.get_logger().bind().info("held for the first stream")
+    number = stream.fileno()
+    stream.close()
+    with second.open("w") as other:
+        assert other.fileno() == number  # the number is reused at once
+        await anyio.lowlevel.checkpoint()  # the turn ends: the held line is dropped
+        daemon_logging.flush_held_lines()
+    assert events_in(first) == []
+    assert events_in(second) == []
