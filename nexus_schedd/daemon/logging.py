@@ -242,9 +242,9 @@ class LineWriter:
     kept as its collected event dict (context, level and timestamp taken at the
     call) and encoded and written with the turn's others by a callback the loop
     runs next (:meth:`flush`). The engine's two lines per run are encoded back to
-    back instead of in the middle of the engine's work, which took a fifth of the
-    daemon's loop CPU per job at ``info`` (docs/performance.md, round 6, stop
-    35). A line is never held past the next line written any other way (a
+    back instead of in the middle of the engine's work, where a line cost about
+    three times its tight-loop CPU: about a tenth less loop CPU per job at
+    ``info`` (docs/performance.md, round 6, stop 35). A line is never held past the next line written any other way (a
     warning, another thread's line, a standard ``logging`` record): those write
     what is held first, so the stream keeps the order of the calls. A loop that
     does not come back (a handler blocking it) has its held lines written by a
