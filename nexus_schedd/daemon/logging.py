@@ -244,9 +244,10 @@ class LineWriter:
     runs next (:meth:`flush`). The engine's two lines per run are encoded back to
     back instead of in the middle of the engine's work, where a line cost about
     three times its tight-loop CPU: about a tenth less loop CPU per job at
-    ``info`` (docs/performance.md, round 6, stop 35). A line is never held past the next line written any other way (a
-    warning, another thread's line, a standard ``logging`` record): those write
-    what is held first, so the stream keeps the order of the calls. A loop that
+    ``info`` (docs/performance.md, round 6, stop 35). A line is never held past
+    the next line written any other way (a warning, another thread's line, a
+    standard ``logging`` record): those write what is held first, so the stream
+    keeps the order of the calls. A loop that
     does not come back (a handler blocking it) has its held lines written by a
     watcher thread within ``2 * HOLD_LIMIT_S``, and what is held at exit is
     written by ``atexit``.
@@ -441,7 +442,7 @@ def json_lines_logger(min_level: int) -> type[Any]:
     structlog's own methods pass an event through three calls, each repacking its
     keywords (the level method, ``_proxy_to_logger``, ``_process_event``: the
     context copied and updated, the chain looped over, its result's type tested)
-    before the one processor: about a third of a run event's cost at ``info``
+    before the one processor: about a quarter of a run event's cost at ``info``
     (docs/performance.md, round 6, stop 35). These methods build the same event
     dict (the bound context, then the call's keys, then ``event``) in one step
     and write what :class:`JsonLines` returns with the same output method, so the
