@@ -67,6 +67,14 @@ from nexus_schedd.model.events import Event, EventKind
 from nexus_schedd.store.base import Store
 from nexus_schedd.tracing import RunTracer
 
+PIPELINE_MIN_SLOTS = 16
+"""The smallest ``max_concurrency`` whose starts may be written a batch ahead
+(see :meth:`EngineCore._limits`): below it a batch is too small for fewer
+commits to pay, and each slot is too large a share of the pool to start a job
+that might wait for it."""
+PIPELINE_EVIDENCE = 4
+"""Full start batches in a row, each on disk after every handler before it had
+ended, before starts are written a batch ahead."""
 LOOP_LAG_WARN_MS = 250.0
 """A timer wake-up this late is logged as ``event_loop_lag`` (something blocked the loop)."""
 TRIGGER_PRIORITY = -(2**40)
@@ -142,7 +150,12 @@ class EngineCore:
         self._active_by_type: dict[str, int] = {}
         self._unwritten = 0
         """Starts staged and not yet taken by a write (see :meth:`_dispatch`)."""
+        self._starting = 0
+        """Starts staged or being written: not yet on disk (see :meth:`_started`)."""
         self._start_cap = max(1, settings.max_concurrency // 2)
+        self._fast_batches = 0
+        """Full start batches in a row that reached the disk after every handler
+        started before them had ended (see :meth:`_limits`)."""
         self._wakeup = anyio.Event()
         self._sleeping_until: datetime | None = None
         self._sleeping = False
@@ -281,7 +294,6 @@ class EngineCore:
     async def _schedule(self) -> None:
         ahead = self.start_ahead
         source = self.source
-        settings = self.settings
         while not self.stopping:
             self.loop_iterations += 1
             now = self.clock.now()
@@ -289,9 +301,10 @@ class EngineCore:
             if self.rates.waiting:
                 for entry in self.rates.due(now):
                     heapq.heappush(self.ready, entry)
-            if self.ready and self.active < settings.max_concurrency:
+            limit = self._limits()[0]
+            if self.ready and self.active < limit:
                 self._dispatch(now)
-            free = settings.max_concurrency - self.active - len(self.ready)
+            free = limit - self.active - len(self.ready)
             if await self._fetch(now, free):
                 continue
             next_at = self.next_timer()
@@ -410,15 +423,36 @@ class EngineCore:
 
     # -- dispatch -----------------------------------------------------------------
 
-    def _dispatch(self, now: datetime) -> None:
-        """Start as many ready jobs as slots allow, highest priority first.
+    def _limits(self) -> tuple[int, int]:
+        """(attempts in flight, starts per write) that :meth:`_dispatch` may reach.
 
-        At most half the slots' starts wait to be written, so under load there
-        are two batches in flight: while one batch's start is written to disk,
-        the next is staged and the previous one's handlers run, and the writer
-        takes the next batch the moment the last commit ends, instead of the
-        loop and the writer taking turns.
+        At most ``max_concurrency`` attempts are in flight (started and not
+        ended), and at most half of them wait to be written: under load two
+        start batches are in flight, one written while the next is staged and
+        the previous one's handlers run.
+
+        When handlers end faster than a write (``PIPELINE_EVIDENCE`` full
+        batches in a row reached the disk while no handler ran, and the pool
+        has at least ``PIPELINE_MIN_SLOTS`` slots), a
+        batch's starts are written ahead of the slots they will take: up to
+        twice ``max_concurrency`` attempts in flight, a whole pool's starts per
+        write. The handlers of one batch have ended by the time the next is on
+        disk, so no more than ``max_concurrency`` handlers run (the workers
+        are that many in any case) and each write carries twice the jobs:
+        half the commits per job. The first batch that reaches the disk while
+        a handler runs ends it at once; a batch written ahead just then waits
+        for workers as they come free, in order. Handlers that wait on I/O
+        are usually running when a batch lands, so this is the case of handlers
+        that return without waiting (or within a turn of the loop).
         """
+        slots = self.settings.max_concurrency
+        if self._fast_batches >= PIPELINE_EVIDENCE and slots >= PIPELINE_MIN_SLOTS:
+            return 2 * slots, slots
+        return slots, self._start_cap
+
+    def _dispatch(self, now: datetime) -> None:
+        """Start as many ready jobs as slots allow (:meth:`_limits`), highest
+        priority first."""
         limits = self.settings.type_limits
         rates = self.rates if self.rates else None
         starts: list[Attempt] = []
@@ -430,7 +464,7 @@ class EngineCore:
         eager = self.source.running_row_at_start
         ready = self.ready
         jobs, token, triggers = self.jobs, self.token, self.triggers
-        slots, cap = self.settings.max_concurrency, self._start_cap
+        slots, cap = self._limits()
         while ready and self.active < slots and self._unwritten < cap:
             entry = heapq.heappop(ready)
             job_id = entry[3]
@@ -458,6 +492,7 @@ class EngineCore:
             if attempt is not None:
                 starts.append(attempt)
                 self._unwritten += 1
+                self._starting += 1
                 if eager or (not triggered and attempt.run.scheduled_for != job.scheduled_for):
                     # A misfire moved the occurrence: the pending row would not
                     # match the open run, so recovery could not tell it started.
@@ -648,6 +683,15 @@ class EngineCore:
         first: for a run that ends before that write, the job row is written once
         per attempt, not twice."""
         now = self.clock.now()
+        # No handler runs as this batch reaches the disk: those started before it
+        # have ended (attempts on disk, less those still queued for a worker,
+        # less those ended: none). Handlers end faster than a write (_limits).
+        running = self.active - self._starting - len(self.workers.work)
+        if error is None and running == 0 and len(attempts) >= self._start_cap:
+            self._fast_batches += 1
+        else:
+            self._fast_batches = 0
+        self._starting -= len(attempts)
         if error is None and deferred:
             jobs = self.jobs
             self.checkpoints.stage_lazily([a.job for a in deferred if jobs.get(a.job.id) is a.job])
@@ -681,7 +725,7 @@ class EngineCore:
         """The checkpointer took what was staged into a write: the next batch of
         starts may be staged meanwhile, if jobs wait for free slots."""
         self._unwritten = 0
-        if self.ready and self.active < self.settings.max_concurrency and not self.stopping:
+        if self.ready and self.active < self._limits()[0] and not self.stopping:
             self.wake_scheduler()
 
     def _abandon_start(self, attempt: Attempt, now: datetime, error: BaseException) -> None:
@@ -828,6 +872,7 @@ class EngineCore:
         if self.ready or pruner.due or self.source.due_by(now + self.start_ahead):
             self.wake_scheduler()
         if self.active == 0:
+            self._fast_batches = 0  # the burst is over: the next one shows its own pace
             self.workers.all_done()
             if self.drained is not None:
                 self.drained.set()
