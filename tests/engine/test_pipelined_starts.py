@@ -14,6 +14,7 @@ from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus, Run
 from tests.engine.harness import (
     EXACT,
     T0,
+    Behaviour,
     ScriptedHandler,
     TrackedStore,
     engine_running,
@@ -21,6 +22,10 @@ from tests.engine.harness import (
 )
 
 pytestmark = pytest.mark.anyio
+
+SLOTS = PIPELINE_MIN_SLOTS
+POOL = EngineSettings(max_concurrency=SLOTS, defaults=EXACT)
+"""The smallest pool whose starts may be written a batch ahead."""
 
 
 class Watched(TrackedStore):
@@ -66,8 +71,7 @@ async def watched(store: TrackedStore) -> Watched:
 async def test_handlers_that_end_at_once_get_a_pools_starts_per_write(watched: Watched) -> None:
     clock = VirtualClock(T0)
     handler = ScriptedHandler(clock)
-    slots = PIPELINE_MIN_SLOTS
-    settings = EngineSettings(max_concurrency=slots, defaults=EXACT)
+    slots, settings = SLOTS, POOL
     async with engine_running(watched, clock, handler, settings=settings) as engine:
         watched.engine = engine
         jobs = await add(engine, 1500, "fast")
@@ -80,20 +84,25 @@ async def test_handlers_that_end_at_once_get_a_pools_starts_per_write(watched: W
     assert max(watched.running_seen) <= 2 * slots
 
 
+def held_until(release: anyio.Event) -> Behaviour:
+    """Jobs added with ``{"wait": true}`` wait for ``release``; the others end at once."""
+
+    async def behave(job: Job, ctx: HandlerContext) -> JobResult:
+        if job.payload.get("wait"):
+            await release.wait()
+        return JobResult.success()
+
+    return behave
+
+
 async def test_handlers_that_wait_never_have_starts_written_ahead(watched: Watched) -> None:
     clock = VirtualClock(T0)
     release = anyio.Event()
-
-    async def wait(job: Job, ctx: HandlerContext) -> JobResult:
-        await release.wait()
-        return JobResult.success()
-
-    handler = ScriptedHandler(clock, behaviour=wait)
-    slots = PIPELINE_MIN_SLOTS
-    settings = EngineSettings(max_concurrency=slots, defaults=EXACT)
+    handler = ScriptedHandler(clock, behaviour=held_until(release))
+    slots, settings = SLOTS, POOL
     async with engine_running(watched, clock, handler, settings=settings, jump=False) as engine:
         watched.engine = engine
-        jobs = await add(engine, 5 * slots, "slow")
+        jobs = await add(engine, 5 * slots, "slow", wait=True)
         await quiesce(watched)  # every task waits: the pool's handlers on release
         assert handler.running["work"] == slots
         assert engine.status().running == slots  # the pool, and no start ahead of it
@@ -106,18 +115,11 @@ async def test_handlers_that_wait_never_have_starts_written_ahead(watched: Watch
 
 async def test_a_burst_that_turns_slow_starts_at_most_one_pool_ahead(watched: Watched) -> None:
     """Handlers that end at once, then (the same type, in the same burst) ones that
-    wait: the batch written ahead when they turn waits for workers, and no more is."""
+    wait: a batch written ahead as they turn waits for workers, and no more is."""
     clock = VirtualClock(T0)
     release = anyio.Event()
-
-    async def maybe_wait(job: Job, ctx: HandlerContext) -> JobResult:
-        if job.payload.get("wait"):
-            await release.wait()
-        return JobResult.success()
-
-    handler = ScriptedHandler(clock, behaviour=maybe_wait)
-    slots = PIPELINE_MIN_SLOTS
-    settings = EngineSettings(max_concurrency=slots, defaults=EXACT)
+    handler = ScriptedHandler(clock, behaviour=held_until(release))
+    slots, settings = SLOTS, POOL
     async with engine_running(watched, clock, handler, settings=settings, jump=False) as engine:
         watched.engine = engine
         # One burst: the jobs that wait are due with the others, behind them.
