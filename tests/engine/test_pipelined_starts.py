@@ -3,6 +3,9 @@ than a write, never past max_concurrency handlers, and never for a small pool.""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import anyio
 import pytest
 
@@ -95,13 +98,21 @@ def held_until(release: anyio.Event) -> Behaviour:
     return behave
 
 
-async def test_handlers_that_wait_never_have_starts_written_ahead(watched: Watched) -> None:
+@asynccontextmanager
+async def held_pool(watched: Watched) -> AsyncIterator[tuple[Engine, ScriptedHandler, anyio.Event]]:
+    """The smallest pipelining pool running :func:`held_until` handlers: the
+    engine, its handler and the event that releases the jobs that wait."""
     clock = VirtualClock(T0)
     release = anyio.Event()
     handler = ScriptedHandler(clock, behaviour=held_until(release))
-    slots, settings = SLOTS, POOL
-    async with engine_running(watched, clock, handler, settings=settings, jump=False) as engine:
+    async with engine_running(watched, clock, handler, settings=POOL, jump=False) as engine:
         watched.engine = engine
+        yield engine, handler, release
+
+
+async def test_handlers_that_wait_never_have_starts_written_ahead(watched: Watched) -> None:
+    slots = SLOTS
+    async with held_pool(watched) as (engine, handler, release):
         jobs = await add(engine, 5 * slots, "slow", wait=True)
         await quiesce(watched)  # every task waits: the pool's handlers on release
         assert handler.running["work"] == slots
@@ -116,12 +127,8 @@ async def test_handlers_that_wait_never_have_starts_written_ahead(watched: Watch
 async def test_a_burst_that_turns_slow_starts_at_most_one_pool_ahead(watched: Watched) -> None:
     """Handlers that end at once, then (the same type, in the same burst) ones that
     wait: a batch written ahead as they turn waits for workers, and no more is."""
-    clock = VirtualClock(T0)
-    release = anyio.Event()
-    handler = ScriptedHandler(clock, behaviour=held_until(release))
-    slots, settings = SLOTS, POOL
-    async with engine_running(watched, clock, handler, settings=settings, jump=False) as engine:
-        watched.engine = engine
+    slots = SLOTS
+    async with held_pool(watched) as (engine, handler, release):
         # One burst: the jobs that wait are due with the others, behind them.
         burst = await engine.add_jobs(
             [spec(f"fast-{n}") for n in range(900)]
