@@ -37,6 +37,10 @@ class LocalWindow:
         """(run_at, id) of the window's last job; None when the window is empty."""
         self._complete = True
         """The window holds every pending job of the store."""
+        self._waiting_for_room = False
+        """The timers ran dry and the store holds more, but memory holds a whole
+        window already (jobs collected as due and not started yet): the next
+        load waits for them to start and end (see :meth:`fetch`)."""
 
     async def start(self, tg: TaskGroup) -> None:
         """Recover from a crash, then load the first window."""
@@ -87,20 +91,41 @@ class LocalWindow:
         return started
 
     async def fetch(self, now: datetime, free: int) -> bool:
-        """Load the next window once the timers ran dry and the store holds more
-        (and forget the latest pending jobs when adds made memory too big)."""
+        """Load the next window once the timers ran dry, the store holds more and
+        memory has room for it (and forget the latest pending jobs when adds made
+        memory too big).
+
+        The timers run dry as soon as every job of the window is due, long before
+        those jobs have run: a backlog (jobs due at once, more than a window of
+        them) leaves them waiting in the ready heap. A load on top of them took
+        memory past its bound, the trim forgot what the load had just read, and
+        the next turn read it again (200,000 jobs due at once: seven loads, and
+        half the speed of 100,000; docs/performance.md, stop 37). So a load waits until at most one window of pending jobs is in
+        memory, and reads only what fits under the bound: it is never trimmed
+        back."""
         core = self._core
-        if len(core.jobs) > core.settings.memory_bound:
+        settings = core.settings
+        # Pending jobs in memory: running ones are there too, one per slot in use.
+        held = len(core.jobs) - core.active
+        if held > settings.memory_bound:
             self._shrink()
+            held = len(core.jobs) - core.active
+        self._waiting_for_room = False
         if self._complete or core.next_timer() is not None:
             return False
-        await self._load(self._end)
+        room = settings.memory_bound - held
+        if held > settings.window_size:
+            self._waiting_for_room = True  # each finish wakes the loop (due_by)
+            return False
+        await self._load(self._end, min(settings.window_size, room))
         return True
 
-    async def _load(self, after: tuple[datetime, str] | None) -> None:
-        """Load the next ``window_size`` pending jobs from the store into the heap."""
+    async def _load(self, after: tuple[datetime, str] | None, size: int | None = None) -> None:
+        """Load the next ``size`` (default ``window_size``) pending jobs from the
+        store into the heap."""
         core = self._core
-        size = core.settings.window_size
+        if size is None:
+            size = core.settings.window_size
         await core.checkpoints.flush()
         jobs = await self._store.next_pending(after, size)
         for job in jobs:
@@ -142,8 +167,9 @@ class LocalWindow:
         return None
 
     def due_by(self, horizon: datetime) -> bool:
-        """Never: due work is on the core's timers already."""
-        return False
+        """While the next load waits for room (:meth:`fetch`): a finished run may
+        have made it. Otherwise never: due work is on the core's timers already."""
+        return self._waiting_for_room
 
     def keeps_pending(self, job: Job) -> bool:
         """Inside the window (or the window holds everything): on a timer."""

@@ -4,6 +4,7 @@ Clock, the engine serving meanwhile)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 
 import anyio.lowlevel
@@ -21,6 +22,7 @@ from tests.engine.harness import (
     at,
     engine_running,
     is_final,
+    sleeper,
     wait_until,
 )
 
@@ -41,6 +43,45 @@ class FailingWindowLoads(TrackedStore):
             self.failures -= 1
             raise StoreError("simulated: the store is unreachable")
         return await super().next_pending(after, limit)
+
+
+class CountingWindowLoads(TrackedStore):
+    """Counts how often each job is read by a window load."""
+
+    def __init__(self, inner: TrackedStore) -> None:
+        super().__init__(inner.inner)
+        self.reads: Counter[str] = Counter()
+
+    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+        jobs = await super().next_pending(after, limit)
+        self.reads.update(job.id for job in jobs)
+        return jobs
+
+
+async def test_a_backlog_larger_than_memory_is_read_once_and_never_trimmed_back(
+    store: TrackedStore,
+) -> None:
+    # Forty jobs due at once, a window of ten (memory bound fifteen), two slots:
+    # the timers run dry as soon as a window's jobs are due, long before they
+    # have run. A load then must not go on top of them past the bound: the trim
+    # forgot what the load had read and the next turn read it again.
+    counting = CountingWindowLoads(store)
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock, behaviour=sleeper(clock, 1.0))
+    settings = EngineSettings(defaults=EXACT, window_size=10, max_concurrency=2)
+    async with engine_running(counting, clock, handler, settings=settings) as engine:
+        jobs = await engine.add_jobs([JobSpec(job_type="work", run_at=at(60)) for _ in range(40)])
+        counting.reads.clear()  # what the adds' trim kept needs no load
+        # Loads that go on top of the backlog kept the engine reading and
+        # trimming the same jobs (on SQLite, for good): fail instead of hanging.
+        with anyio.fail_after(60):
+            done = [await wait_until(engine, job.id, is_final, counting) for job in jobs]
+        # Never more pending jobs in memory than the bound allows.
+        assert engine.status().extra["window_jobs"] <= settings.memory_bound
+    assert {job.status for job in done} == {JobStatus.COMPLETED}
+    assert sorted(call.job_id for call in handler.calls) == sorted(job.id for job in jobs)
+    assert max(counting.reads.values()) == 1, counting.reads.most_common(3)
+    assert sum(counting.reads.values()) == 40 - settings.window_size
 
 
 async def test_a_store_on_one_node_gets_the_local_window(store: TrackedStore) -> None:
