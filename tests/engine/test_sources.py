@@ -76,8 +76,6 @@ async def test_a_backlog_larger_than_memory_is_read_once_and_never_trimmed_back(
         # trimming the same jobs (on SQLite, for good): fail instead of hanging.
         with anyio.fail_after(60):
             done = [await wait_until(engine, job.id, is_final, counting) for job in jobs]
-        # Never more pending jobs in memory than the bound allows.
-        assert engine.status().extra["window_jobs"] <= settings.memory_bound
     assert {job.status for job in done} == {JobStatus.COMPLETED}
     assert sorted(call.job_id for call in handler.calls) == sorted(job.id for job in jobs)
     assert max(counting.reads.values()) == 1, counting.reads.most_common(3)
