@@ -100,9 +100,10 @@ class LocalWindow:
         them) leaves them waiting in the ready heap. A load on top of them took
         memory past its bound, the trim forgot what the load had just read, and
         the next turn read it again (200,000 jobs due at once: seven loads, and
-        half the speed of 100,000; docs/performance.md, stop 37). So a load waits until at most one window of pending jobs is in
-        memory, and reads only what fits under the bound: it is never trimmed
-        back."""
+        half the speed of 100,000; docs/performance.md, stop 37). So while jobs
+        are ready to start, a load waits until at most one window of pending
+        jobs is in memory, and reads only what fits under the bound: it is never
+        trimmed back."""
         core = self._core
         settings = core.settings
         # Pending jobs in memory: running ones are there too, one per slot in use.
@@ -113,11 +114,18 @@ class LocalWindow:
         self._waiting_for_room = False
         if self._complete or core.next_timer() is not None:
             return False
-        room = settings.memory_bound - held
-        if held > settings.window_size:
+        if held <= settings.window_size:
+            size = min(settings.window_size, max(1, settings.memory_bound - held))
+        elif core.ready:
+            # Jobs ready to start make room as they end.
             self._waiting_for_room = True  # each finish wakes the loop (due_by)
             return False
-        await self._load(self._end, min(settings.window_size, room))
+        else:
+            # None ready: the jobs held wait for their type's limit or rate, and
+            # jobs of other types behind them must not wait for those. A whole
+            # window, as adds do, past the bound until the next trim.
+            size = settings.window_size
+        await self._load(self._end, size)
         return True
 
     async def _load(self, after: tuple[datetime, str] | None, size: int | None = None) -> None:
