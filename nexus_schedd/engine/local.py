@@ -45,7 +45,7 @@ class LocalWindow:
     async def start(self, tg: TaskGroup) -> None:
         """Recover from a crash, then load the first window."""
         await self._recover()
-        await self._load(None)
+        await self._load(None, self._core.settings.window_size)
 
     async def _recover(self) -> None:
         """Close runs a crash left open (``crashed``, counted as an attempt) and put
@@ -128,12 +128,9 @@ class LocalWindow:
         await self._load(self._end, size)
         return True
 
-    async def _load(self, after: tuple[datetime, str] | None, size: int | None = None) -> None:
-        """Load the next ``size`` (default ``window_size``) pending jobs from the
-        store into the heap."""
+    async def _load(self, after: tuple[datetime, str] | None, size: int) -> None:
+        """Load the next ``size`` pending jobs from the store into the heap."""
         core = self._core
-        if size is None:
-            size = core.settings.window_size
         await core.checkpoints.flush()
         jobs = await self._store.next_pending(after, size)
         for job in jobs:
