@@ -8,7 +8,7 @@ wait in the store (they are on disk) until the window reaches them.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from anyio.abc import TaskGroup
@@ -20,6 +20,9 @@ from nexus_schedd.model import Job, JobStatus, Run
 
 if TYPE_CHECKING:
     from nexus_schedd.engine.core import EngineCore
+
+HELD_BACK_RECHECK = timedelta(seconds=1)
+"""While memory is full of held-back jobs, how often the loop looks for room."""
 
 
 class LocalWindow:
@@ -41,6 +44,9 @@ class LocalWindow:
         """The timers ran dry and the store holds more, but memory holds a whole
         window already (jobs collected as due and not started yet): the next
         load waits for them to start and end (see :meth:`fetch`)."""
+        self._held_back = False
+        """Memory filled up with jobs that wait for their type's limit or rate,
+        and has not come down to a window since (logged once, as it began)."""
 
     async def start(self, tg: TaskGroup) -> None:
         """Recover from a crash, then load the first window."""
@@ -95,15 +101,19 @@ class LocalWindow:
         memory has room for it (and forget the latest pending jobs when adds made
         memory too big).
 
+        A load reads only what fits under ``memory_bound``, so it is never
+        trimmed back: a load past the bound had the trim forget what it had just
+        read, and the next turn read it again, for good while the jobs in memory
+        could not start (docs/performance.md, stops 37 and 38).
+
         The timers run dry as soon as every job of the window is due, long before
         those jobs have run: a backlog (jobs due at once, more than a window of
-        them) leaves them waiting in the ready heap. A load on top of them took
-        memory past its bound, the trim forgot what the load had just read, and
-        the next turn read it again (200,000 jobs due at once: seven loads, and
-        half the speed of 100,000; docs/performance.md, stop 37). So while jobs
-        are ready to start, a load waits until at most one window of pending
-        jobs is in memory, and reads only what fits under the bound: it is never
-        trimmed back."""
+        them) waits in the ready heap. While jobs are ready to start, a load waits
+        until at most one window of pending jobs is in memory (they make room as
+        they end). With none ready (every job held waits for its type's limit
+        or rate), a load reads whatever fits, so jobs of other types behind them
+        come in as soon as there is room; with no room it waits for some. In
+        both cases each finished run wakes the loop to look again (``due_by``)."""
         core = self._core
         settings = core.settings
         # Pending jobs in memory: running ones are there too, one per slot in use.
@@ -112,20 +122,25 @@ class LocalWindow:
             self._shrink()
             held = len(core.jobs) - core.active
         self._waiting_for_room = False
+        if held <= settings.window_size:
+            self._held_back = False
         if self._complete or core.next_timer() is not None:
             return False
-        if held <= settings.window_size:
-            size = min(settings.window_size, max(1, settings.memory_bound - held))
-        elif core.ready:
-            # Jobs ready to start make room as they end.
-            self._waiting_for_room = True  # each finish wakes the loop (due_by)
+        room = settings.memory_bound - held
+        if room < 1 or (held > settings.window_size and core.ready):
+            self._waiting_for_room = True
+            if not core.ready and not self._held_back:
+                self._held_back = True
+                core.log.warning(
+                    "window_full_of_held_back_jobs",
+                    held=held,
+                    memory_bound=settings.memory_bound,
+                    hint="the pending jobs in memory all wait for their type's limit or rate;"
+                    " jobs due after them are read from the store as these make room"
+                    " (higher [limits] or [limits.rates] for their types start them sooner)",
+                )
             return False
-        else:
-            # None ready: the jobs held wait for their type's limit or rate, and
-            # jobs of other types behind them must not wait for those. A whole
-            # window, as adds do, past the bound until the next trim.
-            size = settings.window_size
-        await self._load(self._end, size)
+        await self._load(self._end, min(settings.window_size, room))
         return True
 
     async def _load(self, after: tuple[datetime, str] | None, size: int) -> None:
@@ -168,7 +183,12 @@ class LocalWindow:
         self._complete = False
 
     def wake_at(self, can_take: bool) -> datetime | None:
-        """Never: every due time of the window is on the core's timers."""
+        """While memory is full of jobs held back by their type's limit or rate, a
+        second from now: room made without a finish (a cancel, a delete, a
+        changed limit) is seen then. Otherwise never: every due time of the
+        window is on the core's timers, and a finish wakes the loop."""
+        if self._waiting_for_room and not self._core.ready:
+            return self._core.clock.now() + HELD_BACK_RECHECK
         return None
 
     def due_by(self, horizon: datetime) -> bool:

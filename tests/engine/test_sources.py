@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
 import anyio.lowlevel
 import pytest
@@ -80,6 +81,55 @@ async def test_a_backlog_larger_than_memory_is_read_once_and_never_trimmed_back(
     assert sorted(call.job_id for call in handler.calls) == sorted(job.id for job in jobs)
     assert max(counting.reads.values()) == 1, counting.reads.most_common(3)
     assert sum(counting.reads.values()) == 40 - settings.window_size
+
+
+class Events:
+    """A logger double that keeps each event's name."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def bind(self, **_: Any) -> Events:
+        return self
+
+    def _keep(self, event: str, **fields: Any) -> None:
+        self.names.append(event)
+
+    debug = info = warning = error = critical = _keep
+
+
+async def test_more_jobs_held_back_by_a_type_limit_than_memory_holds_are_read_once(
+    store: TrackedStore,
+) -> None:
+    # Thirty jobs of a type limited to one at a time, due at once, then five of
+    # another type: a window of ten (memory bound fifteen), two slots. Memory
+    # fills with jobs that cannot start. A load past the bound was trimmed right
+    # back and read again on the next turn, for as long as they waited (the
+    # loop never idled: under the virtual clock, time never moved on).
+    counting = CountingWindowLoads(store)
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(
+        clock, types=frozenset({"work", "limited"}), behaviour=sleeper(clock, 1.0)
+    )
+    settings = EngineSettings(
+        defaults=EXACT, window_size=10, max_concurrency=2, type_limits={"limited": 1}
+    )
+    events = Events()
+    async with engine_running(counting, clock, handler, settings=settings, log=events) as engine:
+        limited = await engine.add_jobs(
+            [JobSpec(job_type="limited", run_at=at(60)) for _ in range(30)]
+        )
+        others = await engine.add_jobs([JobSpec(job_type="work", run_at=at(61)) for _ in range(5)])
+        counting.reads.clear()  # what the adds' trim kept needs no load
+        with anyio.fail_after(60):
+            done = [
+                await wait_until(engine, job.id, is_final, counting) for job in limited + others
+            ]
+    assert {job.status for job in done} == {JobStatus.COMPLETED}
+    assert handler.max_running["limited"] == 1
+    assert max(counting.reads.values()) == 1, counting.reads.most_common(3)
+    assert sum(counting.reads.values()) == 35 - settings.window_size
+    assert events.names.count("window_full_of_held_back_jobs") == 1
 
 
 async def test_a_store_on_one_node_gets_the_local_window(store: TrackedStore) -> None:
