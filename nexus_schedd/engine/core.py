@@ -250,27 +250,6 @@ class EngineCore:
         waiting = sum(len(queue) for queue in self.rates.waiting.values())
         return len(self.ready) + sum(len(queue) for queue in self._blocked.values()) + waiting
 
-    def held_back(self) -> dict[str, int]:
-        """Due jobs per type that wait for their type's limit or rate (stale
-        entries of jobs gone from memory included until :meth:`drop_stale_held`)."""
-        counts = {job_type: len(queue) for job_type, queue in self._blocked.items() if queue}
-        for job_type, queue in self.rates.waiting.items():
-            if queue:
-                counts[job_type] = counts.get(job_type, 0) + len(queue)
-        return counts
-
-    def drop_stale_held(self, job_type: str) -> None:
-        """Drop the entries of jobs no longer in memory from ``job_type``'s queues
-        of held-back jobs (after the source forgot many of them at once)."""
-        token = self.token
-        blocked = self._blocked.get(job_type)
-        if blocked:
-            blocked[:] = [entry for entry in blocked if token.get(entry[3]) == entry[2]]
-            heapq.heapify(blocked)
-        waiting = self.rates.waiting.get(job_type)
-        if waiting:
-            waiting[:] = [entry for entry in waiting if token.get(entry[3]) == entry[2]]
-
     def unblock_all(self) -> None:
         """Type limits or rates changed: every job waiting on one is ready again."""
         for queue in self._blocked.values():

@@ -8,7 +8,7 @@ wait in the store (they are on disk) until the window reaches them.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from anyio.abc import TaskGroup
@@ -21,14 +21,8 @@ from nexus_schedd.model import Job, JobStatus, Run
 if TYPE_CHECKING:
     from nexus_schedd.engine.core import EngineCore
 
-PARKED_SHARE = 10
-"""A parked job type keeps ``window_size // PARKED_SHARE`` due jobs in memory."""
-
-
-def _window_key(job: Job) -> tuple[datetime, str]:
-    """A pending job's place in the window: (run_at, id)."""
-    assert job.run_at is not None
-    return job.run_at, job.id
+HELD_BACK_RECHECK = timedelta(seconds=1)
+"""While memory is full of held-back jobs, how often the loop looks for room."""
 
 
 class LocalWindow:
@@ -50,13 +44,9 @@ class LocalWindow:
         """The timers ran dry and the store holds more, but memory holds a whole
         window already (jobs collected as due and not started yet): the next
         load waits for them to start and end (see :meth:`fetch`)."""
-        self._reading = 0
-        """Store reads in flight (see :meth:`_read`)."""
-        self._parked: dict[str, tuple[datetime, str]] = {}
-        """Job types whose backlog waits in the store for their limit or rate:
-        the (run_at, id) of the last of their pending jobs in memory. The
-        window's loads read past these types; each is read on its own as its
-        jobs start (see :meth:`_park`)."""
+        self._held_back = False
+        """Memory filled up with jobs that wait for their type's limit or rate,
+        and has not come down to a window since (logged once, as it began)."""
 
     async def start(self, tg: TaskGroup) -> None:
         """Recover from a crash, then load the first window."""
@@ -113,18 +103,17 @@ class LocalWindow:
 
         A load reads only what fits under ``memory_bound``, so it is never
         trimmed back: a load past the bound had the trim forget what it had just
-        read, and the next turn read it again (docs/performance.md, stops 37
-        and 38).
+        read, and the next turn read it again, for good while the jobs in memory
+        could not start (docs/performance.md, stops 37 and 38).
 
         The timers run dry as soon as every job of the window is due, long before
         those jobs have run: a backlog (jobs due at once, more than a window of
         them) waits in the ready heap. While jobs are ready to start, a load waits
         until at most one window of pending jobs is in memory (they make room as
-        they end; each finished run wakes the loop to look again, ``due_by``).
-        When memory is full and none is ready, every job in it waits for its
-        type's limit or rate: those types are parked (:meth:`_park`), which makes
-        room for the jobs of other types behind them (SPEC 15: other types are
-        not held up by them)."""
+        they end). With none ready (every job held waits for its type's limit
+        or rate), a load reads whatever fits, so jobs of other types behind them
+        come in as soon as there is room; with no room it waits for some. In
+        both cases each finished run wakes the loop to look again (``due_by``)."""
         core = self._core
         settings = core.settings
         # Pending jobs in memory: running ones are there too, one per slot in use.
@@ -133,131 +122,42 @@ class LocalWindow:
             self._shrink()
             held = len(core.jobs) - core.active
         self._waiting_for_room = False
-        if self._parked and not core.ready and await self._refill(now):
-            return True
+        if held <= settings.window_size:
+            self._held_back = False
         if self._complete or core.next_timer() is not None:
             return False
         room = settings.memory_bound - held
-        if room < 1 and not core.ready:
-            room += self._park()
         if room < 1 or (held > settings.window_size and core.ready):
             self._waiting_for_room = True
+            if not core.ready and not self._held_back:
+                self._held_back = True
+                core.log.warning(
+                    "window_full_of_held_back_jobs",
+                    held=held,
+                    memory_bound=settings.memory_bound,
+                    hint="the pending jobs in memory all wait for their type's limit or rate;"
+                    " jobs due after them are read from the store as these make room"
+                    " (higher [limits] or [limits.rates] for their types start them sooner)",
+                )
             return False
         await self._load(self._end, min(settings.window_size, room))
         return True
 
-    @property
-    def _keep(self) -> int:
-        """How many due jobs of a parked type stay in memory (refilled at half)."""
-        return max(1, self._core.settings.window_size // PARKED_SHARE)
-
-    def _park(self) -> int:
-        """Leave all but the first few due jobs of each held-back type in the store.
-
-        Called with memory full and no job ready to start: every pending job in
-        memory waits for its type's limit or rate. Each such type keeps its
-        first ``_keep`` jobs in memory, and the window's loads read past the
-        type from now on; its later jobs are read by :meth:`_refill` as these
-        start. Returns how many jobs left memory."""
+    async def _load(self, after: tuple[datetime, str] | None, size: int) -> None:
+        """Load the next ``size`` pending jobs from the store into the heap."""
         core = self._core
-        held = core.held_back()
-        keep = self._keep
-        parked: dict[str, list[Job]] = {t: [] for t, count in held.items() if count > keep}
-        if not parked:
-            return 0
-        for job in core.jobs.values():
-            if job.status is JobStatus.PENDING and job.job_type in parked:
-                parked[job.job_type].append(job)
-        left = 0
-        for job_type, jobs in parked.items():
-            if len(jobs) <= keep:
-                continue
-            jobs.sort(key=_window_key)
-            for job in jobs[keep:]:
-                if job.id not in core.triggers:
-                    core.forget(job.id)
-                    left += 1
-            core.drop_stale_held(job_type)
-            self._parked[job_type] = _window_key(jobs[keep - 1])
-            core.log.warning(
-                "job_type_parked",
-                job_type=job_type,
-                in_memory=keep,
-                left_in_store=len(jobs) - keep,
-                hint="its due jobs wait for its [limits] or [limits.rates] entry; they"
-                " wait in the store and are read as these start, and jobs of other"
-                " types are read past them",
-            )
-        return left
-
-    async def _refill(self, now: datetime) -> bool:
-        """Read the next due jobs of each parked type that has few left in memory;
-        a type whose backlog in the store ended (or is not due yet) is parked
-        no more. True when anything was read."""
-        core = self._core
-        held = core.held_back()
-        keep = self._keep
-        horizon = now + core.start_ahead
-        read = False
-        for job_type, after in list(self._parked.items()):
-            if held.get(job_type, 0) > keep // 2:
-                continue
-            jobs = await self._read(after, keep, only_type=job_type)
-            read = read or bool(jobs)
-            last = _window_key(jobs[-1]) if jobs else after
-            assert last[0] is not None
-            if len(jobs) == keep and last[0] <= horizon:
-                self._parked[job_type] = last
-                continue
-            # Every due job of the type is in memory now: the window takes the
-            # type again. Later ones (not due yet) may wait in the store: the
-            # next loads read them, from the last one read if the window's end
-            # is past it.
-            del self._parked[job_type]
-            if len(jobs) == keep:
-                self._complete = False
-                if self._end is not None and last < self._end:
-                    self._end = last
-            core.log.info("job_type_unparked", job_type=job_type)
-        return read
-
-    async def _read(
-        self,
-        after: tuple[datetime, str] | None,
-        size: int,
-        *,
-        only_type: str | None = None,
-        skip_types: frozenset[str] = frozenset(),
-    ) -> list[Job]:
-        """Read pending jobs from the store (what was staged, written first) and
-        put them on the core's timers; those in memory already are newer there.
-
-        A job placed while the read is in flight stays in memory wherever it
-        falls (``keeps_pending``): the read may not see it, and the window's
-        end moves past it when the read returns."""
-        core = self._core
-        self._reading += 1
-        try:
-            await core.checkpoints.flush()
-            jobs = await self._store.next_pending(
-                after, size, only_type=only_type, skip_types=skip_types
-            )
-        finally:
-            self._reading -= 1
+        await core.checkpoints.flush()
+        jobs = await self._store.next_pending(after, size)
         for job in jobs:
             if job.id not in core.jobs:
                 core.jobs[job.id] = job
                 assert job.run_at is not None
                 core.arm(job.id, job.run_at)
-        return jobs
-
-    async def _load(self, after: tuple[datetime, str] | None, size: int) -> None:
-        """Load the next ``size`` pending jobs from the store into the heap (none
-        of a parked type: those are read by :meth:`_refill`)."""
-        jobs = await self._read(after, size, skip_types=frozenset(self._parked))
         self._complete = len(jobs) < size
         if jobs:
-            self._end = _window_key(jobs[-1])
+            last = jobs[-1]
+            assert last.run_at is not None
+            self._end = (last.run_at, last.id)
         elif after is None:
             self._end = None
 
@@ -277,14 +177,18 @@ class LocalWindow:
             if job.id in core.triggers:
                 continue
             core.forget(job.id)
-        self._end = end = _window_key(keep[-1])
+        last = keep[-1]
+        assert last.run_at is not None
+        self._end = (last.run_at, last.id)
         self._complete = False
-        for job_type, parked_at in self._parked.items():
-            # Jobs of the type after the new end left memory too.
-            self._parked[job_type] = min(parked_at, end)
 
     def wake_at(self, can_take: bool) -> datetime | None:
-        """Never: every due time of the window is on the core's timers."""
+        """While memory is full of jobs held back by their type's limit or rate, a
+        second from now: room made without a finish (a cancel, a delete, a
+        changed limit) is seen then. Otherwise never: every due time of the
+        window is on the core's timers, and a finish wakes the loop."""
+        if self._waiting_for_room and not self._core.ready:
+            return self._core.clock.now() + HELD_BACK_RECHECK
         return None
 
     def due_by(self, horizon: datetime) -> bool:
@@ -293,16 +197,9 @@ class LocalWindow:
         return self._waiting_for_room
 
     def keeps_pending(self, job: Job) -> bool:
-        """Inside the window (or the window holds everything), or for a parked
-        type no later than its last job in memory: on a timer."""
-        assert job.run_at is not None
-        if self._reading:
-            return True
-        if self._parked:
-            parked_at = self._parked.get(job.job_type)
-            if parked_at is not None:
-                return (job.run_at, job.id) <= parked_at
+        """Inside the window (or the window holds everything): on a timer."""
         end = self._end
+        assert job.run_at is not None
         return self._complete or end is None or (job.run_at, job.id) <= end
 
     def known(self, job_id: str) -> Job | None:
@@ -325,4 +222,4 @@ class LocalWindow:
         """Nothing was taken from anyone."""
 
     def describe(self) -> tuple[datetime | None, dict[str, Any]]:
-        return None, {"parked_types": sorted(self._parked)} if self._parked else {}
+        return None, {}

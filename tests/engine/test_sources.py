@@ -13,7 +13,6 @@ import pytest
 
 from nexus_schedd.clock import VirtualClock
 from nexus_schedd.engine import EngineSettings
-from nexus_schedd.engine.rates import Rate
 from nexus_schedd.errors import StoreError
 from nexus_schedd.model import Job, JobSpec, JobStatus
 from tests.engine.harness import (
@@ -39,14 +38,12 @@ class FailingWindowLoads(TrackedStore):
         self.failures = failures
         self.loads = 0
 
-    async def next_pending(
-        self, after: tuple[datetime, str] | None, limit: int, **types: Any
-    ) -> list[Job]:
+    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
         self.loads += 1
         if self.loads > 1 and self.failures > 0:
             self.failures -= 1
             raise StoreError("simulated: the store is unreachable")
-        return await super().next_pending(after, limit, **types)
+        return await super().next_pending(after, limit)
 
 
 class CountingWindowLoads(TrackedStore):
@@ -56,10 +53,8 @@ class CountingWindowLoads(TrackedStore):
         super().__init__(inner.inner)
         self.reads: Counter[str] = Counter()
 
-    async def next_pending(
-        self, after: tuple[datetime, str] | None, limit: int, **types: Any
-    ) -> list[Job]:
-        jobs = await super().next_pending(after, limit, **types)
+    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+        jobs = await super().next_pending(after, limit)
         self.reads.update(job.id for job in jobs)
         return jobs
 
@@ -103,69 +98,38 @@ class Events:
     debug = info = warning = error = critical = _keep
 
 
-@pytest.mark.parametrize(
-    "held_back",
-    [{"type_limits": {"limited": 1}}, {"type_rates": {"limited": Rate(1, 1.0)}}],
-    ids=["type limit", "type rate"],
-)
-async def test_other_types_are_not_held_up_by_more_held_back_jobs_than_memory_holds(
-    store: TrackedStore, held_back: dict[str, Any]
+async def test_more_jobs_held_back_by_a_type_limit_than_memory_holds_are_read_once(
+    store: TrackedStore,
 ) -> None:
-    # Thirty jobs of a type that starts one at a time (a limit of 1, or a rate
-    # of 1/s), due at once, then five of another type due a second later: a
-    # window of ten (memory bound fifteen), two slots. Memory fills with jobs
-    # that cannot start yet. A load past the bound was trimmed right back and
-    # read again on every turn, a loop that never slept (under the virtual
-    # clock, time never moved on); a load that waited for room instead kept
-    # the other type waiting behind the whole backlog. The type is parked: all
-    # but one of its jobs wait in the store and are read as the others start,
-    # and the window reads past them.
+    # Thirty jobs of a type limited to one at a time, due at once, then five of
+    # another type: a window of ten (memory bound fifteen), two slots. Memory
+    # fills with jobs that cannot start. A load past the bound was trimmed right
+    # back and read again on the next turn, for as long as they waited (the
+    # loop never idled: under the virtual clock, time never moved on).
     counting = CountingWindowLoads(store)
     clock = VirtualClock(T0)
     handler = ScriptedHandler(
         clock, types=frozenset({"work", "limited"}), behaviour=sleeper(clock, 1.0)
     )
-    settings = EngineSettings(defaults=EXACT, window_size=10, max_concurrency=2, **held_back)
+    settings = EngineSettings(
+        defaults=EXACT, window_size=10, max_concurrency=2, type_limits={"limited": 1}
+    )
     events = Events()
     async with engine_running(counting, clock, handler, settings=settings, log=events) as engine:
         limited = await engine.add_jobs(
             [JobSpec(job_type="limited", run_at=at(60)) for _ in range(30)]
         )
         others = await engine.add_jobs([JobSpec(job_type="work", run_at=at(61)) for _ in range(5)])
+        counting.reads.clear()  # what the adds' trim kept needs no load
         with anyio.fail_after(60):
-            done = [await wait_until(engine, job.id, is_final, counting) for job in others]
-            # Added while the type is parked, later than its jobs in memory:
-            # left in the store, read in its turn.
-            late = await engine.add_job(JobSpec(job_type="limited", run_at=at(62)))
-            # And some not due for a while: the read that reaches them ends the
-            # parking, and the window reads them in its turn.
-            future = await engine.add_jobs(
-                [JobSpec(job_type="limited", run_at=at(150)) for _ in range(3)]
-            )
-            assert "limited" in engine.status().extra["parked_types"]
-            done += [
-                await wait_until(engine, job.id, is_final, counting)
-                for job in [*limited, late, *future]
+            done = [
+                await wait_until(engine, job.id, is_final, counting) for job in limited + others
             ]
-            # The backlog is over: the type is no longer parked, and a new job
-            # of it is kept in memory and runs like any other.
-            again = await engine.add_job(JobSpec(job_type="limited", run_at=at(200)))
-            assert "parked_types" not in engine.status().extra
-            done.append(await wait_until(engine, again.id, is_final, counting))
     assert {job.status for job in done} == {JobStatus.COMPLETED}
     assert handler.max_running["limited"] == 1
-    started = {call.job_id: call.at for call in handler.calls}
-    assert len(started) == 40
-    assert sorted(started[job.id] for job in future) == [at(150), at(151), at(152)]
-    # The other type ran when due (five runs of a second, on the slot the
-    # held-back type leaves), not after the backlog, which lasts 30 s.
-    assert max(started[job.id] for job in others) <= at(66)
-    assert max(started[job.id] for job in limited) >= at(85)
-    assert started[again.id] == at(200)
-    # Jobs left in the store at parking are read once more; none a third time.
-    assert max(counting.reads.values()) <= 2, counting.reads.most_common(3)
-    assert events.names.count("job_type_parked") == 1
-    assert events.names.count("job_type_unparked") == 1
+    assert max(counting.reads.values()) == 1, counting.reads.most_common(3)
+    assert sum(counting.reads.values()) == 35 - settings.window_size
+    assert events.names.count("window_full_of_held_back_jobs") == 1
 
 
 async def test_a_store_on_one_node_gets_the_local_window(store: TrackedStore) -> None:
