@@ -121,6 +121,9 @@ class EngineCore:
         self.running: dict[str, RunningJob] = {}
         self.token: dict[str, int] = {}
         """Each job's live timer or ready entry; entries with another seq are stale."""
+        self.forgotten: set[str] | None = None
+        """While the source reads pending jobs from the store: the jobs forgotten
+        meanwhile (the read may return their older, pending rows)."""
         self.seq = itertools.count()
         self.ready: list[ReadyEntry] = []
         self.triggers: dict[str, list[TriggerWaiter]] = {}
@@ -218,6 +221,8 @@ class EngineCore:
         """Drop a job from memory (its timer or ready entry goes stale)."""
         self.jobs.pop(job_id, None)
         self.token.pop(job_id, None)
+        if self.forgotten is not None:
+            self.forgotten.add(job_id)
 
     def arm(self, job_id: str, at: datetime) -> None:
         """Put the job's one timer at ``at`` (earlier timers of the job go stale)."""

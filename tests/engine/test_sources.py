@@ -5,6 +5,7 @@ Clock, the engine serving meanwhile)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from nexus_schedd.clock import VirtualClock
-from nexus_schedd.engine import EngineSettings
+from nexus_schedd.engine import Engine, EngineSettings
 from nexus_schedd.errors import StoreError
 from nexus_schedd.model import Job, JobSpec, JobStatus
 from tests.engine.harness import (
@@ -130,6 +131,99 @@ async def test_more_jobs_held_back_by_a_type_limit_than_memory_holds_are_read_on
     assert max(counting.reads.values()) == 1, counting.reads.most_common(3)
     assert sum(counting.reads.values()) == 35 - settings.window_size
     assert events.names.count("window_full_of_held_back_jobs") == 1
+
+
+class ChangeDuringLoad(TrackedStore):
+    """Runs ``change`` once, after the store answered the next window load and
+    before the engine takes the answer (a change made while the read is in
+    flight)."""
+
+    def __init__(self, inner: TrackedStore) -> None:
+        super().__init__(inner.inner)
+        self.change: Callable[[], Awaitable[Any]] | None = None
+
+    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+        jobs = await super().next_pending(after, limit)
+        change, self.change = self.change, None
+        if change is not None:
+            await change()
+        return jobs
+
+
+async def forty_jobs_then_change(
+    store: TrackedStore,
+    change: Callable[[Engine, list[Job]], Awaitable[Any]],
+    extra: JobSpec | None = None,
+) -> tuple[list[Job], Job | None, ScriptedHandler, VirtualClock]:
+    """Forty jobs one a second from t60 in a window of ten; ``change`` runs while
+    the load after the first window reads the store. Returns when every job and
+    ``extra`` (if given) is final, or after 60 s."""
+    changing = ChangeDuringLoad(store)
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    settings = EngineSettings(defaults=EXACT, window_size=10, max_concurrency=2)
+    everything: list[Job] = []
+    async with engine_running(changing, clock, handler, settings=settings) as engine:
+        # Armed before the adds: start-up's load has happened, and the next one
+        # is the load of t70..t79 (the clock does not move while adds are in flight).
+        changing.change = lambda: change(engine, everything)
+        jobs = await engine.add_jobs(
+            [JobSpec(job_type="work", run_at=at(60 + n)) for n in range(40)]
+        )
+        added = None if extra is None else await engine.add_job(extra)
+        everything += jobs if added is None else [*jobs, added]
+        with anyio.fail_after(60):
+            for job in everything:
+                await wait_until(engine, job.id, is_final, changing)
+    assert changing.change is None  # it ran
+    return jobs, added, handler, clock
+
+
+async def test_a_job_cancelled_while_a_load_reads_the_store_is_not_brought_back(
+    store: TrackedStore,
+) -> None:
+    # The read returns the job's pending row; the cancel made it final and
+    # forgot it meanwhile. Taking the row put it back on a timer, and it ran.
+    cancelled: list[Job] = []
+
+    async def cancel(engine: Engine, jobs: list[Job]) -> None:
+        cancelled.append(await engine.cancel_job(jobs[15].id))
+
+    jobs, _, handler, _ = await forty_jobs_then_change(store, cancel)
+    assert cancelled[0].status is JobStatus.CANCELED
+    assert jobs[15].id not in {call.job_id for call in handler.calls}
+    assert len(handler.calls) == 39
+
+
+async def test_a_job_moved_into_the_window_while_a_load_reads_runs_on_time(
+    store: TrackedStore,
+) -> None:
+    # A job due tomorrow, moved to t75 while the load of t70..t79 reads the
+    # store: the read does not see the new row, and the job was outside the
+    # window when it moved; once the window's end passed t75, no load would
+    # read it again.
+    async def move(engine: Engine, jobs: list[Job]) -> None:
+        await engine.reschedule_job(jobs[-1].id, run_at=at(75))
+
+    _, moved, handler, _ = await forty_jobs_then_change(
+        store, move, JobSpec(job_type="work", run_at=at(86_400))
+    )
+    assert moved is not None
+    assert [call.at for call in handler.calls if call.job_id == moved.id] == [at(75)]
+
+
+async def test_a_job_placed_past_the_window_during_a_load_does_not_stall_it(
+    store: TrackedStore,
+) -> None:
+    # A job due tomorrow, added while a load reads the store, stays in memory
+    # (see the test above) past the window's end. Its timer must not keep the
+    # window from reading the jobs due before it: they ran a day late.
+    async def add(engine: Engine, jobs: list[Job]) -> None:
+        await engine.add_job(JobSpec(job_type="work", run_at=at(86_400)))
+
+    jobs, _, handler, _ = await forty_jobs_then_change(store, add)
+    started = {call.job_id: call.at for call in handler.calls}
+    assert [started[job.id] for job in jobs] == [job.run_at for job in jobs]
 
 
 async def test_a_store_on_one_node_gets_the_local_window(store: TrackedStore) -> None:
