@@ -121,9 +121,10 @@ class EngineCore:
         self.running: dict[str, RunningJob] = {}
         self.token: dict[str, int] = {}
         """Each job's live timer or ready entry; entries with another seq are stale."""
-        self.forgotten: set[str] | None = None
-        """While the source reads pending jobs from the store: the jobs forgotten
-        meanwhile (the read may return their older, pending rows)."""
+        self.changed: dict[str, Job | None] | None = None
+        """While the source reads pending jobs from the store: each job that left
+        memory meanwhile, by id, with its newest version when it became pending
+        outside the source's window, None otherwise (see LocalWindow._load)."""
         self.seq = itertools.count()
         self.ready: list[ReadyEntry] = []
         self.triggers: dict[str, list[TriggerWaiter]] = {}
@@ -212,6 +213,10 @@ class EngineCore:
                     # job in memory, 700 MB).
                     self.wake_scheduler()
                 return
+            self.forget(job.id)
+            if self.changed is not None:
+                self.changed[job.id] = job  # on disk; a read in flight may miss it
+            return
         elif job.status is JobStatus.RUNNING:
             self.jobs[job.id] = job
             return
@@ -221,8 +226,8 @@ class EngineCore:
         """Drop a job from memory (its timer or ready entry goes stale)."""
         self.jobs.pop(job_id, None)
         self.token.pop(job_id, None)
-        if self.forgotten is not None:
-            self.forgotten.add(job_id)
+        if self.changed is not None:
+            self.changed[job_id] = None
 
     def arm(self, job_id: str, at: datetime) -> None:
         """Put the job's one timer at ``at`` (earlier timers of the job go stale)."""

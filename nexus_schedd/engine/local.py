@@ -40,8 +40,6 @@ class LocalWindow:
         """(run_at, id) of the window's last job; None when the window is empty."""
         self._complete = True
         """The window holds every pending job of the store."""
-        self._reading = False
-        """A load's read of the store is in flight (see :meth:`_load`)."""
         self._waiting_for_room = False
         """The timers ran dry and the store holds more, but memory holds a whole
         window already (jobs collected as due and not started yet): the next
@@ -126,14 +124,7 @@ class LocalWindow:
         self._waiting_for_room = False
         if held <= settings.window_size:
             self._held_back = False
-        if self._complete:
-            return False
-        next_at = core.next_timer()
-        end = self._end
-        if next_at is not None and (end is None or next_at <= end[0]):
-            # Timers left inside the window. One past its end (a job placed
-            # during a load, see _load) does not keep the window from reading
-            # what the store holds before it.
+        if self._complete or core.next_timer() is not None:
             return False
         room = settings.memory_bound - held
         if room < 1 or (held > settings.window_size and core.ready):
@@ -155,28 +146,35 @@ class LocalWindow:
     async def _load(self, after: tuple[datetime, str] | None, size: int) -> None:
         """Load the next ``size`` pending jobs from the store into the heap.
 
-        Invariant: a job that changes while the read is in flight is not lost
-        and not brought back. The read may return its older row, or miss its
-        newer one, as the window's end moves past it. So a job that becomes
-        pending meanwhile stays in memory wherever it falls (``keeps_pending``;
-        a timer past the window's end is fine, see :meth:`fetch`), and the row
-        of a job forgotten meanwhile (cancelled, paused, finished, moved) is
-        not taken: the store holds what replaced it."""
+        Invariant: a job that changes while the load flushes and reads is neither
+        lost nor brought back. The read may return its older row, or miss its
+        newer one (staged or written after the read began) while the window's
+        end moves past it. So the core records what changed meanwhile
+        (``EngineCore.changed``): a row of a changed job is not taken, and a job
+        that became pending outside the old window is taken as it is now if it
+        falls inside the new one (otherwise the next load reads it)."""
         core = self._core
-        await core.checkpoints.flush()
-        self._reading = True
-        forgotten: set[str] = set()
-        core.forgotten = forgotten
+        changed: dict[str, Job | None] = {}
+        core.changed = changed
         try:
+            await core.checkpoints.flush()
             jobs = await self._store.next_pending(after, size)
         finally:
-            self._reading = False
-            core.forgotten = None
+            core.changed = None
+        complete = len(jobs) < size
+        end = (jobs[-1].run_at, jobs[-1].id) if jobs else None
         for job in jobs:
-            if job.id not in core.jobs and job.id not in forgotten:
+            if job.id not in core.jobs and job.id not in changed:
                 core.jobs[job.id] = job
                 assert job.run_at is not None
                 core.arm(job.id, job.run_at)
+        for newer in changed.values():
+            if newer is None or newer.id in core.jobs:
+                continue
+            assert newer.run_at is not None
+            if complete or (end is not None and (newer.run_at, newer.id) <= end):
+                core.jobs[newer.id] = newer
+                core.arm(newer.id, newer.run_at)
         self._complete = len(jobs) < size
         if jobs:
             last = jobs[-1]
@@ -221,11 +219,10 @@ class LocalWindow:
         return self._waiting_for_room
 
     def keeps_pending(self, job: Job) -> bool:
-        """Inside the window (or the window holds everything), or placed while a
-        load reads the store (see :meth:`_load`): on a timer."""
+        """Inside the window (or the window holds everything): on a timer."""
         end = self._end
         assert job.run_at is not None
-        return self._complete or self._reading or end is None or (job.run_at, job.id) <= end
+        return self._complete or end is None or (job.run_at, job.id) <= end
 
     def known(self, job_id: str) -> Job | None:
         # Memory first: this node is the only writer, and every change is made in

@@ -4,6 +4,7 @@ Clock, the engine serving meanwhile)."""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -11,11 +12,12 @@ from typing import Any
 
 import anyio.lowlevel
 import pytest
+from anyio.abc import TaskGroup
 
 from nexus_schedd.clock import VirtualClock
 from nexus_schedd.engine import Engine, EngineSettings
 from nexus_schedd.errors import StoreError
-from nexus_schedd.model import Job, JobSpec, JobStatus
+from nexus_schedd.model import Job, JobSpec, JobStatus, Run
 from tests.engine.harness import (
     EXACT,
     T0,
@@ -141,9 +143,18 @@ class ChangeDuringLoad(TrackedStore):
     def __init__(self, inner: TrackedStore) -> None:
         super().__init__(inner.inner)
         self.change: Callable[[], Awaitable[Any]] | None = None
+        self.hold: anyio.Event | None = None
+        """While set, writes wait until the next window read has been answered."""
+
+    async def before_write(self, jobs: list[Job], runs: list[Run]) -> None:
+        if self.hold is not None:
+            await self.hold.wait()
 
     async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
         jobs = await super().next_pending(after, limit)
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            hold.set()
         change, self.change = self.change, None
         if change is not None:
             await change()
@@ -224,6 +235,119 @@ async def test_a_job_placed_past_the_window_during_a_load_does_not_stall_it(
     jobs, _, handler, _ = await forty_jobs_then_change(store, add)
     started = {call.job_id: call.at for call in handler.calls}
     assert [started[job.id] for job in jobs] == [job.run_at for job in jobs]
+
+
+async def test_a_job_moved_out_of_the_window_during_a_load_does_not_widen_it(
+    store: TrackedStore,
+) -> None:
+    # While the load of t70..t79 reads: t75 moves to tomorrow and six jobs due
+    # tomorrow are added, past the bound. Kept in memory, they made the trim's
+    # new window end tomorrow, past t80..t99 that no load had read: those never
+    # ran (review of 17b9c98).
+    async def change(engine: Engine, jobs: list[Job]) -> None:
+        await engine.reschedule_job(jobs[15].id, run_at=at(86_400))
+        await engine.add_jobs([JobSpec(job_type="work", run_at=at(86_401)) for _ in range(6)])
+
+    jobs, _, handler, _ = await forty_jobs_then_change(store, change)
+    started = {call.job_id: call.at for call in handler.calls}
+    assert [started[job.id] for job in jobs[20:]] == [job.run_at for job in jobs[20:]]
+
+
+async def test_jobs_cancelled_and_added_during_a_load_do_not_stall_the_window(
+    store: TrackedStore,
+) -> None:
+    # While the load of t70..t79 reads: all ten are cancelled and memory fills
+    # up to its bound with jobs due tomorrow. Kept in memory, those left no room
+    # for t80..t99, which waited for tomorrow (review of 17b9c98). Adds during
+    # a read do not grow memory past the bound either.
+    peak: list[int] = []
+
+    async def change(engine: Engine, jobs: list[Job]) -> None:
+        for job in jobs[10:20]:
+            await engine.cancel_job(job.id)
+        for _ in range(10):
+            await engine.add_jobs([JobSpec(job_type="work", run_at=at(86_400)) for _ in range(10)])
+        peak.append(len(engine._core.jobs))
+
+    jobs, _, handler, _ = await forty_jobs_then_change(store, change)
+    started = {call.job_id: call.at for call in handler.calls}
+    assert [started[job.id] for job in jobs[20:]] == [job.run_at for job in jobs[20:]]
+    assert peak[0] <= EngineSettings(window_size=10).memory_bound
+
+
+def change_during_the_flush(
+    engine: Engine,
+    changing: ChangeDuringLoad,
+    tg: TaskGroup,
+    change: Callable[[], Awaitable[Any]],
+    staged: Callable[[Job | None], bool],
+    job_id: str,
+) -> None:
+    """Make ``change`` while the next window load's flush is in flight: its
+    write lands after the load's read (held until the read has answered)."""
+    checkpoints = engine._core.checkpoints
+    flush = checkpoints.flush
+    armed = [True]
+
+    async def flush_then_change() -> None:
+        await flush()
+        # Only the window load's flush (other callers flush too).
+        if armed[0] and sys._getframe(1).f_code.co_name == "_load":
+            armed[0] = False
+            changing.hold = anyio.Event()
+            tg.start_soon(change)
+            with anyio.fail_after(5):
+                while not staged(checkpoints.staged_job(job_id)):
+                    await anyio.lowlevel.checkpoint()
+
+    checkpoints.flush = flush_then_change  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("what", ["cancel", "move"])
+async def test_a_change_made_while_a_load_flushes_is_neither_lost_nor_undone(
+    store: TrackedStore, what: str
+) -> None:
+    # The load flushes what is staged, then reads. A change placed while the
+    # flush is in flight is written after the read: the read returns the
+    # cancelled job's old pending row (it ran), or misses the moved job's new
+    # one while the window's end moves past it (it never ran).
+    changing = ChangeDuringLoad(store)
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    settings = EngineSettings(defaults=EXACT, window_size=10, max_concurrency=2)
+    async with (
+        anyio.create_task_group() as tg,
+        engine_running(changing, clock, handler, settings=settings) as engine,
+    ):
+        jobs = await engine.add_jobs(
+            [JobSpec(job_type="work", run_at=at(60 + n)) for n in range(40)]
+        )
+        if what == "cancel":
+            target = jobs[15]  # t75: in the store only when the load of t70..t79 starts
+
+            async def change() -> None:
+                await engine.cancel_job(target.id)
+
+            def staged(job: Job | None) -> bool:
+                return job is not None and job.status is JobStatus.CANCELED
+        else:
+            target = await engine.add_job(JobSpec(job_type="work", run_at=at(86_400)))
+
+            async def change() -> None:
+                await engine.reschedule_job(target.id, run_at=at(75))
+
+            def staged(job: Job | None) -> bool:
+                return job is not None and job.run_at == at(75)
+
+        change_during_the_flush(engine, changing, tg, change, staged, target.id)
+        with anyio.fail_after(60):
+            for job in jobs:
+                await wait_until(engine, job.id, is_final, changing)
+            await clock.sleep_until(at(120))
+        assert changing.hold is None  # the load's read released the held write
+        ran = [call.at for call in handler.calls if call.job_id == target.id]
+        assert ran == ([] if what == "cancel" else [at(75)])
+        assert len(handler.calls) == (39 if what == "cancel" else 41)
 
 
 async def test_a_store_on_one_node_gets_the_local_window(store: TrackedStore) -> None:
