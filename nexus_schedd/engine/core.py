@@ -754,6 +754,10 @@ class EngineCore:
                 retry = job.transition(JobStatus.PENDING, now, run_at=now + timedelta(seconds=1))
                 self.count(JobStatus.RUNNING, JobStatus.PENDING)
                 self.place(retry)
+                # Written too: past the window's end memory drops it, and the
+                # store's row (pending, inside the window) was read already.
+                # A source may stage its own retry after this one (shared).
+                self.checkpoints.stage([retry])
         self.source.start_failed(attempt, now, error, unchanged=unchanged)
 
     # -- outcomes -----------------------------------------------------------------

@@ -350,6 +350,42 @@ async def test_a_change_made_while_a_load_flushes_is_neither_lost_nor_undone(
         assert len(handler.calls) == (39 if what == "cancel" else 41)
 
 
+class FailFirstStart(TrackedStore):
+    """Fails the first write that opens a run, once armed."""
+
+    def __init__(self, inner: TrackedStore) -> None:
+        super().__init__(inner.inner)
+        self.armed = False
+        self.failed: list[str] = []
+
+    async def before_write(self, jobs: list[Job], runs: list[Run]) -> None:
+        opened = [run.job_id for run in runs if run.finished_at is None]
+        if self.armed and opened and not self.failed:
+            self.failed += opened
+            raise StoreError("simulated: the start's write failed")
+
+
+async def test_a_start_whose_write_failed_runs_again_past_the_window(
+    store: TrackedStore,
+) -> None:
+    # Thirty jobs due at t60, a window of ten: the window ends at (t60, id).
+    # The first start's write fails and the job is pending again a second
+    # later, past the window's end: memory dropped it, and the store's row
+    # stayed pending inside the window, where no later load reads. It never ran.
+    failing = FailFirstStart(store)
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock)
+    settings = EngineSettings(defaults=EXACT, window_size=10, max_concurrency=2)
+    async with engine_running(failing, clock, handler, settings=settings) as engine:
+        jobs = await engine.add_jobs([JobSpec(job_type="work", run_at=at(60)) for _ in range(30)])
+        failing.armed = True
+        with anyio.fail_after(60):
+            done = [await wait_until(engine, job.id, is_final, failing) for job in jobs]
+    assert failing.failed
+    assert {job.status for job in done} == {JobStatus.COMPLETED}
+    assert {call.job_id for call in handler.calls} == {job.id for job in jobs}
+
+
 async def test_a_store_on_one_node_gets_the_local_window(store: TrackedStore) -> None:
     clock = VirtualClock(T0)
     async with engine_running(store, clock, ScriptedHandler(clock)) as engine:
