@@ -159,7 +159,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             # update (no index insertions) when its page has room, which the
             # fill factor keeps for it.
             "DROP INDEX runs_open",
-            "ALTER TABLE runs SET (fillfactor = 50)",
+            "ALTER TABLE runs SET (fillfactor = 80)",
         ),
     ),
     Migration(
