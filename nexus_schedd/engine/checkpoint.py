@@ -28,7 +28,7 @@ Writer = Callable[[Sequence[Job], Sequence[Run]], Awaitable[None]]
 class _Batch:
     """Everything staged between two writes, and who waits for it."""
 
-    __slots__ = ("awaited", "callbacks", "done", "error", "jobs", "number")
+    __slots__ = ("awaited", "behind_retry", "callbacks", "done", "error", "jobs", "number")
 
     def __init__(self) -> None:
         self.done = anyio.Event()
@@ -40,6 +40,9 @@ class _Batch:
         """Its place in the order of writes (set when a write takes it)."""
         self.jobs: dict[str, Job] = {}
         """The jobs it writes (while in flight, for :meth:`Checkpointer.staged_job`)."""
+        self.behind_retry = False
+        """A write taken before it failed after it was taken: that write's rows
+        are staged again, so "everything staged before" is not on disk with it."""
 
 
 class Checkpointer:
@@ -167,6 +170,10 @@ class Checkpointer:
             if isinstance(batch.error, SchedulerError):
                 raise batch.error
             raise StoreError(f"checkpoint failed: {batch.error}") from batch.error
+        if batch.behind_retry:
+            # An earlier write failed after this one was taken: its rows went
+            # into a later write, which this wait covers too.
+            await self.commit()
 
     async def flush(self) -> None:
         """Return once everything staged so far is on disk."""
@@ -288,10 +295,12 @@ class Checkpointer:
     ) -> None:
         """Stage a failed write's rows again, except where a newer version of the
         row is staged or in a later write."""
-        later = [b.jobs for b in self._in_flight if b.number > batch.number]
+        later = [b for b in self._in_flight if b.number > batch.number]
+        for b in later:
+            b.behind_retry = True
         for job_id, job in batch.jobs.items():
             newer = job_id in self._jobs or job_id in self._lazy
-            if not newer and not any(job_id in jobs for jobs in later):
+            if not newer and not any(job_id in b.jobs for b in later):
                 self._jobs[job_id] = job
                 self._job_rows[job_id] = job_rows[job_id]
         for run_id, row in run_rows.items():

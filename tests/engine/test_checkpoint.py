@@ -296,3 +296,77 @@ async def test_flush_writes_lazily_staged_versions_at_once() -> None:
         tg.cancel_scope.cancel()
     assert store.written == [([("job-row", running)], [])]
     assert await store.get_job(running.id) == running
+
+
+async def test_flush_returns_only_once_a_failed_earlier_writes_rows_are_on_disk() -> None:
+    """A flush whose own write was taken while an earlier one was in flight, and
+    that earlier write then failed: its rows are staged again, and the flush
+    returns only once they are written (a window load reads the store after it)."""
+    store = PipelinedStore()
+    store.fail_first = True
+    await store.open()
+    clock = VirtualClock(T0)
+    checkpointer = Checkpointer(store, structlog.get_logger(), clock=clock)
+    job, other = make_job(1), make_job(2)
+    flushed = anyio.Event()
+
+    async def flush() -> None:
+        await checkpointer.flush()
+        flushed.set()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(checkpointer.run)
+        checkpointer.stage([job])
+        await next_write(store)  # the first write is in flight
+        checkpointer.stage([other])
+        tg.start_soon(flush)
+        await next_write(store)  # the flush's write is taken too
+        store.releases[1].set()
+        store.releases[0].set()  # the first fails after the flush's was taken
+        await anyio.wait_all_tasks_blocked()
+        assert not flushed.is_set()  # the first write's rows are not on disk yet
+        assert await store.get_job(job.id) is None
+        tg.start_soon(clock.autojump)  # the retry pause passes in virtual time
+        await next_write(store)  # the retry
+        store.releases[2].set()
+        with anyio.fail_after(5):
+            await flushed.wait()
+        tg.cancel_scope.cancel()
+    assert await store.get_job(job.id) == job
+    assert await store.get_job(other.id) == other
+
+
+async def test_flush_raises_when_a_failed_earlier_writes_retry_fails_too() -> None:
+    store = PipelinedStore()
+    store.fail_first = True
+    await store.open()
+    clock = VirtualClock(T0)
+    checkpointer = Checkpointer(store, structlog.get_logger(), clock=clock)
+    outcome: list[BaseException | None] = []
+
+    async def flush() -> None:
+        try:
+            await checkpointer.flush()
+        except StoreError as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(checkpointer.run)
+        checkpointer.stage([make_job(1)])
+        await next_write(store)
+        checkpointer.stage([make_job(2)])
+        tg.start_soon(flush)
+        await next_write(store)
+        store.releases[1].set()
+        store.releases[0].set()
+        tg.start_soon(clock.autojump)
+        await next_write(store)  # the retry ...
+        store.fail_next = True  # ... fails as well
+        store.releases[2].set()
+        with anyio.fail_after(5):
+            while not outcome:
+                await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    assert isinstance(outcome[0], StoreError)
