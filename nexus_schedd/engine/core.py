@@ -46,7 +46,7 @@ from nexus_schedd.engine.policies import (
 )
 from nexus_schedd.engine.rates import RateLimits
 from nexus_schedd.engine.reactions import Reactions
-from nexus_schedd.engine.recovery import HistoryPruner
+from nexus_schedd.engine.recovery import HistoryPruner, crashed
 from nexus_schedd.engine.settings import EngineSettings
 from nexus_schedd.engine.source import DueWorkSource
 from nexus_schedd.engine.workers import Workers
@@ -82,6 +82,10 @@ TRIGGER_PRIORITY = -(2**40)
 FETCH_RETRY = timedelta(seconds=1)
 """After a store error while fetching due work, the pause before the next try
 (meanwhile the loop goes on dispatching what it has and serving control calls)."""
+
+RETRY_START_AFTER = timedelta(seconds=1)
+"""A due start whose write failed is tried again this long after (the
+checkpointer pauses its writes as long after a failure)."""
 
 TriggerWaiter = tuple[anyio.Event, list[Job | BaseException]]
 ReadyEntry = tuple[int, datetime, int, str]
@@ -739,26 +743,48 @@ class EngineCore:
             self.wake_scheduler()
 
     def _abandon_start(self, attempt: Attempt, now: datetime, error: BaseException) -> None:
-        """A start that never reached the disk: the job goes back to pending soon."""
+        """A start whose write failed: its handler does not run, its run is closed
+        as crashed, and the job is pending again (both written with the next
+        write, fenced in shared mode like any leased row).
+
+        The run is closed even though the failed write most likely wrote nothing:
+        the checkpointer stages a failed write's rows again, open run included,
+        and a write may have committed before its error (a lost connection).
+        Left open, the run stays "running" in the history, and recovery after a
+        crash counts it as an attempt the handler never made.
+
+        A due start is retried a second later. A trigger (its caller was told it
+        failed) leaves the schedule where it was, as the trigger's end would
+        have. An attempt that overlap allow/replace had detached already is only
+        recorded: a newer occurrence stands for the job.
+        """
         self.log.error("start_not_checkpointed", job_id=attempt.job.id, error=str(error))
         job_id = attempt.job.id
-        unchanged = self.checkpoints.staged_job(job_id) in (None, attempt.job)
         self._release(attempt, now)
+        self.checkpoints.stage(
+            runs=[crashed(attempt.run, now, f"the start was not checkpointed: {error}")]
+        )
         state = self.running.get(job_id)
-        if state is not None and state.current is attempt:
+        if state is None:
+            return  # canceled or deleted meanwhile: that version stands
+        if state.current is not attempt:
+            state.detached.discard(attempt)
+        else:
             state.current = None
-            if not state.detached:
-                del self.running[job_id]
             job = self.jobs.get(job_id, attempt.job)
             if job.status is JobStatus.RUNNING:
-                retry = job.transition(JobStatus.PENDING, now, run_at=now + timedelta(seconds=1))
+                upcoming = state.upcoming
+                if attempt.triggered and upcoming is not None:
+                    back = job.transition(JobStatus.PENDING, now, **upcoming.changes())
+                else:
+                    back = job.transition(JobStatus.PENDING, now, run_at=now + RETRY_START_AFTER)
                 self.count(JobStatus.RUNNING, JobStatus.PENDING)
-                self.place(retry)
+                self.place(back)
                 # Written too: past the window's end memory drops it, and the
                 # store's row (pending, inside the window) was read already.
-                # A source may stage its own retry after this one (shared).
-                self.checkpoints.stage([retry])
-        self.source.start_failed(attempt, now, error, unchanged=unchanged)
+                self.checkpoints.stage([back])
+        if state.current is None and not state.detached:
+            del self.running[job_id]
 
     # -- outcomes -----------------------------------------------------------------
 

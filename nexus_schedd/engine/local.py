@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from anyio.abc import TaskGroup
 
-from nexus_schedd.engine.attempts import Attempt
 from nexus_schedd.engine.recovery import CRASHED_HERE, crashed, recover_jobs
 from nexus_schedd.engine.source import Writer
 from nexus_schedd.model import Job, JobStatus, Run
@@ -233,12 +232,6 @@ class LocalWindow:
     async def take_for_trigger(self, job: Job) -> Job:
         """Nothing to claim: the job is this node's already."""
         return self._core.jobs.get(job.id, job)
-
-    def start_failed(
-        self, attempt: Attempt, now: datetime, error: BaseException, *, unchanged: bool
-    ) -> None:
-        """Nothing more: the job is pending again in memory; the open run (if the
-        start committed after all) is closed by the next start's recovery."""
 
     async def stop(self) -> None:
         """Nothing was taken from anyone."""

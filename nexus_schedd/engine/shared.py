@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup
 
-from nexus_schedd.engine.attempts import Attempt
 from nexus_schedd.engine.policies import after_crash
 from nexus_schedd.engine.recovery import crashed
 from nexus_schedd.engine.source import Writer
@@ -259,15 +258,6 @@ class ClaimedWork:
         self._hold(job.id)
         self._claimed[job.id] = claimed
         return claimed.with_status(JobStatus.PENDING)
-
-    def start_failed(
-        self, attempt: Attempt, now: datetime, error: BaseException, *, unchanged: bool
-    ) -> None:
-        """A start batch whose write failed (it may have committed all the same):
-        close its run and give the job back, fenced by the lease this node holds."""
-        closed = crashed(attempt.run, now, f"the start was not checkpointed: {error}")
-        retry = [attempt.job.transition(JobStatus.PENDING, now, run_at=now)] if unchanged else []
-        self._core.checkpoints.stage(retry, [closed])
 
     def describe(self) -> tuple[datetime | None, dict[str, Any]]:
         """The store's next due time and this node's leases."""

@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 from anyio.abc import TaskGroup
 
-from nexus_schedd.engine.attempts import Attempt
 from nexus_schedd.model import Job, Run
 
 Writer = Callable[[Sequence[Job], Sequence[Run]], Awaitable[None]]
@@ -79,13 +78,6 @@ class DueWorkSource(Protocol):
     async def take_for_trigger(self, job: Job) -> Job:
         """Make a pending job this node's to run now (a trigger): the job to start.
         Raises :class:`~nexus_schedd.errors.InvalidJobState` when it cannot be."""
-        ...
-
-    def start_failed(
-        self, attempt: Attempt, now: datetime, error: BaseException, *, unchanged: bool
-    ) -> None:
-        """The checkpoint of ``attempt``'s start failed (the core has already
-        released it); ``unchanged``: no newer version of the job was staged since."""
         ...
 
     async def stop(self) -> None:

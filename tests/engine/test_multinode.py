@@ -15,7 +15,7 @@ import pytest
 from nexus_schedd.clock import SystemClock
 from nexus_schedd.engine import Engine, EngineSettings, engine_for
 from nexus_schedd.engine.reactions import NotifyRule
-from nexus_schedd.errors import InvalidJobState
+from nexus_schedd.errors import InvalidJobState, StoreError
 from nexus_schedd.handlers.base import HandlerContext
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import (
@@ -282,6 +282,45 @@ async def test_trigger_through_a_node_runs_the_job_there_once() -> None:
         assert [(node, job_id) for node, job_id, *_ in nodes.recorder.calls] == [("n1", job.id)]
         # An extra run: the one-shot's own occurrence is still ahead, unmoved.
         assert (await a.get_job(job.id)).run_at == job.run_at
+
+
+async def test_a_trigger_whose_start_write_failed_leaves_the_schedule_where_it_was() -> None:
+    """The trigger is refused to its caller; its run is closed as crashed, and
+    the job goes back to its own occurrence under the lease (before stop 39 it
+    went back pending at once, and its occurrence an hour ahead ran then)."""
+    async with cluster(1) as nodes:
+        (node,) = nodes.engines
+        store = nodes.stores[0]
+        write_leased = store.write_leased
+        failed: list[str] = []
+
+        async def fail_the_first_start(
+            node_name: str, jobs: Any = (), runs: Any = (), held: Any = ()
+        ) -> set[str]:
+            if not failed and any(run.finished_at is None for run in runs):
+                failed.append(node_name)
+                raise StoreError("simulated: connection lost")
+            return await write_leased(node_name, jobs, runs, held)
+
+        store.write_leased = fail_the_first_start  # type: ignore[method-assign]
+        later = SystemClock().now() + timedelta(hours=1)
+        job = await node.add_job(JobSpec(job_type="work", run_at=later))
+        with pytest.raises(StoreError):
+            await node.trigger_job(job.id)
+
+        async def crash_recorded_and_job_back() -> bool:
+            runs = (await store.list_runs(RunFilter(job_id=job.id), 10)).items
+            stored = await store.get_job(job.id)
+            assert stored is not None
+            return [run.outcome for run in runs] == [RunOutcome.CRASHED] and (
+                stored.status is JobStatus.PENDING
+            )
+
+        await wait_for(crash_recorded_and_job_back)
+        stored = await store.get_job(job.id)
+        assert stored is not None
+        assert (stored.run_at, stored.scheduled_for) == (job.run_at, job.scheduled_for)
+        assert failed and nodes.recorder.calls == []
 
 
 class _StaleDueReads(PostgresStore):
