@@ -81,11 +81,22 @@ class Store(ABC):
         """Jobs matching ``where``, ordered by id (creation order), one page at a time."""
 
     @abstractmethod
-    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
-        """Pending jobs ordered by (run_at, id), strictly after the ``after`` key.
+    async def next_pending(
+        self,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        *,
+        only_type: str | None = None,
+        skip_types: Collection[str] = (),
+    ) -> list[Job]:
+        """Pending jobs ordered by (run_at, id), strictly after the ``after`` key;
+        only those of ``only_type`` if given, none of ``skip_types``.
 
         The engine loads its in-memory heap window by window with this, so a
-        store of millions of jobs never has to fit in memory.
+        store of millions of jobs never has to fit in memory. The type filters
+        serve job types whose backlog waits in the store for their limit or
+        rate (docs/engine.md, Window): the window reads past them, and each
+        such type is read on its own as its jobs start.
         """
 
     @abstractmethod

@@ -168,7 +168,14 @@ class MemoryStore(Store):
             return Page(page, encode_job_cursor(page[-1].id))
         return Page(matches, None)
 
-    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+    async def next_pending(
+        self,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        *,
+        only_type: str | None = None,
+        skip_types: Collection[str] = (),
+    ) -> list[Job]:
         await anyio.lowlevel.checkpoint()
         self._ensure_open()
         check_limit(limit)
@@ -176,7 +183,10 @@ class MemoryStore(Store):
             (
                 (_micros(j.run_at), j.id, j)
                 for j in self._jobs.values()
-                if j.status is JobStatus.PENDING and j.run_at is not None
+                if j.status is JobStatus.PENDING
+                and j.run_at is not None
+                and (only_type is None or j.job_type == only_type)
+                and j.job_type not in skip_types
             ),
             key=lambda entry: (entry[0], entry[1]),
         )

@@ -115,8 +115,17 @@ class TrackedStore(Store):
     async def list_jobs(self, where: JobFilter, limit: int, cursor: str | None = None) -> Page[Job]:
         return await self._call(self.inner.list_jobs(where, limit, cursor))
 
-    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
-        return await self._call(self.inner.next_pending(after, limit))
+    async def next_pending(
+        self,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        *,
+        only_type: str | None = None,
+        skip_types: Collection[str] = (),
+    ) -> list[Job]:
+        return await self._call(
+            self.inner.next_pending(after, limit, only_type=only_type, skip_types=skip_types)
+        )
 
     async def jobs_in_status(self, status: JobStatus) -> list[Job]:
         return await self._call(self.inner.jobs_in_status(status))

@@ -41,12 +41,14 @@ class FailingWindowLoads(TrackedStore):
         self.failures = failures
         self.loads = 0
 
-    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+    async def next_pending(
+        self, after: tuple[datetime, str] | None, limit: int, **types: Any
+    ) -> list[Job]:
         self.loads += 1
         if self.loads > 1 and self.failures > 0:
             self.failures -= 1
             raise StoreError("simulated: the store is unreachable")
-        return await super().next_pending(after, limit)
+        return await super().next_pending(after, limit, **types)
 
 
 class CountingWindowLoads(TrackedStore):
@@ -56,8 +58,10 @@ class CountingWindowLoads(TrackedStore):
         super().__init__(inner.inner)
         self.reads: Counter[str] = Counter()
 
-    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
-        jobs = await super().next_pending(after, limit)
+    async def next_pending(
+        self, after: tuple[datetime, str] | None, limit: int, **types: Any
+    ) -> list[Job]:
+        jobs = await super().next_pending(after, limit, **types)
         self.reads.update(job.id for job in jobs)
         return jobs
 
@@ -150,8 +154,10 @@ class ChangeDuringLoad(TrackedStore):
         if self.hold is not None:
             await self.hold.wait()
 
-    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
-        jobs = await super().next_pending(after, limit)
+    async def next_pending(
+        self, after: tuple[datetime, str] | None, limit: int, **types: Any
+    ) -> list[Job]:
+        jobs = await super().next_pending(after, limit, **types)
         if self.hold is not None:
             hold, self.hold = self.hold, None
             hold.set()

@@ -294,6 +294,28 @@ async def test_next_pending_orders_by_run_at_then_id_and_continues_after_a_key(
     assert await store.next_pending((same_time, "J0003"), 10) == []
 
 
+async def test_next_pending_reads_one_type_or_past_others(store: Store) -> None:
+    # A window reads past job types whose backlog waits in the store for their
+    # limit or rate, and reads each such type on its own (docs/engine.md).
+    await store.insert_jobs(
+        [
+            make_job(n, job_type="slow" if n % 2 else "fast", run_at=T0 + timedelta(seconds=n))
+            for n in range(1, 9)
+        ]
+        + [make_job(9, job_type="other", run_at=T0 + timedelta(seconds=9))]
+    )
+
+    slow = await store.next_pending(None, 10, only_type="slow")
+    assert [j.id for j in slow] == ["J0001", "J0003", "J0005", "J0007"]
+    after = (slow[1].run_at, slow[1].id)
+    assert [j.id for j in await store.next_pending(after, 1, only_type="slow")] == ["J0005"]
+    rest = await store.next_pending(None, 10, skip_types={"slow"})
+    assert [j.id for j in rest] == ["J0002", "J0004", "J0006", "J0008", "J0009"]
+    only_other = await store.next_pending(None, 10, skip_types=["slow", "fast"])
+    assert [j.id for j in only_other] == ["J0009"]
+    assert await store.next_pending(None, 10, only_type="slow", skip_types={"slow"}) == []
+
+
 async def test_jobs_in_status_returns_exactly_those(store: Store) -> None:
     await store.insert_jobs(
         [

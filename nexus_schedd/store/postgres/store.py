@@ -1141,20 +1141,31 @@ class PostgresStore(Store):
             return Page(jobs, encode_job_cursor(jobs[-1].id))
         return Page(jobs, None)
 
-    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+    async def next_pending(
+        self,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        *,
+        only_type: str | None = None,
+        skip_types: Collection[str] = (),
+    ) -> list[Job]:
         check_limit(limit)
-        if after is None:
-            rows = await self._fetch(
-                f"{_JOB_SELECT} WHERE status = 'pending' ORDER BY run_at, id LIMIT $1", limit
-            )
-        else:
-            rows = await self._fetch(
-                f"{_JOB_SELECT} WHERE status = 'pending' AND (run_at, id) > ($1, $2)"
-                " ORDER BY run_at, id LIMIT $3",
-                to_micros(after[0]),
-                after[1],
-                limit,
-            )
+        where = ["status = 'pending'"]
+        parameters: list[Any] = []
+        if after is not None:
+            where.append(f"(run_at, id) > (${len(parameters) + 1}, ${len(parameters) + 2})")
+            parameters += [to_micros(after[0]), after[1]]
+        if only_type is not None:
+            parameters.append(only_type)
+            where.append(f"job_type = ${len(parameters)}")
+        if skip_types:
+            parameters.append(sorted(skip_types))
+            where.append(f"job_type <> ALL(${len(parameters)}::text[])")
+        parameters.append(limit)
+        rows = await self._fetch(
+            f"{_JOB_SELECT} WHERE {' AND '.join(where)} ORDER BY run_at, id LIMIT ${len(parameters)}",
+            *parameters,
+        )
         return [_job(row) for row in rows]
 
     async def jobs_in_status(self, status: JobStatus) -> list[Job]:

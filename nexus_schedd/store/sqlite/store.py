@@ -646,21 +646,33 @@ class SQLiteStore(Store):
             return Page(jobs, encode_job_cursor(jobs[-1].id))
         return Page(jobs, None)
 
-    async def next_pending(self, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+    async def next_pending(
+        self,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        *,
+        only_type: str | None = None,
+        skip_types: Collection[str] = (),
+    ) -> list[Job]:
         check_limit(limit)
-        if after is None:
-            rows = await self._fetch(
-                f"{_JOB_SELECT} INDEXED BY jobs_pending WHERE status = 'pending'"
-                " ORDER BY run_at, id LIMIT ?",
-                (limit,),
-            )
-        else:
-            rows = await self._fetch(
-                f"{_JOB_SELECT} INDEXED BY jobs_pending WHERE status = 'pending'"
-                " AND (run_at, id) > (?, ?)"
-                " ORDER BY run_at, id LIMIT ?",
-                (to_micros(after[0]), after[1], limit),
-            )
+        where = ["status = 'pending'"]
+        parameters: list[Any] = []
+        if after is not None:
+            where.append("(run_at, id) > (?, ?)")
+            parameters += [to_micros(after[0]), after[1]]
+        if only_type is not None:
+            where.append("job_type = ?")
+            parameters.append(only_type)
+        if skip_types:
+            where.append(f"job_type NOT IN ({', '.join('?' * len(skip_types))})")
+            parameters += sorted(skip_types)
+        # In (run_at, id) order along jobs_pending; the type filters are checked
+        # on the way (they serve a window that reads past held-back types).
+        rows = await self._fetch(
+            f"{_JOB_SELECT} INDEXED BY jobs_pending WHERE {' AND '.join(where)}"
+            " ORDER BY run_at, id LIMIT ?",
+            (*parameters, limit),
+        )
         return [job_from_row(row) for row in rows]
 
     async def jobs_in_status(self, status: JobStatus) -> list[Job]:
