@@ -264,6 +264,19 @@ class EngineCore:
         waiting = sum(len(queue) for queue in self.rates.waiting.values())
         return len(self.ready) + sum(len(queue) for queue in self._blocked.values()) + waiting
 
+    def drop_stale_held(self, job_type: str) -> None:
+        """Drop the entries of jobs no longer in memory from ``job_type``'s queues
+        of jobs waiting for its limit or rate (after the source forgot many of
+        them at once: they would count in the backlog until popped)."""
+        token = self.token
+        blocked = self._blocked.get(job_type)
+        if blocked:
+            blocked[:] = [entry for entry in blocked if token.get(entry[3]) == entry[2]]
+            heapq.heapify(blocked)
+        waiting = self.rates.waiting.get(job_type)
+        if waiting:
+            waiting[:] = [entry for entry in waiting if token.get(entry[3]) == entry[2]]
+
     def unblock_all(self) -> None:
         """Type limits or rates changed: every job waiting on one is ready again."""
         for queue in self._blocked.values():
