@@ -41,6 +41,9 @@ class Attempt:
     cancel_reason: str | None = None
     """Set by cancel/replace (CANCELED), shutdown (SHUTDOWN) or a lost lease before
     cancelling."""
+    durable: bool = False
+    """Its start is on disk (set by ``EngineCore._started``): until then whether
+    it runs at all is not known, and no overlap policy is applied to it."""
 
     def cancel(self, reason: str) -> None:
         """End the attempt for ``reason`` (before its handler starts, or while it runs)."""

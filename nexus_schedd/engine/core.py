@@ -160,6 +160,10 @@ class EngineCore:
         """Starts staged and not yet taken by a write (see :meth:`_dispatch`)."""
         self._starting = 0
         """Starts staged or being written: not yet on disk (see :meth:`_started`)."""
+        self._overlap_waits: set[str] = set()
+        """Jobs whose next occurrence came due while their current attempt's
+        start was not on disk yet: the overlap policy waits for that write
+        (:meth:`_overlap`, :meth:`_started`)."""
         self._start_cap = max(1, settings.max_concurrency // 2)
         self._fast_batches = 0
         """Full start batches in a row that reached the disk after every handler
@@ -676,6 +680,12 @@ class EngineCore:
         state = self.running.get(job.id)
         if state is None or state.current is None or state.upcoming is None:
             return
+        if not state.current.durable:
+            # Its start is still being written: if that write fails, nothing ran
+            # and the job goes back to that occurrence (_abandon_start). The
+            # policy applies once the start is on disk (_started).
+            self._overlap_waits.add(job.id)
+            return
         upcoming = state.upcoming
         if job.overlap is OverlapPolicy.FORBID:
             skipped = self._skipped_run(
@@ -734,19 +744,40 @@ class EngineCore:
         workers = self.workers
         queue = workers.work.append
         for attempt in attempts:
-            waiters = triggers.pop(attempt.job.id, None) if attempt.job.id in triggers else None
+            # Only a triggered attempt answers the job's trigger callers.
+            waiters = (
+                triggers.pop(attempt.job.id, None)
+                if attempt.triggered and attempt.job.id in triggers
+                else None
+            )
             if error is not None:
                 self._abandon_start(attempt, now, error)
                 for event, box in waiters or ():
                     box.append(error)
                     event.set()
                 continue
+            attempt.durable = True
             for event, box in waiters or ():
                 box.append(attempt.job)
                 event.set()
             self.publish(EventKind.RUN_STARTED, attempt.job, attempt.run)
             queue(attempt)
+        if self._overlap_waits:
+            self._overlap_after_start(attempts, now)
         workers.wake()
+
+    def _overlap_after_start(self, attempts: list[Attempt], now: datetime) -> None:
+        """Apply the overlap policy that waited for these starts' write (see
+        :meth:`_overlap`); a failed start put its job back already."""
+        waits = self._overlap_waits
+        for attempt in attempts:
+            job_id = attempt.job.id
+            if job_id not in waits:
+                continue
+            waits.discard(job_id)
+            job = self.jobs.get(job_id)
+            if attempt.durable and job is not None and job.status is JobStatus.RUNNING:
+                self._overlap(job, now)
 
     def _write_begun(self) -> None:
         """The checkpointer took what was staged into a write: the next batch of
@@ -774,9 +805,12 @@ class EngineCore:
         self.log.error("start_not_checkpointed", job_id=attempt.job.id, error=str(error))
         job_id = attempt.job.id
         self._release(attempt, now)
-        self.checkpoints.stage(
-            runs=[crashed(attempt.run, now, f"the start was not checkpointed: {error}")]
-        )
+        if self.rates:
+            self.rates.give_back(attempt.job.job_type)  # no handler call used it
+        run = attempt.run
+        if run.started_at > now:  # dispatched start_ahead early: it never began
+            run = replace(run, started_at=now)
+        self.checkpoints.stage(runs=[crashed(run, now, f"the start was not checkpointed: {error}")])
         state = self.running.get(job_id)
         if state is None:
             return  # canceled or deleted meanwhile: that version stands

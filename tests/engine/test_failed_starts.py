@@ -1,9 +1,10 @@
 """A start whose checkpoint write fails (disk full, an I/O error): its handler
-does not run, its run is closed as crashed, and the job is pending again: a due
-start a second later, a trigger at its own occurrence, an attempt that overlap
-had detached only recorded. Found by review at stop 39; each test fails on the
-code before (the run stayed open, a failed trigger ran the scheduled occurrence
-early, a detached attempt stayed in flight for good)."""
+does not run, its run is closed as crashed, its rate token is given back, and
+the job is pending again: a due start a second later, a trigger at its own
+occurrence. No overlap policy applies while a start is being written. Found by
+two reviews at stop 39; each test fails on the code before it (the run stayed
+open, a failed trigger ran the scheduled occurrence early or lost it, a
+detached attempt stayed in flight for good, a start kept its rate token)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from nexus_schedd.clock import VirtualClock
 from nexus_schedd.engine import Engine, EngineSettings
+from nexus_schedd.engine.rates import Rate
 from nexus_schedd.errors import StoreError
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import (
@@ -161,14 +163,17 @@ async def test_a_trigger_that_failed_leaves_the_schedule_where_it_was(
     assert [(call.at, call.scheduled_for) for call in handler.calls] == [(at(HOUR), at(HOUR))]
 
 
-@pytest.mark.parametrize("policy", [OverlapPolicy.ALLOW, OverlapPolicy.REPLACE])
-async def test_a_failed_start_that_overlap_had_detached_is_recorded_and_let_go(
+@pytest.mark.parametrize("policy", list(OverlapPolicy))
+async def test_the_overlap_policy_waits_for_a_start_being_written(
     store: TrackedStore, policy: OverlapPolicy
 ) -> None:
-    """The first occurrence's start write stalls past the next occurrence (which
-    overlap allow/replace starts beside it), then fails. Before: the attempt
-    stayed in flight for good (a reload's wait for unused handlers never
-    returned) and its run stayed open on disk."""
+    """The first occurrence's start write stalls past the next occurrence, then
+    fails. Nothing ran, so no policy applies: the first occurrence is retried and
+    each occurrence runs once, none recorded as skipped. Before: allow/replace
+    detached the attempt, which then stayed in flight for good (a reload's wait
+    for unused handlers never returned) with its run open on disk, and its
+    occurrence never ran; forbid recorded the next occurrence as skipped, and
+    then ran it too."""
     clock = VirtualClock(T0)
     failing = FailStart(store, clock, stall_until=HOUR + 60)
     handler = ScriptedHandler(clock)
@@ -181,7 +186,6 @@ async def test_a_failed_start_that_overlap_had_detached_is_recorded_and_let_go(
     async with engine_running(failing, clock, handler) as engine:
         job = await engine.add_job(spec)
         final = await wait_until(engine, job.id, is_final, failing)
-        await quiesce(failing)
         in_flight = engine._core.attempts_in_flight()
         with anyio.fail_after(5):
             await engine.wait_unused(engine._core.registry)
@@ -189,6 +193,67 @@ async def test_a_failed_start_that_overlap_had_detached_is_recorded_and_let_go(
     assert failing.failed and final.status is JobStatus.COMPLETED
     assert in_flight == []
     assert await failing.inner.open_runs() == []
-    first = [r for r in runs if r.scheduled_for == T0]
-    assert [(r.outcome, r.error) for r in first] == [(RunOutcome.CRASHED, NOT_CHECKPOINTED)]
-    assert sorted(call.scheduled_for for call in handler.calls) == [at(HOUR), at(2 * HOUR)]
+    assert sorted((r.scheduled_for, r.outcome) for r in runs) == [
+        (T0, RunOutcome.CRASHED),
+        (T0, RunOutcome.SUCCESS),
+        (at(HOUR), RunOutcome.SUCCESS),
+        (at(2 * HOUR), RunOutcome.SUCCESS),
+    ]
+    assert [call.scheduled_for for call in handler.calls] == [T0, at(HOUR), at(2 * HOUR)]
+
+
+async def test_a_failed_trigger_beside_the_due_occurrence_lets_that_occurrence_run(
+    store: TrackedStore,
+) -> None:
+    """The trigger's start write stalls 30 s past the job's occurrence, then
+    fails. Before: overlap forbid (the default) recorded that occurrence as
+    skipped behind a trigger that never ran, and the job moved to the next one."""
+    clock = VirtualClock(T0)
+    failing = FailStart(store, clock, armed=False, stall_until=HOUR + 30)
+    handler = ScriptedHandler(clock)
+    spec = JobSpec(
+        job_type="work",
+        run_at=at(HOUR),
+        overlap=OverlapPolicy.FORBID,
+        recurrence=Recurrence(RecurrenceKind.HOURLY, max_occurrences=2),
+    )
+    async with engine_running(failing, clock, handler) as engine:
+        job = await engine.add_job(spec)
+        failing.target, failing.armed = job.id, True
+        with pytest.raises(StoreError):
+            await engine.trigger_job(job.id)
+        final = await wait_until(engine, job.id, is_final, failing)
+        runs = (await engine.list_runs(RunFilter(job_id=job.id), 10)).items
+    assert final.status is JobStatus.COMPLETED
+    assert RunOutcome.SKIPPED not in [r.outcome for r in runs]
+    assert [call.scheduled_for for call in handler.calls] == [at(HOUR), at(2 * HOUR)]
+
+
+async def test_a_failed_start_gives_back_its_rate_token(store: TrackedStore) -> None:
+    """Before: the token stayed taken, and the retry waited an hour for the next."""
+    clock = VirtualClock(T0)
+    failing = FailStart(store, clock, armed=False)
+    handler = ScriptedHandler(clock)
+    settings = EngineSettings(defaults=EXACT, type_rates={"work": Rate(1, 3600.0)})
+    async with engine_running(failing, clock, handler, settings=settings) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(10)))
+        failing.target, failing.armed = job.id, True
+        final = await wait_until(engine, job.id, is_final, failing)
+    assert failing.failed and final.status is JobStatus.COMPLETED
+    assert len(handler.calls) == 1 and handler.calls[0].at <= at(11)
+
+
+async def test_the_crashed_run_of_a_start_ahead_does_not_end_before_it_began(
+    store: TrackedStore,
+) -> None:
+    clock = VirtualClock(T0)
+    failing = FailStart(store, clock, armed=False)
+    handler = ScriptedHandler(clock)
+    settings = EngineSettings(defaults=EXACT, start_ahead_ms=1000)
+    async with engine_running(failing, clock, handler, settings=settings) as engine:
+        job = await engine.add_job(JobSpec(job_type="work", run_at=at(10)))
+        failing.target, failing.armed = job.id, True
+        await wait_until(engine, job.id, is_final, failing)
+        runs = (await engine.list_runs(RunFilter(job_id=job.id), 10)).items
+    (crash,) = [r for r in runs if r.outcome is RunOutcome.CRASHED]
+    assert crash.finished_at is not None and crash.finished_at >= crash.started_at
