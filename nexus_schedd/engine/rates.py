@@ -5,6 +5,7 @@ such type, so nothing polls and other types are not held up."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,9 @@ from typing import Any
 from nexus_schedd.errors import InvalidSpec
 
 _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+_WHOLE = 1.0 - 1e-9
+"""A token, allowing for the float error of refilling at ``count / period`` (a
+bucket refilled exactly to its next token's time may hold 0.9999999999)."""
 _RATE = re.compile(r"\s*(\d{1,9})\s*/\s*(second|minute|hour)\s*")
 
 
@@ -59,7 +63,7 @@ class TokenBucket:
             elapsed = (now - self.updated).total_seconds()
             self.tokens = min(self.capacity, self.tokens + elapsed * self.per_s)
             self.updated = now
-        if self.tokens >= 1.0:
+        if self.tokens >= _WHOLE:
             self.tokens -= 1.0
             return True
         return False
@@ -71,7 +75,11 @@ class TokenBucket:
     def next_token_at(self) -> datetime:
         """When the bucket holds a whole token again."""
         missing = max(0.0, 1.0 - self.tokens)
-        return self.updated + timedelta(seconds=missing / self.per_s)
+        # Rounded up to the microsecond (a datetime's resolution): rounded to the
+        # nearest, the loop woke a little before the token was whole, found none,
+        # and was told the same instant again (a loop that never slept on a
+        # virtual clock, a few extra passes on the real one).
+        return self.updated + timedelta(microseconds=math.ceil(missing / self.per_s * 1e6))
 
 
 class RateLimits:

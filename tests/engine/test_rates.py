@@ -46,6 +46,35 @@ def test_a_bucket_allows_a_burst_then_one_token_per_interval() -> None:
     assert bucket.take(at(10)) and bucket.take(at(10)) and not bucket.take(at(10))  # capped
 
 
+@pytest.mark.parametrize("rate", [Rate(3, 1.0), Rate(7, 60.0), Rate(7, 3600.0)], ids=str)
+def test_a_bucket_holds_a_whole_token_at_the_time_it_names(rate: Rate) -> None:
+    """next_token_at rounded to the nearest microsecond named an instant a
+    little before the token was whole (3/second: 0.999999 of one at
+    08:00:00.333333), and the scheduler, woken then, found none and was told
+    the same instant again: on a virtual clock a loop that never slept."""
+    bucket = TokenBucket(rate, T0)
+    now = T0
+    for _ in range(500):
+        while bucket.take(now):
+            pass
+        now = bucket.next_token_at()
+        assert bucket.take(now), (now, bucket.tokens)
+
+
+async def test_a_rate_of_three_a_second_starts_each_job_on_its_token(store: TrackedStore) -> None:
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(clock, types=frozenset({"mail"}))
+    settings = EngineSettings(defaults=EXACT, type_rates={"mail": Rate(3, 1.0)})
+    async with engine_running(store, clock, handler, settings=settings) as engine:
+        mails = await engine.add_jobs([JobSpec(job_type="mail", run_at=at(10)) for _ in range(9)])
+        for job in mails:
+            done = await wait_until(engine, job.id, is_final, store)
+            assert done.status is JobStatus.COMPLETED
+        passes = engine.loop_iterations
+    assert len(handler.calls) == 9 and max(call.at for call in handler.calls) <= at(12.01)
+    assert passes < 100  # a token each third of a second, not a spin
+
+
 async def test_jobs_over_their_types_rate_start_late_and_other_types_on_time(
     store: TrackedStore,
 ) -> None:
