@@ -27,10 +27,11 @@ HELD_BACK_RECHECK = timedelta(seconds=1)
 """While memory is full of held-back jobs that parking cannot thin out, how
 often the loop looks for room."""
 PARKED_SHARE = 100
-"""A parked job type keeps up to ``window_size // PARKED_SHARE`` jobs in memory (at
-least one): 1,000 at the daemon's window, a buffer for many starts between
-reads, and few enough that counting them each loop turn (:meth:`LocalWindow._in_memory`)
-costs little."""
+"""A parked job type keeps ``window_size // PARKED_SHARE`` jobs in memory (1,000
+at the daemon's window; at least twice its limit and its rate's count, at most
+half the window, see :meth:`LocalWindow._keep`): a buffer for many starts
+between reads, and few enough that counting them each loop turn
+(:meth:`LocalWindow._in_memory`) costs little."""
 
 Key = tuple[datetime, str]
 """A pending job's place in the window: (run_at, id)."""
@@ -183,24 +184,34 @@ class LocalWindow:
         await self._load(self._end, min(settings.window_size, room))
         return True
 
-    @property
-    def _keep(self) -> int:
-        """How many jobs of a parked type stay in memory (read again at half)."""
-        return max(1, self._core.settings.window_size // PARKED_SHARE)
+    def _keep(self, job_type: str) -> int:
+        """How many jobs of a parked type stay in memory (read again at half):
+        a hundredth of the window, and at least twice the type's limit and its
+        rate's burst, so the slots it may take find its jobs in memory when
+        they free together; at most half the window."""
+        settings = self._core.settings
+        window = settings.window_size
+        wanted = window // PARKED_SHARE
+        limit = settings.type_limits.get(job_type)
+        if limit is not None:
+            wanted = max(wanted, 2 * limit)
+        rate = settings.type_rates.get(job_type)
+        if rate is not None:
+            wanted = max(wanted, 2 * rate.count)
+        return max(1, min(wanted, window // 2))
 
     def _park(self) -> int:
         """Leave all but the first few jobs of each held-back type in the store.
 
         Called with memory full, no timer inside the window and no job ready to
         start: every pending job in memory waits for its type's limit or rate.
-        Each type with a limit or a rate and more than ``_keep`` jobs in memory
-        keeps its first ``_keep`` (by run_at, id); the rest leave memory (they
+        Each type with a limit or a rate and more than its ``_keep`` jobs in
+        memory keeps its first ``_keep`` (by run_at, id); the rest leave memory (they
         are on disk) and the window's loads read past the type from now on. Its
         later jobs are read by :meth:`_refill` as these start. Returns how many
         jobs left memory."""
         core = self._core
         settings = core.settings
-        keep = self._keep
         by_type: dict[str, list[Job]] = {}
         for job in core.jobs.values():
             job_type = job.job_type
@@ -212,6 +223,7 @@ class LocalWindow:
                 by_type.setdefault(job_type, []).append(job)
         left = 0
         for job_type, jobs in by_type.items():
+            keep = self._keep(job_type)
             if len(jobs) <= keep:
                 continue
             jobs.sort(key=_key)
@@ -256,10 +268,10 @@ class LocalWindow:
         reached. A type whose jobs up to the window's end are all in memory is
         parked no more. Returns whether anything was read, and the memory the
         parked types may still take (kept free by the window's loads)."""
-        keep = self._keep
         read = False
         reserved = 0
         for job_type, after in list(self._parked.items()):
+            keep = self._keep(job_type)
             count = self._in_memory(job_type)
             if count > keep // 2:
                 reserved += keep - count if count < keep else 0

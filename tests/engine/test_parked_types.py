@@ -313,3 +313,33 @@ async def test_a_parked_high_priority_type_is_not_queued_behind_lower_priority_j
     # the other type has the other slot from when it is due.
     assert sorted(started[job.id] for job in limited) == [at(60 + n) for n in range(20)]
     assert sorted(started[job.id] for job in work) == [at(61 + n) for n in range(20)]
+
+
+async def test_a_parked_type_keeps_as_many_jobs_as_its_limit_can_start(
+    store: TrackedStore,
+) -> None:
+    """Three slots; "limited" (priority 10) limited to two at a time, 1 s per
+    job, twenty due at t60; twenty priority-0 jobs due at t61. Parked with one
+    job in memory (a hundredth of the window), its two running jobs ended
+    together and found one job to start: a priority-0 job took the other slot
+    every second. Found by review at stop 39; now a parked type keeps at least
+    twice its limit."""
+    clock = VirtualClock(T0)
+    handler = ScriptedHandler(
+        clock, types=frozenset({"work", "limited"}), behaviour=sleeper(clock, 1.0)
+    )
+    settings = EngineSettings(
+        defaults=EXACT, window_size=10, max_concurrency=3, type_limits={"limited": 2}
+    )
+    events = Events()
+    async with engine_running(store, clock, handler, settings=settings, log=events) as engine:
+        limited = await engine.add_jobs(
+            [JobSpec(job_type="limited", run_at=at(60), priority=10) for _ in range(20)]
+        )
+        work = await engine.add_jobs([JobSpec(job_type="work", run_at=at(61)) for _ in range(20)])
+        await all_final(engine, [*limited, *work], store)
+    started = started_at(handler)
+    assert "job_type_parked" in events.names
+    assert handler.max_running["limited"] == 2
+    got = sorted(started[job.id] for job in limited)
+    assert got == sorted([at(60 + n // 2) for n in range(20)]), [t - T0 for t in got]
