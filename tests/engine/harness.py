@@ -183,6 +183,21 @@ async def autojump(clock: VirtualClock, store: TrackedStore) -> None:
         await anyio.lowlevel.checkpoint()
 
 
+class Events:
+    """A logger double that keeps each event's name."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def bind(self, **_: Any) -> Events:
+        return self
+
+    def _keep(self, event: str, **fields: Any) -> None:
+        self.names.append(event)
+
+    debug = info = warning = error = critical = _keep
+
+
 @dataclass
 class Call:
     """One handler invocation as the handler saw it."""

@@ -25,6 +25,7 @@ from nexus_schedd.model import Job, JobResult, JobSpec, JobStatus
 from tests.engine.harness import (
     EXACT,
     T0,
+    Events,
     ScriptedHandler,
     TrackedStore,
     at,
@@ -61,19 +62,11 @@ class Reads(TrackedStore):
         return jobs
 
 
-class Events:
-    """A logger double that keeps each event's name."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def bind(self, **_: Any) -> Events:
-        return self
-
-    def _keep(self, event: str, **fields: Any) -> None:
-        self.names.append(event)
-
-    debug = info = warning = error = critical = _keep
+def limited_handler(clock: VirtualClock, seconds: float) -> ScriptedHandler:
+    """A handler of "work" and "limited" jobs; the latter take ``seconds``."""
+    return ScriptedHandler(
+        clock, types=frozenset({"work", "limited"}), behaviour=limited_take(clock, seconds)
+    )
 
 
 def limited_take(clock: VirtualClock, seconds: float) -> Callable[[Job, HandlerContext], Any]:
@@ -110,9 +103,7 @@ async def test_other_types_run_when_due_behind_more_held_back_jobs_than_memory_h
     # kept the other type waiting behind the whole backlog (20 s, or 20 hours).
     reads = Reads(store)
     clock = VirtualClock(T0)
-    handler = ScriptedHandler(
-        clock, types=frozenset({"work", "limited"}), behaviour=limited_take(clock, 1.0)
-    )
+    handler = limited_handler(clock, 1.0)
     settings = EngineSettings(defaults=EXACT, window_size=10, max_concurrency=2, **held_back)
     events = Events()
     async with engine_running(reads, clock, handler, settings=settings, log=events) as engine:
@@ -143,9 +134,7 @@ async def test_a_parked_type_runs_its_adds_and_is_unparked_after_its_backlog(
     store: TrackedStore,
 ) -> None:
     clock = VirtualClock(T0)
-    handler = ScriptedHandler(
-        clock, types=frozenset({"work", "limited"}), behaviour=limited_take(clock, 1.0)
-    )
+    handler = limited_handler(clock, 1.0)
     settings = EngineSettings(
         defaults=EXACT, window_size=10, max_concurrency=2, type_limits={"limited": 1}
     )
@@ -187,9 +176,7 @@ async def test_cancelling_a_parked_types_jobs_in_memory_does_not_stall_its_backl
     # stayed in the store until something unrelated (here, a job at t500)
     # woke the engine.
     clock = VirtualClock(T0)
-    handler = ScriptedHandler(
-        clock, types=frozenset({"work", "limited"}), behaviour=limited_take(clock, 10.0)
-    )
+    handler = limited_handler(clock, 10.0)
     settings = EngineSettings(
         defaults=EXACT, window_size=10, max_concurrency=2, type_limits={"limited": 1}
     )
@@ -225,9 +212,7 @@ async def test_a_job_placed_past_the_window_during_a_parked_types_read_does_not_
     # until tomorrow: the jobs of t110..t119 (past the window then) ran a day late.
     reads = Reads(store)
     clock = VirtualClock(T0)
-    handler = ScriptedHandler(
-        clock, types=frozenset({"work", "limited"}), behaviour=limited_take(clock, 1.0)
-    )
+    handler = limited_handler(clock, 1.0)
     settings = EngineSettings(
         defaults=EXACT, window_size=10, max_concurrency=2, type_limits={"limited": 1}
     )
@@ -261,9 +246,7 @@ async def test_a_parked_types_job_due_later_than_the_window_does_not_stall_it(
     # window's end, and no load happened until tomorrow: the jobs of t100..t119
     # ran a day late.
     clock = VirtualClock(T0)
-    handler = ScriptedHandler(
-        clock, types=frozenset({"work", "limited"}), behaviour=limited_take(clock, 1.0)
-    )
+    handler = limited_handler(clock, 1.0)
     settings = EngineSettings(
         defaults=EXACT, window_size=10, max_concurrency=2, type_limits={"limited": 1}
     )

@@ -29,6 +29,7 @@ from nexus_schedd.model import (
 from tests.engine.harness import (
     EXACT,
     T0,
+    Events,
     ScriptedHandler,
     TrackedStore,
     at,
@@ -136,21 +137,6 @@ async def test_a_running_jobs_next_occurrence_does_not_keep_the_next_window_in_t
 async def instant() -> JobResult:
     """A handler's success at once."""
     return JobResult.success()
-
-
-class Events:
-    """A logger double that keeps each event's name."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def bind(self, **_: Any) -> Events:
-        return self
-
-    def _keep(self, event: str, **fields: Any) -> None:
-        self.names.append(event)
-
-    debug = info = warning = error = critical = _keep
 
 
 async def test_more_jobs_held_back_by_a_type_limit_than_memory_holds_are_read_at_most_twice(
