@@ -78,7 +78,7 @@ class Client:
     ) -> None:
         self.socket_path: Path = resolve_socket_path(socket_path)
         self.timeout = timeout
-        self._stream: anyio.abc.SocketStream | None = None
+        self._stream: unix_stream.UnixStream | None = None
         self._buffered: BufferedByteReceiveStream | None = None
         self._lock = anyio.Lock()
 
@@ -101,6 +101,15 @@ class Client:
             await self._stream.aclose()
             self._stream = None
             self._buffered = None
+
+    def closed_by_daemon(self) -> bool:
+        """True when this connection cannot carry another call: it is not open, or
+        the daemon has closed its end (it restarted, or dropped an idle connection).
+
+        A non-blocking peek for pools that reuse idle clients; meaningless while a
+        call is in flight (its reply may be waiting).
+        """
+        return self._stream is None or self._stream.peer_closed()
 
     # -- the raw protocol --------------------------------------------------------
 
@@ -380,7 +389,7 @@ class Client:
 
     # -- internals -----------------------------------------------------------------
 
-    async def _connect(self) -> anyio.abc.SocketStream:
+    async def _connect(self) -> unix_stream.UnixStream:
         try:
             with self._deadline():
                 stream = await unix_stream.connect(self.socket_path)

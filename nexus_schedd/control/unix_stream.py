@@ -69,6 +69,22 @@ class UnixStream(anyio.abc.SocketStream):
             else:
                 view = view[sent:]
 
+    def peer_closed(self) -> bool:
+        """True when the peer has closed its end (EOF or an error is waiting) or
+        this stream is closed; a peek that neither blocks nor consumes data.
+
+        For an idle connection about to be reused: one the peer closed meanwhile
+        would fail the next call after sending it.
+        """
+        if self._closing:
+            return True
+        try:
+            return self._socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False  # nothing to read: open and idle
+        except OSError:
+            return True
+
     async def send_eof(self) -> None:
         self._check_open()
         self._socket.shutdown(socket.SHUT_WR)

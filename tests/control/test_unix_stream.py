@@ -133,6 +133,18 @@ async def test_sending_to_a_closed_peer_breaks_the_stream() -> None:
         assert isinstance(raised.value.__cause__, BrokenPipeError)
 
 
+async def test_peer_closed_peeks_without_taking_the_data() -> None:
+    mine, peer = socket.socketpair()
+    async with unix_stream.UnixStream(mine) as stream:
+        assert not stream.peer_closed()  # open and idle
+        peer.send(b"reply")
+        assert not stream.peer_closed()  # data waiting is not a close...
+        assert await stream.receive() == b"reply"  # ...and the peek left it there
+        peer.close()
+        assert stream.peer_closed()
+    assert stream.peer_closed()  # closed here
+
+
 async def test_connecting_where_nothing_listens_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         await unix_stream.connect(tmp_path / "absent.sock")

@@ -11,12 +11,9 @@ unknown: it answers 503 and the client decides (with an Idempotency-Key, safely)
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
-
-from anyio.abc import SocketAttribute
 
 from nexus_schedd.client import Client
 from nexus_schedd.clock import Clock
@@ -27,21 +24,6 @@ MAX_IDLE = timedelta(seconds=60)
 READ_METHODS = frozenset(
     {"GetStatus", "GetJob", "ListJobs", "ListRuns", "Preview", "ListHandlers", "ExportCalendar"}
 )
-
-
-def _still_open(client: Client) -> bool:
-    """False when the daemon has closed this idle connection (EOF is waiting)."""
-    # The client library exposes no socket; its stream is anyio's, which does.
-    stream = client._stream
-    if stream is None:
-        return False
-    raw = stream.extra(SocketAttribute.raw_socket)
-    try:
-        return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-    except BlockingIOError:
-        return True  # nothing to read: open and idle, as it should be
-    except OSError:
-        return False
 
 
 class DaemonPool:
@@ -89,7 +71,7 @@ class DaemonPool:
         now = self.clock.now()
         while self._idle:
             since, client = self._idle.pop()
-            if now - since < MAX_IDLE and _still_open(client):
+            if now - since < MAX_IDLE and not client.closed_by_daemon():
                 return client, True
             await client.aclose()
         return await self._connect(), False
