@@ -178,9 +178,11 @@ class SchedulerMethods:
         ical = build_calendar(jobs, self._context.clock.now(), days)
         return {"ical": ical.decode("utf-8")}
 
-    async def Watch(self, params: Params) -> AsyncGenerator[Params, None]:
-        """Events matching the filters, until the caller stops iterating. With
-        ``announce``, the first reply says the subscription is in place."""
+    async def Watch(self, params: Params) -> AsyncGenerator[list[Params], None]:
+        """Events matching the filters, until the caller stops iterating, as lists
+        of replies: the events ready together (one loop turn's, or those published
+        while the server wrote the last list), which the server writes at once.
+        With ``announce``, the first reply says the subscription is in place."""
         job_type = params.get("job_type")
         job_id = params.get("job_id")
         # The service subscribes when asked, before any event: from the announcement
@@ -188,16 +190,19 @@ class SchedulerMethods:
         subscription = self._service.watch()
         try:
             if params.get("announce"):
-                yield {"subscribed": True}
-            async for event in subscription:
-                if _matches(event, job_type, job_id):
-                    yield {"event": event.to_json()}
+                yield [{"subscribed": True}]
+            while batch := await subscription.next_batch():
+                replies = [
+                    {"event": event.to_json()}
+                    for event in batch
+                    if _matches(event, job_type, job_id)
+                ]
+                if replies:
+                    yield replies
         finally:
-            close = getattr(subscription, "aclose", None)
-            if close is not None:
-                # Shielded: this runs when the watcher was cancelled (client gone).
-                with anyio.CancelScope(shield=True):
-                    await close()
+            # Shielded: this runs when the watcher was cancelled (client gone).
+            with anyio.CancelScope(shield=True):
+                await subscription.aclose()
 
     # -- writes -------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -337,7 +337,12 @@ class ControlServer:
     async def _stream(
         self, stream: anyio.abc.SocketStream, buffered: BufferedByteReceiveStream, request: _Request
     ) -> None:
-        """Serve Watch: one reply per event until the client goes away (or sends anything)."""
+        """Serve Watch: one reply per event until the client goes away (or sends anything).
+
+        The replies of the events ready together are written with one send: a
+        write per event cost the daemon more CPU than the event itself (the
+        system call wakes the reader), and an open dashboard watches every add
+        and run (docs/performance.md, round 6 stop 40)."""
         async with anyio.create_task_group() as tg:
 
             async def until_client_leaves() -> None:
@@ -348,8 +353,10 @@ class ControlServer:
             tg.start_soon(until_client_leaves)
             try:
                 async with contextlib.aclosing(self._methods.Watch(request.parameters)) as events:
-                    async for parameters in events:
-                        await self._send(stream, reply(parameters, continues=True))
+                    async for batch in events:
+                        await self._send_all(
+                            stream, [reply(parameters, continues=True) for parameters in batch]
+                        )
             except _CLOSED:
                 pass
             except Exception as exc:
@@ -357,8 +364,15 @@ class ControlServer:
             tg.cancel_scope.cancel()
 
     async def _send(self, stream: anyio.abc.SocketStream, message: Mapping[str, Any]) -> None:
+        await self._send_all(stream, [message])
+
+    async def _send_all(
+        self, stream: anyio.abc.SocketStream, messages: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Write ``messages`` with one send; a client that reads none of it within
+        the idle timeout has stopped reading."""
         with anyio.move_on_after(self.settings.idle_timeout_s) as scope:
-            await stream.send(encode_message(message))
+            await stream.send(b"".join([encode_message(message) for message in messages]))
         if scope.cancelled_caught:
             raise anyio.BrokenResourceError("client stopped reading")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -35,6 +35,7 @@ from nexus_schedd.engine.backfill import (
     job_for_occurrence,
 )
 from nexus_schedd.engine.core import TRIGGER_PRIORITY, EngineCore, TriggerWaiter
+from nexus_schedd.engine.events import Subscription
 from nexus_schedd.engine.local import LocalWindow
 from nexus_schedd.engine.pauses import PauseTimers
 from nexus_schedd.engine.policies import jittered, requeued
@@ -48,7 +49,7 @@ from nexus_schedd.engine.source import DueWorkSource
 from nexus_schedd.errors import InvalidJobState, InvalidSpec, JobExists, JobNotFound
 from nexus_schedd.handlers.registry import HandlerRegistry
 from nexus_schedd.model import Job, JobSpec, JobStatus, Recurrence, Run
-from nexus_schedd.model.events import EngineStatus, Event, EventKind
+from nexus_schedd.model.events import EngineStatus, EventKind
 from nexus_schedd.model.queries import JobFilter, Page, RequeueFilter, RequeueReport, RunFilter
 from nexus_schedd.model.schedule import (
     first_occurrence,
@@ -388,7 +389,7 @@ class Engine:
             },
         )
 
-    def watch(self) -> AsyncIterator[Event]:
+    def watch(self) -> Subscription:
         """Events from now on; a subscriber that falls behind loses the oldest."""
         return self._core.events.subscribe()
 

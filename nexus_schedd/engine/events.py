@@ -66,13 +66,33 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Event:
+        if not await self._wait():
+            raise StopAsyncIteration
+        return self._subscriber.buffer.popleft()
+
+    async def next_batch(self) -> list[Event]:
+        """Every event published since the last call, in order, waiting for one if
+        there is none; an empty list once the subscription is closed.
+
+        For a subscriber that writes what it gets: the events of one loop turn,
+        or those published while it was busy with the last batch, come at once.
+        """
+        if not await self._wait():
+            return []
+        buffer = self._subscriber.buffer
+        batch = list(buffer)
+        buffer.clear()
+        return batch
+
+    async def _wait(self) -> bool:
+        """Wait until an event is buffered; False once the subscription is closed."""
         subscriber = self._subscriber
         while not subscriber.buffer:
             if subscriber not in self._hub._subscribers:
-                raise StopAsyncIteration
+                return False
             subscriber.ready = anyio.Event()
             await subscriber.ready.wait()
-        return subscriber.buffer.popleft()
+        return True
 
     async def aclose(self) -> None:
         """Stop receiving events (a task waiting in ``__anext__`` gets StopAsyncIteration)."""

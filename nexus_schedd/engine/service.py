@@ -9,13 +9,14 @@ reference that is an id or a name and raise the errors of
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from nexus_schedd.engine.backfill import BackfillReport
+from nexus_schedd.engine.events import Subscription
 from nexus_schedd.model import Job, JobSpec, Recurrence, Run
-from nexus_schedd.model.events import EngineStatus, Event
+from nexus_schedd.model.events import EngineStatus
 from nexus_schedd.model.queries import JobFilter, Page, RequeueFilter, RequeueReport, RunFilter
 
 UNSET: Any = object()
@@ -90,9 +91,10 @@ class SchedulerService(Protocol):
         """A cheap snapshot of the engine's state."""
         ...
 
-    def watch(self) -> AsyncIterator[Event]:
-        """Events from now on, until the caller stops iterating. A subscriber that
-        falls too far behind loses the oldest events rather than slowing the engine."""
+    def watch(self) -> Subscription:
+        """Events from now on, one at a time or in batches, until the caller closes
+        the subscription. A subscriber that falls too far behind loses the oldest
+        events rather than slowing the engine."""
         ...
 
     def supported(self, job_type: str) -> bool:

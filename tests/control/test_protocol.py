@@ -20,6 +20,7 @@ import pytest
 
 from nexus_schedd.control.server import bind_control_socket
 from nexus_schedd.control.settings import ControlSettings
+from nexus_schedd.control.unix_stream import UnixStream
 from nexus_schedd.control.varlink import Interface, load_interface
 from nexus_schedd.model import Job
 from tests.control.harness import (
@@ -293,6 +294,36 @@ async def test_watch_streams_events_until_the_client_leaves(daemon: Daemon) -> N
     assert kinds[0] == "job_added"
     assert "run_started" in kinds
     await wait_until(lambda: daemon.server.connections == 0)
+
+
+@pytest.mark.anyio
+async def test_watch_writes_the_events_ready_together_with_one_send(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 50 job_added events of one AddJobs are published in one loop turn: the
+    server writes them with one send, each still its own reply, in order."""
+    events_per_send: list[int] = []
+    send = UnixStream.send
+
+    async def counted(self: UnixStream, item: bytes) -> None:
+        # Only the server's streams are UnixStreams here (the watcher is anyio's).
+        events_per_send.append(bytes(item).count(b'"kind":"job_added"'))
+        await send(self, item)
+
+    monkeypatch.setattr(UnixStream, "send", counted)
+    names = [f"batch-{i}" for i in range(50)]
+    async with await anyio.connect_unix(daemon.socket_path) as watcher:
+        await watcher.send(call_message(S + "Watch", {"announce": True}, more=True))
+        (announced,) = await read_replies(watcher, 1)
+        assert announced["parameters"] == {"subscribed": True}
+        jobs = [{"job_type": "log", "name": name, "run_at": LATER} for name in names]
+        await call(daemon, "AddJobs", {"jobs": jobs})
+        events = await read_replies(watcher, len(names))
+    for message in events:
+        assert message["continues"] is True
+        checked(S + "Watch", message)
+    assert [message["parameters"]["event"]["job"]["name"] for message in events] == names
+    assert [count for count in events_per_send if count] == [len(names)]
 
 
 @pytest.mark.anyio

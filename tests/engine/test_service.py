@@ -55,7 +55,7 @@ async def test_watch_streams_job_and_run_events(store: TrackedStore) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(collect)
             await engine.add_job(JobSpec(job_type="work", run_at=at(10)))
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
     assert kinds == [EventKind.JOB_ADDED, EventKind.RUN_STARTED, EventKind.RUN_FINISHED]
 
 
