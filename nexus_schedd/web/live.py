@@ -164,7 +164,9 @@ class EventPump:
         async with aclosing(client.watch()) as events:
             async for event in events:
                 self.run_metrics.observe(event)
-                self.broadcaster.publish(sse_message("change", event_summary(event)))
+                if self.broadcaster.subscriber_count:
+                    # Built only for open pages: every add and run sends events.
+                    self.broadcaster.publish(sse_message("change", event_summary(event)))
                 for listener in self.listeners:
                     listener(event.kind.value, event)
         self._set_connected(False, "the daemon ended the Watch stream")
