@@ -5,7 +5,7 @@ next to APScheduler 3.11's memory store in the same run, and CPU per job of each
 process: the daemon (its event loop) and its SQLite writer process.
 
     python -m benchmarks.daemon_throughput [--jobs 100000 [N ...]] [--repeat 1]
-        [--log-level warning] [--default-log-level] [--history 0]
+        [--log-level warning] [--default-log-level] [--history 0] [--watch]
 
 How it measures, and why the measuring does not load the daemon:
 
@@ -17,7 +17,12 @@ How it measures, and why the measuring does not load the daemon:
   at ``ASSUMED_ADD_RATE`` after the first add. A run whose adds end less than
   ``MARGIN_S`` before that instant is refused (an error, not a figure).
 - Nothing asks the daemon anything while the jobs run: no Watch stream (it
-  would encode an event per job in the daemon) and no GetStatus polling. The
+  would encode two events per job in the daemon) and no GetStatus polling.
+  ``--watch`` (which ``make bench`` passes) adds a row with one Watch stream
+  open from the adds' end to the last finish, as nexus-schedweb keeps one for
+  its metrics and live pages: its jobs/s, the daemon's CPU per job, and how
+  many of the runs' events (two per job) reached the stream (a subscriber
+  that falls behind loses the oldest). The
   handler sends one datagram every 1,000 calls (``progress_every``); once
   they add up to N the benchmark opens the store file read-only from its own
   process and checks, every 10 ms, that no job is pending or running and no
@@ -71,6 +76,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -286,6 +292,27 @@ async def _add(socket_path: Path, jobs: int, run_at: str) -> None:
             await client.add_jobs([{"job_type": "bench", "run_at": run_at}] * count)
 
 
+class Watcher:
+    """A raw Watch stream on the daemon's socket, as a dashboard keeps one: it reads
+    every byte and counts the replies (events), so what it costs the daemon is
+    the daemon's, and how many events arrived says whether the stream kept up."""
+
+    def __init__(self) -> None:
+        self.events = 0
+
+    async def run(self, socket_path: Path, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with await anyio.connect_unix(socket_path) as stream:
+            await stream.send(
+                b'{"method":"io.nexus.Scheduler.Watch","parameters":{"announce":true},'
+                b'"more":true}\0'
+            )
+            announced = await stream.receive()
+            self.events = announced.count(b"\0") - 1  # the announcement is no event
+            task_status.started()
+            while True:
+                self.events += (await stream.receive()).count(b"\0")
+
+
 async def _run_window(
     daemons: Sequence[Daemon],
     jobs: int,
@@ -293,8 +320,10 @@ async def _run_window(
     progress: socket.socket,
     add_rate: float,
     window_hook: WindowHook | None = None,
+    watched: bool = False,
 ) -> dict[str, Any]:
-    """Add the jobs through the first daemon, then measure until all are on disk."""
+    """Add the jobs through the first daemon, then measure until all are on disk
+    (``watched``: with a Watch stream open on the first daemon meanwhile)."""
     added_at = time.monotonic()
     due = datetime.now(UTC) + timedelta(seconds=LEAD_S + jobs / add_rate)
     await _add(daemons[0].socket_path, jobs, format_instant(due))
@@ -313,16 +342,24 @@ async def _run_window(
     hooked = ExitStack()
     if window_hook is not None:
         hooked.enter_context(window_hook(pids))
-    before = {pid: process_cpu(pid) for group in pids.values() for pid in group}
-    extra_before = _readable_cpu(await view.server_pids())
-    with anyio.fail_after(slack_s + 60 + jobs / 1000):
-        await _wait_progress(progress, jobs, len(daemons))
-    deadline = time.monotonic() + 60
-    while (finished := await view.finished()) is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError("jobs still pending or running 60 s after the last report")
-        await anyio.sleep(POLL_S)
-    on_disk = datetime.now(UTC)
+    watcher = Watcher()
+    async with anyio.create_task_group() as watching:
+        if watched:
+            await watching.start(watcher.run, daemons[0].socket_path)
+        before = {pid: process_cpu(pid) for group in pids.values() for pid in group}
+        extra_before = _readable_cpu(await view.server_pids())
+        with anyio.fail_after(slack_s + 60 + jobs / 1000):
+            await _wait_progress(progress, jobs, len(daemons))
+        deadline = time.monotonic() + 60
+        while (finished := await view.finished()) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("jobs still pending or running 60 s after the last report")
+            await anyio.sleep(POLL_S)
+        on_disk = datetime.now(UTC)
+        if watched:
+            await anyio.sleep(0.2)  # the last events on their way
+        watching.cancel_scope.cancel()
+    assert finished is not None  # the loop above ended with it (the task group hides that)
     hooked.close()
     after = {pid: process_cpu(pid) for pid in before}
     extra_after = _readable_cpu(await view.server_pids())
@@ -353,6 +390,7 @@ async def _run_window(
         "cpu writer": summed(pids["writer"], before, after),
         "cpu server": summed(list(extra_after), extra_before, extra_after),
         "load": load_average(),
+        **({"watch_events": watcher.events, "watch_events_expected": 2 * jobs} if watched else {}),
     }
 
 
@@ -362,14 +400,17 @@ def measure_daemons(
     view: Callable[[Daemon], contextlib.AbstractAsyncContextManager[StoreView]],
     window_hook: WindowHook | None = None,
     history: int = 0,
+    watched: bool = False,
 ) -> dict[str, Any]:
     """Start one daemon per config (each called with the progress socket path),
     add ``jobs`` due jobs through the first, and measure (see the module doc);
-    ``history``: finished runs in each SQLite store before its daemon starts."""
+    ``history``: finished runs in each SQLite store before its daemon starts;
+    ``watched``: a Watch stream open on the first daemon while the jobs run."""
+    measure = partial(_measure_once, configs, jobs, view)
     try:
-        return _measure_once(configs, jobs, view, ASSUMED_ADD_RATE, window_hook, history)
+        return measure(ASSUMED_ADD_RATE, window_hook, history, watched)
     except AddsTooSlow as exc:
-        return _measure_once(configs, jobs, view, exc.adds_per_s / 2, window_hook, history)
+        return measure(exc.adds_per_s / 2, window_hook, history, watched)
 
 
 def fill_history(db_path: Path, runs: int) -> None:
@@ -430,6 +471,7 @@ def _measure_once(
     add_rate: float,
     window_hook: WindowHook | None,
     history: int = 0,
+    watched: bool = False,
 ) -> dict[str, Any]:
     with workdir("nxb-dthr-") as tmp, ExitStack() as stack:
         progress_path = tmp / "progress.sock"
@@ -447,7 +489,9 @@ def _measure_once(
 
         async def window() -> dict[str, Any]:
             async with view(daemons[0]) as store_view:
-                return await _run_window(daemons, jobs, store_view, progress, add_rate, window_hook)
+                return await _run_window(
+                    daemons, jobs, store_view, progress, add_rate, window_hook, watched
+                )
 
         return anyio.run(window, backend_options={"use_uvloop": True})
 
@@ -459,6 +503,7 @@ def measure_sqlite(
     window_hook: WindowHook | None = None,
     operations: bool = False,
     history: int = 0,
+    watched: bool = False,
 ) -> dict[str, Any]:
     """The SQLite daemon's figures for ``jobs`` jobs (see the module doc)."""
     result = measure_daemons(
@@ -467,6 +512,7 @@ def measure_sqlite(
         sqlite_view,
         window_hook,
         history,
+        watched,
     )
     result["log_level"] = log_level
     result["operations_configured"] = operations
@@ -507,15 +553,19 @@ def run(
     operations: bool = True,
     history: int = 0,
     default_log_level: bool = False,
+    watched: bool = False,
 ) -> Report:
     """The headline row: the daemon (with ``operations``: rate limits and [[notify]]
     rules configured for other types; ``history`` finished runs in its store
     before it starts), then APScheduler's memory store, ``repeat`` times. With
     ``default_log_level`` (and ``log_level`` not info already), a row more: the
-    same daemon at the default ``info``, two log lines per run."""
+    same daemon at the default ``info``, two log lines per run. With ``watched``,
+    a row more: the daemon with a Watch stream open (a dashboard's), and how many
+    of the run events reached it."""
     ours_runs: list[dict[str, Any]] = []
     theirs_runs: list[dict[str, Any] | None] = []
     info_runs: list[dict[str, Any]] = []
+    watched_runs: list[dict[str, Any]] = []
     for _ in range(repeat):
         ours_runs.append(
             measure_sqlite(jobs, log_level=log_level, operations=operations, history=history)
@@ -524,6 +574,12 @@ def run(
         if default_log_level and log_level != "info":
             info_runs.append(
                 measure_sqlite(jobs, log_level="info", operations=operations, history=history)
+            )
+        if watched:
+            watched_runs.append(
+                measure_sqlite(
+                    jobs, log_level=log_level, operations=operations, history=history, watched=True
+                )
             )
     report = Report("0 daemon throughput")
     label = f"memory store, {jobs:,} jobs"
@@ -558,9 +614,27 @@ def run(
             theirs,
             label,
         )
+    for watching, theirs in zip(watched_runs, theirs_runs, strict=False):
+        report.rows += _against(
+            "durable jobs/s as above with a Watch stream open (a dashboard's)",
+            "CPU us per job with a Watch stream open, daemon process (event loop)",
+            watching,
+            theirs,
+            label,
+        )
+        report.rows.append(
+            Row(
+                "Watch events delivered of the runs' events (2 per job)",
+                watching["watch_events"],
+                watching["watch_events_expected"],
+                theirs_label="sent by the engine",
+            )
+        )
     report.details = {"nexus_schedd": ours_runs, "apscheduler_memory": theirs_runs}
     if info_runs:
         report.details["nexus_schedd_info"] = info_runs
+    if watched_runs:
+        report.details["nexus_schedd_watched"] = watched_runs
     return report
 
 
@@ -598,6 +672,11 @@ def arguments() -> argparse.ArgumentParser:
         metavar="RUNS",
         help="finished runs in the store before the daemon starts (default 0)",
     )
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="also measure the daemon with a Watch stream open, as nexus-schedweb keeps one",
+    )
     return parser
 
 
@@ -612,6 +691,7 @@ def main() -> None:
                 operations=not args.plain,
                 history=args.history,
                 default_log_level=args.default_log_level,
+                watched=args.watch,
             )
             for jobs in args.jobs
         ]

@@ -61,7 +61,7 @@ def main() -> None:
     quick = args.quick
     started = time.monotonic()
     reports: list[Report] = [
-        daemon_throughput.run(20_000 if quick else 100_000, default_log_level=True),
+        daemon_throughput.run(20_000 if quick else 100_000, default_log_level=True, watched=True),
         # The same at a fifth of the jobs: APScheduler's memory store costs more
         # per job the more jobs wait (one sorted list), the daemon does not, so
         # the ratio is only meaningful with its size.
