@@ -319,12 +319,22 @@ class Engine:
         return result
 
     async def _insert(self, fresh: list[Job]) -> None:
-        """Insert new pending jobs in one write (all or none), then schedule them."""
+        """Insert new pending jobs in one write (all or none), then schedule them.
+
+        Invariant: a job already in memory when the insert returns was taken in
+        by the source while the insert finished (in shared mode this node's loop
+        claims a row as soon as its commit's notification arrives; a window load
+        may read it); that version is the newer one and stays. Placing the added
+        version over a claimed job dropped it from memory while its lease was
+        renewed for good: the job never ran (stop 40).
+        """
         core = self._core
         await self._store.insert_jobs(fresh)
+        jobs = core.jobs
         for job in fresh:
             core.status_counts[JobStatus.PENDING] += 1
-            core.place(job)
+            if job.id not in jobs:
+                core.place(job)
             core.publish(EventKind.JOB_ADDED, job)
 
     # -- SchedulerService: reading --------------------------------------------------

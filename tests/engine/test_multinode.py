@@ -323,6 +323,43 @@ async def test_a_trigger_whose_start_write_failed_leaves_the_schedule_where_it_w
         assert failed and nodes.recorder.calls == []
 
 
+async def test_a_job_claimed_here_before_its_add_returned_runs() -> None:
+    """The add commits; this node's loop claims the new row before the add has
+    put the job in memory (the commit's notification wakes it first). The add
+    must not overwrite the claimed job with its pending version: before stop 40
+    it did, the claimed job left memory, and its lease was renewed for good, so
+    it never ran (the flaky follow-up test above, 1 run in 70 under load)."""
+    async with cluster(1) as nodes:
+        (node,) = nodes.engines
+        store = nodes.stores[0]
+        insert_jobs, claim_due = store.insert_jobs, store.claim_due
+        added: set[str] = set()
+        claimed_here = anyio.Event()
+
+        async def claim_noting(*arguments: Any) -> list[Job]:
+            claimed = await claim_due(*arguments)
+            if added & {job.id for job in claimed}:
+                claimed_here.set()
+            return claimed
+
+        async def insert_then_let_the_claim_in(jobs: Any) -> None:
+            added.update(job.id for job in jobs)
+            await insert_jobs(jobs)
+            with anyio.fail_after(LIMIT_S):
+                await claimed_here.wait()  # the loop claimed it: now the add goes on
+
+        store.claim_due = claim_noting  # type: ignore[method-assign]
+        store.insert_jobs = insert_then_let_the_claim_in  # type: ignore[method-assign]
+        job = await node.add_job(JobSpec(job_type="work"))
+
+        async def ran() -> bool:
+            stored = await store.get_job(job.id)
+            return stored is not None and stored.status is JobStatus.COMPLETED
+
+        await wait_for(ran)
+    assert [call[1] for call in nodes.recorder.calls] == [job.id]
+
+
 class _StaleDueReads(PostgresStore):
     """A store whose ``next_due_at`` answers with what it read, but only once the
     test lets it: an add lands while the read is in flight (issue 17, finding 5)."""
