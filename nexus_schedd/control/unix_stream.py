@@ -70,8 +70,9 @@ class UnixStream(anyio.abc.SocketStream):
                 view = view[sent:]
 
     def peer_closed(self) -> bool:
-        """True when the peer has closed its end (EOF or an error is waiting) or
-        this stream is closed; a peek that neither blocks nor consumes data.
+        """True when this stream is closed, an error is waiting, or the peer has
+        closed its end and nothing is left to read (EOF is next); a peek that
+        neither blocks nor consumes data. Data still waiting counts as open.
 
         For an idle connection about to be reused: one the peer closed meanwhile
         would fail the next call after sending it.

@@ -18,11 +18,13 @@ import anyio
 import icalendar
 import pytest
 
-from nexus_schedd.control.server import bind_control_socket
+from nexus_schedd.control.server import SEND_PART_BYTES, bind_control_socket
 from nexus_schedd.control.settings import ControlSettings
 from nexus_schedd.control.unix_stream import UnixStream
 from nexus_schedd.control.varlink import Interface, load_interface
-from nexus_schedd.model import Job
+from nexus_schedd.model import Job, JobSpec
+from nexus_schedd.model.events import Event, EventKind
+from nexus_schedd.model.times import format_instant
 from tests.control.harness import (
     Daemon,
     call_message,
@@ -35,6 +37,7 @@ from tests.occurrences import walk
 
 SCHEDULER = load_interface("io.nexus.Scheduler")
 LATER = "2040-01-01T00:00:00Z"
+_LATER = datetime(2040, 1, 1, tzinfo=UTC)
 SERVICE = load_interface("org.varlink.service")
 S = "io.nexus.Scheduler."
 
@@ -324,6 +327,51 @@ async def test_watch_writes_the_events_ready_together_with_one_send(
         checked(S + "Watch", message)
     assert [message["parameters"]["event"]["job"]["name"] for message in events] == names
     assert [count for count in events_per_send if count] == [len(names)]
+
+
+@pytest.mark.anyio
+async def test_a_large_watch_batch_goes_out_in_parts_a_slow_reader_takes_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 events of 16 KB published in one turn (640 KB): written in parts of
+    about SEND_PART_BYTES, each under the idle timeout, so a reader that keeps
+    reading at 640 KB/s stays connected although the whole batch takes it about
+    a second, twice the timeout (found in review: one send per batch cut it off)."""
+    part_sizes: list[int] = []
+    send = UnixStream.send
+
+    async def measured(self: UnixStream, item: bytes) -> None:
+        part_sizes.append(len(item))
+        await send(self, item)
+
+    monkeypatch.setattr(UnixStream, "send", measured)
+    settings = ControlSettings(idle_timeout_s=0.5)
+    async with running_daemon(tmp_path / "db", settings) as daemon:
+        job = await daemon.engine.add_job(
+            JobSpec(job_type="log", payload={"blob": "x" * 16_000}, run_at=_LATER)
+        )
+        async with await anyio.connect_unix(daemon.socket_path) as watcher:
+            await watcher.send(call_message(S + "Watch", {"announce": True}, more=True))
+            (announced,) = await read_replies(watcher, 1)
+            assert announced["parameters"] == {"subscribed": True}
+            part_sizes.clear()
+            for n in range(40):
+                daemon.engine._core.events.publish(
+                    Event(EventKind.JOB_UPDATED, _LATER + timedelta(seconds=n), job=job)
+                )
+            buffer, at = b"", []
+            with anyio.fail_after(30):
+                while len(at) < 40:
+                    try:
+                        buffer += await watcher.receive(32_768)
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        break
+                    *complete, buffer = buffer.split(b"\0")
+                    at += [json.loads(raw)["parameters"]["event"]["at"] for raw in complete]
+                    await anyio.sleep(0.05)  # 32 KB per 50 ms
+    assert at == [format_instant(_LATER + timedelta(seconds=n)) for n in range(40)]
+    assert len(part_sizes) > 1
+    assert max(part_sizes) < SEND_PART_BYTES + 20_000  # a part ends after the message that fills it
 
 
 @pytest.mark.anyio
