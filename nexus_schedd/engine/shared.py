@@ -179,11 +179,28 @@ class ClaimedWork:
 
     def _take(self, job: Job) -> None:
         """A job claimed in the store: ready to start here (the claim's ``running``
-        is only the lease; the core's dispatch makes the real transition)."""
+        is only the lease; the core's dispatch makes the real transition).
+
+        Invariant: a job changed here by a control operation whose write has not
+        landed yet (a cancel, pause or reschedule, staged or being written) was
+        claimed from its older row, and the change wins. The job is neither
+        started nor held: unheld, its staged version is written as it is (not
+        fenced, :meth:`_write_fenced`) over the claim's row, which ends the
+        claim's lease. Before stop 40 the claim's start replaced the staged
+        change in the checkpointer, so a cancel its caller was told of ran the job.
+        """
         assert job.run_at is not None
+        core = self._core
+        staged = core.checkpoints.staged_job(job.id)
+        if staged is not None and (
+            staged.status is not JobStatus.PENDING
+            or _AS_CLAIMED(staged.with_status(job.status)) != _AS_CLAIMED(job)
+        ):
+            core.log.info("claim_yields_to_change", job_id=job.id, status=staged.status.value)
+            return
         self._hold(job.id)
         self._claimed[job.id] = job
-        self._core.enqueue(job.with_status(JobStatus.PENDING), -job.priority, job.run_at)
+        core.enqueue(job.with_status(JobStatus.PENDING), -job.priority, job.run_at)
 
     def _hold(self, job_id: str) -> None:
         """This node now holds a lease on ``job_id``: keep it renewed."""

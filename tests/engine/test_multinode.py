@@ -360,6 +360,69 @@ async def test_a_job_claimed_here_before_its_add_returned_runs() -> None:
     assert [call[1] for call in nodes.recorder.calls] == [job.id]
 
 
+async def test_a_cancel_is_not_overwritten_by_this_nodes_own_claim() -> None:
+    """Found in review at stop 40 (older): a cancel waits for its write behind
+    one in flight; meanwhile this node's loop claims the job's row, still
+    pending on disk. Before, the claim's start replaced the staged cancel, and
+    the job ran although its cancel had been acknowledged."""
+    async with cluster(1, concurrency=1) as nodes:
+        (node,) = nodes.engines
+        store = nodes.stores[0]
+        blocker = await node.add_job(JobSpec(job_type="block"))
+        await nodes.recorder.started_event(blocker.id).wait()  # the one slot is taken
+        job = await node.add_job(JobSpec(job_type="work"))  # due, waits for the slot
+        later = await node.add_job(JobSpec(job_type="work", run_at=_in(86400)))
+        write, claim_due = store.write, store.claim_due
+        gate, in_flight, claimed_here = anyio.Event(), anyio.Event(), anyio.Event()
+
+        async def held_write(*arguments: Any) -> None:
+            in_flight.set()
+            await gate.wait()
+            await write(*arguments)
+
+        async def claim_noting(*arguments: Any) -> list[Job]:
+            claimed = await claim_due(*arguments)
+            if any(one.id == job.id for one in claimed):
+                claimed_here.set()
+            return claimed
+
+        store.write = held_write  # type: ignore[method-assign]
+        store.claim_due = claim_noting  # type: ignore[method-assign]
+        cancelled: list[Job] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(node.pause_job, later.id)  # its write stays in flight
+            await in_flight.wait()
+            store.write = write  # type: ignore[method-assign]
+
+            async def cancel() -> None:
+                cancelled.append(await node.cancel_job(job.id))
+
+            tg.start_soon(cancel)
+
+            async def cancel_staged() -> bool:
+                return node._core.checkpoints.staged_job(job.id) is not None
+
+            await wait_for(cancel_staged)
+            tg.start_soon(node.cancel_job, blocker.id)  # the slot frees: the loop claims
+            with anyio.fail_after(LIMIT_S):
+                await claimed_here.wait()
+            gate.set()
+
+        async def settled() -> bool:
+            stored = await store.get_job(job.id)
+            return stored is not None and stored.status.is_final
+
+        await wait_for(settled)
+        stored = await store.get_job(job.id)
+    assert [one.status for one in cancelled] == [JobStatus.CANCELED]
+    assert stored is not None and stored.status is JobStatus.CANCELED
+    assert [call for call in nodes.recorder.calls if call[1] == job.id] == []
+
+
+def _in(seconds: float) -> datetime:
+    return SystemClock().now() + timedelta(seconds=seconds)
+
+
 class _StaleDueReads(PostgresStore):
     """A store whose ``next_due_at`` answers with what it read, but only once the
     test lets it: an add lands while the read is in flight (issue 17, finding 5)."""
