@@ -181,7 +181,7 @@ class SchedulerMethods:
     async def Watch(self, params: Params) -> AsyncGenerator[list[Params], None]:
         """Events matching the filters, until the caller stops iterating, as lists
         of replies: the events ready together (one loop turn's, or those published
-        while the server wrote the last list), which the server writes at once.
+        while the server wrote the last list), which the server writes together.
         With ``announce``, the first reply says the subscription is in place."""
         job_type = params.get("job_type")
         job_id = params.get("job_id")

@@ -95,6 +95,7 @@ class Subscription:
         return True
 
     async def aclose(self) -> None:
-        """Stop receiving events (a task waiting in ``__anext__`` gets StopAsyncIteration)."""
+        """Stop receiving events (a task waiting in ``__anext__`` gets
+        StopAsyncIteration, one in ``next_batch`` an empty list)."""
         self._hub._leave(self._subscriber)
         self._subscriber.ready.set()
